@@ -1,0 +1,117 @@
+"""`python -m balancer --config ballast.toml`: run one balancer replica."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from balancer.config import ConfigError, load_config
+from balancer.server import Balancer
+
+log = logging.getLogger("balancer")
+
+DESCRIPTION = """\
+Ballast's gRPC L7 balancer: routes every request (every stream) of any gRPC
+service to an endpoint by policy, with weights, drain, health checks, outlier
+ejection and per-endpoint stats, behind a token-guarded admin API.
+"""
+
+EPILOG = """\
+environment:
+  BALLAST_ADMIN_TOKEN   bearer token for the admin API (or the variable named by
+                        admin.token_env in the config file)
+
+SIGTERM or SIGINT stops gracefully: no new calls are accepted, in-flight calls
+get balancer.shutdown_grace_s to finish, then they are cancelled.
+See README.md for the config file's keys.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m balancer",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", required=True, type=Path, metavar="FILE", help="the TOML config file"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config file, print a summary and exit (0 when valid)",
+    )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="FILE",
+        help="once serving, write the bound addresses there as JSON "
+        '({"listeners": [...], "admin": ..., "metrics": ...}); useful with port 0',
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default: INFO)",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(balancer: Balancer, ready_file: Path | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def until_signal() -> None:
+        if ready_file is not None:
+            _write_ready_file(ready_file, balancer)
+        await stop.wait()
+        log.info("shutting down: waiting up to %gs for calls", balancer.config.shutdown_grace_s)
+
+    await balancer.serve(until_signal)
+
+
+def _write_ready_file(path: Path, balancer: Balancer) -> None:
+    ready = {
+        "listeners": balancer.listen_addresses,
+        "admin": balancer.admin_address,
+        "metrics": balancer.metrics_address,
+        "pid": os.getpid(),
+    }
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(ready), encoding="utf-8")
+    partial.replace(path)  # atomic: a reader never sees half a file
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as err:
+        print(f"ballast: bad config: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
+        print(f"{args.config}: valid; clusters: {names}")
+        return 0
+    try:
+        asyncio.run(run(Balancer(config), args.ready_file))
+    except OSError as err:
+        print(f"ballast: cannot start: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

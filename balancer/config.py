@@ -1,0 +1,403 @@
+"""Balancer configuration: typed, frozen, validated; built from one TOML file.
+
+Every dataclass validates itself in `__post_init__`; `load_config` reads the
+TOML, names the key of any problem (`clusters[1].policy: …`) and rejects
+unknown keys, so a typo fails at start instead of being silently ignored.
+The environment is read only here, at the edge (`admin.token_env`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from balancer.endpoint import DEFAULT_WEIGHT, Address, check_weight
+from balancer.picker import POLICIES
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
+_STATUS_NAMES = {code.name for code in grpc.StatusCode}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and says what to do."""
+
+
+def _positive(name: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Splits `host:port` (or `[v6]:port`); raises ValueError naming the problem."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} is not host:port (for example 127.0.0.1:50051)")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """Active grpc.health.v1 checks. Disabled: discovered endpoints are READY at once."""
+
+    enabled: bool = False
+    interval_s: float = 5.0
+    timeout_s: float = 1.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 1
+    service: str = ""
+
+    def __post_init__(self) -> None:
+        _positive("interval_s", self.interval_s)
+        _positive("timeout_s", self.timeout_s)
+        if self.unhealthy_threshold < 1 or self.healthy_threshold < 1:
+            raise ValueError("unhealthy_threshold and healthy_threshold must be at least 1")
+
+
+@dataclass(frozen=True)
+class OutlierDetectionConfig:
+    """Passive ejection on consecutive failures; defaults are Envoy's."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5
+    interval_s: float = 10.0
+    base_ejection_s: float = 30.0
+    max_ejection_s: float = 300.0
+    max_ejection_percent: float = 10.0
+    failure_codes: frozenset[str] = frozenset({"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DATA_LOSS"})
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1:
+            raise ValueError("consecutive_failures must be at least 1")
+        _positive("interval_s", self.interval_s)
+        _positive("base_ejection_s", self.base_ejection_s)
+        if self.max_ejection_s < self.base_ejection_s:
+            raise ValueError("max_ejection_s must be at least base_ejection_s")
+        if not 0 <= self.max_ejection_percent <= 100:
+            raise ValueError("max_ejection_percent must be between 0 and 100")
+        if unknown := sorted(self.failure_codes - _STATUS_NAMES):
+            raise ValueError(f"failure_codes: unknown status code(s) {', '.join(unknown)}")
+
+
+@dataclass(frozen=True)
+class SlowStartConfig:
+    """Envoy's slow start; `window_s` 0 turns it off."""
+
+    window_s: float = 0.0
+    aggression: float = 1.0
+    min_weight_percent: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.window_s < 0:
+            raise ValueError("window_s must be 0 (off) or positive")
+        _positive("aggression", self.aggression)
+        if not 0 < self.min_weight_percent <= 100:
+            raise ValueError("min_weight_percent must be in (0, 100]")
+
+
+@dataclass(frozen=True)
+class PeakEwmaConfig:
+    default_rtt_ms: float = 30.0
+    decay_s: float = 10.0
+    failure_penalty_ms: float = 5_000.0
+
+    def __post_init__(self) -> None:
+        # A floor on the prior: a tiny one makes a new endpoint look free and floods it.
+        if self.default_rtt_ms < 1:
+            raise ValueError("default_rtt_ms must be at least 1 ms")
+        _positive("decay_s", self.decay_s)
+        if self.failure_penalty_ms < 0:
+            raise ValueError("failure_penalty_ms must not be negative")
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Where a cluster's endpoints come from. `static`: the `endpoints` list."""
+
+    kind: str = "static"
+    endpoints: tuple[Address, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind != "static":
+            raise ValueError(f"kind {self.kind!r} is not supported: use 'static'")
+        ids = [a.endpoint_id for a in self.endpoints]
+        if dupes := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"endpoints: duplicate endpoint {', '.join(dupes)}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    policy: str = "round_robin"
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    health_check: HealthCheckConfig = field(default_factory=HealthCheckConfig)
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
+    slow_start: SlowStartConfig = field(default_factory=SlowStartConfig)
+    peak_ewma: PeakEwmaConfig = field(default_factory=PeakEwmaConfig)
+    default_weight: int = DEFAULT_WEIGHT
+    # Methods known to be unary take the faster unary path; others stream.
+    unary_methods: frozenset[str] = frozenset()
+    discover_unary_methods: bool = True
+    drain_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name must not be empty")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy {self.policy!r} is unknown: use one of {', '.join(POLICIES)}")
+        check_weight(self.default_weight)
+        for method in self.unary_methods:
+            if not (method.startswith("/") and method.count("/") == 2):
+                raise ValueError(f"unary_methods: {method!r} is not /package.Service/Method")
+        if self.drain_timeout_s is not None:
+            _positive("drain_timeout_s", self.drain_timeout_s)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Sends methods of one gRPC `service` (`pkg.Service`) or a path `prefix` to `cluster`."""
+
+    cluster: str
+    service: str | None = None
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.service is None) == (self.prefix is None):
+            raise ValueError("set exactly one of service or prefix")
+        if self.prefix is not None and not self.prefix.startswith("/"):
+            raise ValueError(f"prefix {self.prefix!r} must start with '/'")
+
+    @property
+    def path_prefix(self) -> str:
+        return f"/{self.service}/" if self.service is not None else str(self.prefix)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    address: str
+
+    def __post_init__(self) -> None:
+        parse_address(self.address)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The admin gRPC API (token required) and an optional Prometheus endpoint."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1:9901"
+    token: str | None = None
+    metrics_address: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_address(self.address)
+        if self.metrics_address is not None:
+            parse_address(self.metrics_address)
+        if self.enabled and not self.token:
+            raise ValueError(
+                f"the admin API needs a bearer token: set {DEFAULT_TOKEN_ENV} (or the variable"
+                " named by admin.token_env), or admin.token, or admin.enabled = false"
+            )
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError("token is too short: use at least 16 random characters")
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    clusters: tuple[ClusterConfig, ...]
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig("127.0.0.1:50051"),)
+    routes: tuple[Route, ...] = ()
+    default_cluster: str | None = None
+    admin: AdminConfig = field(default_factory=lambda: AdminConfig(enabled=False))
+    id: str = "balancer"
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    record_stats: bool = True
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.clusters:
+            raise ValueError("clusters: define at least one [[clusters]] table")
+        if not self.listeners:
+            raise ValueError("listeners: define at least one [[listeners]] table")
+        names = [c.name for c in self.clusters]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"clusters: duplicate cluster name {', '.join(dupes)}")
+        for i, route in enumerate(self.routes):
+            if route.cluster not in names:
+                raise ValueError(f"routes[{i}].cluster: no cluster named {route.cluster!r}")
+        if self.default_cluster is not None and self.default_cluster not in names:
+            raise ValueError(f"default_cluster: no cluster named {self.default_cluster!r}")
+        _positive("max_message_bytes", self.max_message_bytes)
+        if self.shutdown_grace_s < 0:
+            raise ValueError("shutdown_grace_s must not be negative")
+
+    def cluster(self, name: str) -> ClusterConfig:
+        return next(c for c in self.clusters if c.name == name)
+
+
+# --- TOML reading -------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Table:
+    """Reads typed values from one TOML table, tracking the key path for messages."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self._data = data
+        self._path = path
+        self._used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def get(self, name: str, kind: type[T] | tuple[type, ...], default: Any = None) -> Any:
+        self._used.add(name)
+        if name not in self._data:
+            return default
+        value = self._data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kinds)}, got {value!r}")
+        return value
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.get(name, dict, {}), self.key(name))
+
+    def tables(self, name: str) -> Iterator[_Table]:
+        for i, item in enumerate(self.get(name, list, [])):
+            if not isinstance(item, dict):
+                raise ConfigError(f"{self.key(name)}[{i}]: expected a table, got {item!r}")
+            yield _Table(item, f"{self.key(name)}[{i}]")
+
+    def check_unknown(self) -> None:
+        for name in self._data:
+            if name not in self._used:
+                hint = difflib.get_close_matches(name, self._used, n=1)
+                did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ConfigError(f"{self.key(name)}: unknown key{did_you_mean}")
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Turns a dataclass's ValueError into a ConfigError that names this table."""
+        try:
+            yield
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{self._path or 'config'}: {err}") from None
+        self.check_unknown()
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return " or ".join(names.get(k, f"a {k.__name__}") for k in kinds)
+
+
+def _build(table: _Table, cls: Callable[..., T], fields: Mapping[str, Any]) -> T:
+    """Builds `cls` from the fields present in the table (absent → the dataclass default)."""
+    with table.building():
+        return cls(**{k: v for k, v in fields.items() if v is not None})
+    raise AssertionError("unreachable")  # pragma: no cover — `building` re-raises
+
+
+def _addresses(table: _Table) -> tuple[Address, ...]:
+    result = []
+    for i, item in enumerate(table.get("endpoints", list, [])):
+        key = f"{table.key('endpoints')}[{i}]"
+        try:
+            if isinstance(item, str):
+                result.append(Address(*parse_address(item)))
+            elif isinstance(item, dict) and set(item) <= {"address", "name"} and "address" in item:
+                name = item.get("name")
+                result.append(Address(*parse_address(str(item["address"])), pod_name=name))
+            else:
+                raise ValueError('use "host:port" or {address = "host:port", name = "pod"}')
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+    return tuple(result)
+
+
+def _cluster(t: _Table) -> ClusterConfig:
+    d, hc, od, ss, pe = (t.table(k) for k in ("discovery", "health_check", "outlier_detection",
+                                                "slow_start", "peak_ewma"))  # fmt: skip
+    discovery = _build(d, DiscoveryConfig, {"kind": d.get("kind", str), "endpoints": _addresses(d)})
+    health = _build(hc, HealthCheckConfig, {k: hc.get(k, kind) for k, kind in (
+        ("enabled", bool), ("interval_s", float), ("timeout_s", float),
+        ("unhealthy_threshold", int), ("healthy_threshold", int), ("service", str))})  # fmt: skip
+    codes = od.get("failure_codes", list)
+    outlier = _build(od, OutlierDetectionConfig, {
+        **{k: od.get(k, kind) for k, kind in (
+            ("enabled", bool), ("consecutive_failures", int), ("interval_s", float),
+            ("base_ejection_s", float), ("max_ejection_s", float),
+            ("max_ejection_percent", float))},
+        "failure_codes": frozenset(codes) if codes is not None else None})  # fmt: skip
+    slow = _build(ss, SlowStartConfig, {k: ss.get(k, float) for k in (
+        "window_s", "aggression", "min_weight_percent")})  # fmt: skip
+    ewma = _build(pe, PeakEwmaConfig, {k: pe.get(k, float) for k in (
+        "default_rtt_ms", "decay_s", "failure_penalty_ms")})  # fmt: skip
+    unary = t.get("unary_methods", list)
+    return _build(t, ClusterConfig, {
+        "name": t.get("name", str, ""), "policy": t.get("policy", str),
+        "discovery": discovery, "health_check": health, "outlier_detection": outlier,
+        "slow_start": slow, "peak_ewma": ewma, "default_weight": t.get("default_weight", int),
+        "unary_methods": frozenset(unary) if unary is not None else None,
+        "discover_unary_methods": t.get("discover_unary_methods", bool),
+        "drain_timeout_s": t.get("drain_timeout_s", float)})  # fmt: skip
+
+
+def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
+    token_env = t.get("token_env", str, DEFAULT_TOKEN_ENV)
+    token = t.get("token", str) or environ.get(token_env) or None
+    return _build(t, AdminConfig, {
+        "enabled": t.get("enabled", bool), "address": t.get("address", str), "token": token,
+        "metrics_address": t.get("metrics_address", str)})  # fmt: skip
+
+
+def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> BalancerConfig:
+    """Builds and validates a BalancerConfig; raises ConfigError naming the bad key."""
+    root = _Table(data, "")
+    b, routing = root.table("balancer"), root.table("routing")
+    listeners = tuple(_build(t, ListenerConfig, {"address": t.get("address", str, "")})
+                      for t in root.tables("listeners"))  # fmt: skip
+    routes = tuple(_build(t, Route, {k: t.get(k, str) for k in ("cluster", "service", "prefix")})
+                   for t in routing.tables("routes"))  # fmt: skip
+    clusters = tuple(_cluster(t) for t in root.tables("clusters"))
+    admin = _admin(root.table("admin"), environ) if "admin" in data else None
+    settings = {k: b.get(k, kind) for k, kind in (
+        ("id", str), ("max_message_bytes", int), ("record_stats", bool),
+        ("shutdown_grace_s", float))}  # fmt: skip
+    with b.building():
+        pass
+    default_cluster = routing.get("default_cluster", str)
+    with routing.building():
+        pass
+    return _build(root, BalancerConfig, {
+        **settings, "clusters": clusters, "listeners": listeners or None, "routes": routes,
+        "default_cluster": default_cluster, "admin": admin})  # fmt: skip
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:
+    """Reads the TOML file at `path`; raises ConfigError with the file, key and problem."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    try:
+        return config_from_dict(data, environ)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,48 @@
+"""Peak EWMA load estimate (linkerd2-proxy, tower `load/peak_ewma.rs`, finagle)."""
+
+from __future__ import annotations
+
+import math
+
+DEFAULT_RTT_MS = 30.0
+DECAY_S = 10.0
+# linkerd's load biaser: a fast RESOURCE_EXHAUSTED or UNAVAILABLE must not make a pod look cheap.
+FAILURE_PENALTY_MS = 5_000.0
+
+
+class PeakEwma:
+    """An RTT estimate that jumps up to a slower observation and decays towards faster ones.
+
+    The prior (`default_rtt_ms`) matters: a new endpoint has no observations, and
+    a tiny prior would make it look free, so every picker would flood it. The
+    config validates a floor of 1 ms for that reason.
+
+    With no observations the estimate decays towards zero (as tower's does), so
+    an endpoint that was slow once is probed again after a few decay periods.
+    """
+
+    __slots__ = ("_decay_s", "_estimate_s", "_updated_s")
+
+    def __init__(self, *, default_rtt_ms: float, decay_s: float, now_s: float) -> None:
+        self._estimate_s = default_rtt_ms / 1000
+        self._decay_s = decay_s
+        self._updated_s = now_s
+
+    def observe(self, rtt_s: float, now_s: float) -> None:
+        """Folds one response time in: a peak replaces the estimate, otherwise EWMA."""
+        if rtt_s > self._estimate_s:
+            self._estimate_s = rtt_s
+        else:
+            w = math.exp(-max(now_s - self._updated_s, 0.0) / self._decay_s)
+            self._estimate_s = self._estimate_s * w + rtt_s * (1 - w)
+        self._updated_s = now_s
+
+    def estimate_s(self, now_s: float) -> float:
+        """The estimate at `now_s`, decayed for the time since the last observation."""
+        return self._decayed(now_s)
+
+    def _decayed(self, now_s: float) -> float:
+        elapsed = now_s - self._updated_s
+        if elapsed <= 0:
+            return self._estimate_s
+        return self._estimate_s * math.exp(-elapsed / self._decay_s)

@@ -1,0 +1,256 @@
+"""The data plane: pass any gRPC call through to a picked endpoint as raw bytes.
+
+The wire does not say whether a method is unary or streaming, so the general
+path is stream-to-stream, which carries all four kinds. Methods known to be
+unary (from the config or the upstream's server reflection) take a faster
+unary-to-unary path. Either way the client sees exactly what the endpoint
+sent: response headers, messages, trailers, status code and details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from balancer.cluster import Cluster
+from balancer.config import Route
+from balancer.endpoint import Endpoint
+from balancer.stats import CODE_INDEX
+
+log = logging.getLogger(__name__)
+
+_OK = CODE_INDEX[grpc.StatusCode.OK]
+_CANCELLED = CODE_INDEX[grpc.StatusCode.CANCELLED]
+_UNAVAILABLE = CODE_INDEX[grpc.StatusCode.UNAVAILABLE]
+# Enough for every method a service has; past it (a client inventing method names) don't cache.
+_MAX_CACHED_METHODS = 4096
+
+Clock = Callable[[], float]
+
+
+class Router:
+    """Maps a method path to its cluster: the first matching route, else the default."""
+
+    def __init__(
+        self, routes: Sequence[Route], clusters: dict[str, Cluster], default: str | None
+    ) -> None:
+        self._routes = [(r.path_prefix, clusters[r.cluster]) for r in routes]
+        if default is None and len(clusters) == 1:
+            default = next(iter(clusters))
+        self._default = clusters[default] if default is not None else None
+
+    def cluster_for(self, method: str) -> Cluster | None:
+        for prefix, cluster in self._routes:
+            if method.startswith(prefix):
+                return cluster
+        return self._default
+
+
+class ProxyHandler(grpc.GenericRpcHandler):
+    """The generic handler the listener's server asks for every incoming call."""
+
+    def __init__(self, router: Router, *, clock: Clock, record_stats: bool) -> None:
+        self._router = router
+        self._clock = clock
+        self._record_stats = record_stats
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method  # type: ignore[assignment]
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._build(method)
+            if len(self._handlers) < _MAX_CACHED_METHODS:
+                self._handlers[method] = handler
+        return handler
+
+    def forget_methods(self) -> None:
+        """Drops cached handlers, after a cluster learned which of its methods are unary."""
+        self._handlers.clear()
+
+    def _build(self, method: str) -> grpc.RpcMethodHandler:
+        cluster = self._router.cluster_for(method)
+        if cluster is None:
+            return grpc.unary_unary_rpc_method_handler(_no_route(method))
+        call = _Call(cluster, method, self._clock, self._record_stats)
+        if method in cluster.unary_methods:
+            return grpc.unary_unary_rpc_method_handler(call.unary)
+        return grpc.stream_stream_rpc_method_handler(call.stream)
+
+
+def _no_route(method: str) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Any]:
+    async def reject(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"ballast: no route for {method} and no default cluster; add a route for it",
+        )
+        raise AssertionError("abort raises")
+
+    return reject
+
+
+class _Call:
+    """Proxies calls to one method of one cluster."""
+
+    def __init__(self, cluster: Cluster, method: str, clock: Clock, record_stats: bool) -> None:
+        self._cluster = cluster
+        self._method = method
+        self._clock = clock
+        self._record_stats = record_stats
+
+    async def unary(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        ep = self._cluster.pick()
+        if ep is None:
+            await _abort_no_endpoint(context, self._cluster)
+        assert ep is not None and ep.channel is not None
+        multicallable = ep.unary_callables.get(self._method)
+        if multicallable is None:
+            multicallable = ep.channel.unary_unary(self._method)
+            if len(ep.unary_callables) < _MAX_CACHED_METHODS:
+                ep.unary_callables[self._method] = multicallable
+        start = self._clock()
+        call = multicallable(
+            request, metadata=context.invocation_metadata(), timeout=context.time_remaining()
+        )
+        ep.calls.add(call)
+        code, sent = _CANCELLED, 0
+        try:
+            response: bytes = await call
+            initial = await call.initial_metadata()
+            if initial:
+                await context.send_initial_metadata(initial)
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
+            code, sent = _OK, len(response)
+            return response
+        except grpc.aio.AioRpcError as err:
+            code = CODE_INDEX[err.code()]
+            await _relay_error(context, err)
+        except asyncio.CancelledError:
+            if not _cancelled_by_drain(ep):
+                raise
+            code = _UNAVAILABLE
+            await _abort_drained(context, ep)
+        finally:
+            self._finish(ep, call, code, start, len(request), sent)
+        raise AssertionError("unreachable: every path returns or raises")
+
+    async def stream(self, requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        ep = self._cluster.pick()
+        if ep is None:
+            await _abort_no_endpoint(context, self._cluster)
+        assert ep is not None and ep.channel is not None
+        start = self._clock()
+        call = ep.channel.stream_stream(self._method)(
+            metadata=context.invocation_metadata(), timeout=context.time_remaining()
+        )
+        ep.calls.add(call)
+        counts = _Counts()
+        pump = asyncio.get_running_loop().create_task(_pump_requests(context, call, counts))
+        code = _CANCELLED
+        try:
+            code = await _relay_responses(context, call, counts)
+        except asyncio.CancelledError:
+            if not _cancelled_by_drain(ep):
+                raise
+            code = _UNAVAILABLE
+            await _abort_drained(context, ep)
+        finally:
+            pump.cancel()
+            call.cancel()
+            self._finish(ep, call, code, start, counts.received, counts.sent)
+
+    def _finish(
+        self, ep: Endpoint, call: grpc.aio.Call, code: int, start: float, received: int, sent: int
+    ) -> None:
+        now = self._clock()
+        latency = now - start
+        if self._record_stats:
+            ep.stats.record(code, latency, received, sent)
+        self._cluster.record_result(ep, code, latency)
+        ep.finish(call, now)
+
+
+class _Counts:
+    __slots__ = ("received", "sent")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.sent = 0
+
+
+async def _pump_requests(
+    context: grpc.aio.ServicerContext[Any, Any], call: grpc.aio.StreamStreamCall[Any, Any],
+    counts: _Counts,
+) -> None:  # fmt: skip
+    """Client → endpoint: every request message, then the half-close."""
+    try:
+        while (message := await context.read()) is not grpc.aio.EOF:
+            counts.received += len(message)
+            await call.write(message)
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+        pass  # the endpoint finished the call first; its status goes back to the client
+
+
+async def _relay_responses(
+    context: grpc.aio.ServicerContext[Any, Any], call: grpc.aio.StreamStreamCall[Any, Any],
+    counts: _Counts,
+) -> int:  # fmt: skip
+    """Endpoint → client: headers, every response message, trailers and status."""
+    headers_sent = False
+    try:
+        initial = await call.initial_metadata()
+        if initial:
+            await context.send_initial_metadata(initial)
+        headers_sent = True
+        while (message := await call.read()) is not grpc.aio.EOF:
+            counts.sent += len(message)
+            await context.write(message)
+        code = await call.code()
+    except grpc.aio.AioRpcError as err:
+        await _relay_error(context, err, headers_sent=headers_sent)
+        raise AssertionError("unreachable") from None
+    trailing = await call.trailing_metadata()
+    if trailing:
+        context.set_trailing_metadata(tuple(trailing))
+    if code is not grpc.StatusCode.OK:
+        context.set_code(code)
+        context.set_details(await call.details())
+    return CODE_INDEX[code]
+
+
+async def _relay_error(
+    context: grpc.aio.ServicerContext[Any, Any],
+    err: grpc.aio.AioRpcError,
+    *,
+    headers_sent: bool = False,
+) -> None:
+    """Ends the client's call with the endpoint's error, headers and trailers intact."""
+    initial = err.initial_metadata()
+    if initial and not headers_sent:
+        await context.send_initial_metadata(initial)
+    await context.abort(err.code(), err.details() or "", tuple(err.trailing_metadata() or ()))
+
+
+def _cancelled_by_drain(ep: Endpoint) -> bool:
+    """True when the upstream call was cancelled by a drain timeout, not by our client."""
+    task = asyncio.current_task()
+    return ep.drain_timed_out and task is not None and not task.cancelling()
+
+
+async def _abort_drained(context: grpc.aio.ServicerContext[Any, Any], ep: Endpoint) -> None:
+    await context.abort(
+        grpc.StatusCode.UNAVAILABLE,
+        f"ballast: endpoint {ep.id} was drained and its drain timeout elapsed; retry the call",
+    )
+
+
+async def _abort_no_endpoint(context: grpc.aio.ServicerContext[Any, Any], cluster: Cluster) -> None:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"ballast: {cluster.no_endpoint_reason()}")

@@ -1,0 +1,184 @@
+"""The balancer process: listeners, clusters and their background work, admin API.
+
+`Balancer` is embeddable (tests, the demo): `start()`, then `stop()`; or
+`serve(shutdown_trigger)` where the caller owns shutdown, as hypercorn does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from balancer import connections, reflection
+from balancer.cluster import Clock, Cluster
+from balancer.config import BalancerConfig, ClusterConfig
+from balancer.discovery import Discovery, StaticDiscovery
+from balancer.endpoint import Address, State, StateChange
+from balancer.health import HealthChecker
+from balancer.proxy import ProxyHandler, Router
+
+log = logging.getLogger(__name__)
+
+DiscoveryFactory = Callable[[ClusterConfig], Discovery]
+_SLOW_START_TICK_S = 0.5
+_REFLECTION_TIMEOUT_S = 5.0
+
+
+def static_discovery(config: ClusterConfig) -> Discovery:
+    return StaticDiscovery(config.discovery.endpoints)
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+class Balancer:
+    """One balancer replica."""
+
+    def __init__(
+        self,
+        config: BalancerConfig,
+        *,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        discovery: DiscoveryFactory = static_discovery,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.started_at_unix_s = time.time()
+        self._discovery = discovery
+        rng = rng or random.Random()
+        options = grpc_options(config.max_message_bytes)
+        self.clusters = {
+            c.name: Cluster(
+                c,
+                clock=clock,
+                rng=rng,
+                channel_factory=lambda a: grpc.aio.insecure_channel(a.target, options=options),
+                on_change=self._state_changed,
+            )
+            for c in config.clusters
+        }
+        router = Router(config.routes, self.clusters, config.default_cluster)
+        self.proxy = ProxyHandler(router, clock=clock, record_stats=config.record_stats)
+        self.listen_addresses: list[str] = []
+        self.admin_address: str | None = None
+        self.metrics_address: str | None = None
+        self._server: grpc.aio.Server | None = None
+        self._server_id: int | None = None
+        self._admin: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._learned: set[str] = set()
+
+    async def start(self) -> None:
+        """Binds the listeners and the admin API, and starts discovery and health checks."""
+        before = connections.server_ids()
+        server = grpc.aio.server(
+            options=[*grpc_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
+        )
+        server.add_generic_rpc_handlers([self.proxy])
+        for listener in self.config.listeners:
+            host = listener.address.rpartition(":")[0]
+            port = server.add_insecure_port(listener.address)
+            self.listen_addresses.append(f"{host}:{port}")
+        await server.start()
+        self._server = server
+        self._server_id = min(connections.server_ids() - before, default=None)
+        for cluster in self.clusters.values():
+            self._tasks.extend(self._cluster_tasks(cluster))
+        if self.config.admin.enabled:
+            await self._start_admin()
+        log.info("balancer %s listening on %s", self.config.id, ", ".join(self.listen_addresses))
+
+    async def _start_admin(self) -> None:
+        # Imported here: the admin API pulls in generated protobuf code the data plane does not need.
+        from balancer.admin.server import AdminServer
+
+        self._admin = AdminServer(self, self.config.admin)
+        await self._admin.start()
+        self.admin_address = self._admin.address
+        self.metrics_address = self._admin.metrics_address
+
+    def _cluster_tasks(self, cluster: Cluster) -> list[asyncio.Task[None]]:
+        loop = asyncio.get_running_loop()
+        coroutines: list[Awaitable[None]] = [
+            self._watch(cluster, self._discovery(cluster.config)),
+            self._every(cluster.config.outlier_detection.interval_s, cluster.sweep_outliers),
+            self._every(_SLOW_START_TICK_S, lambda: cluster.ramping() and cluster.rebuild()),
+        ]
+        if cluster.config.health_check.enabled:
+            coroutines.append(HealthChecker(cluster, cluster.config.health_check).run())
+        return [loop.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+
+    async def _watch(self, cluster: Cluster, discovery: Discovery) -> None:
+        async for update in discovery.watch():
+            cluster.apply(update)
+
+    async def _every(self, interval_s: float, work: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            work()
+
+    def _state_changed(self, cluster: Cluster, change: StateChange) -> None:
+        wants_reflection = cluster.config.discover_unary_methods
+        if wants_reflection and change.new is State.READY and cluster.name not in self._learned:
+            self._learned.add(cluster.name)
+            ep = cluster.endpoints[change.endpoint_id]
+            task = asyncio.get_running_loop().create_task(self._learn_unary(cluster, ep.address))
+            self._tasks.append(task)
+
+    async def _learn_unary(self, cluster: Cluster, address: Address) -> None:
+        ep = cluster.endpoints.get(address.endpoint_id)
+        if ep is None or ep.channel is None:
+            self._learned.discard(cluster.name)
+            return
+        try:
+            methods = await reflection.unary_methods(ep.channel, _REFLECTION_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
+                self._learned.discard(cluster.name)  # try again with the next READY endpoint
+            log.info("cluster %s: no server reflection (%s)", cluster.name, err.code().name)
+            return
+        cluster.unary_methods |= methods
+        self.proxy.forget_methods()
+        log.info("cluster %s: %d unary methods learned by reflection", cluster.name, len(methods))
+
+    def connections_by_peer(self) -> Mapping[str, int]:
+        """Client connections to the listeners, by peer IP."""
+        if self._server_id is None:
+            return {}
+        return connections.connections_by_peer(self._server_id)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stops accepting calls, lets in-flight ones finish for `grace_s`, then cancels them."""
+        grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self._admin is not None:
+            await self._admin.stop(grace_s=0.5)
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await asyncio.gather(*(c.close() for c in self.clusters.values()))
+
+    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+        """Runs until `shutdown_trigger` returns, then stops gracefully."""
+        await self.start()
+        try:
+            await shutdown_trigger()
+        finally:
+            await self.stop()

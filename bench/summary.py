@@ -1,0 +1,137 @@
+"""Turns per-round samples into the benchmark's JSON report.
+
+Every figure is first computed per round from cases that ran back to back, then the
+median over rounds is reported; ratios are medians of per-round ratios, so slow drift on
+a shared machine cancels within each pair.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from cases import Sample
+
+Metrics = dict[str, float | None]
+
+# Rounding per key suffix keeps the one-line JSON readable.
+DIGITS = {"_rps": 1, "_mps": 1, "_ms": 3, "_us_per_req": 1, "_cores": 2}
+RATIO_DIGITS = 4
+PER_ROUND_KEYS = (
+    "throughput_ratio",
+    "stream_throughput_ratio",
+    "added_p50_ms",
+    "added_p99_ms",
+    "proxy_cpu_vs_backend",
+    "stats_overhead",
+)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def difference(minuend: float | None, subtrahend: float | None) -> float | None:
+    if minuend is None or subtrahend is None:
+        return None
+    return minuend - subtrahend
+
+
+def cpu_us_per_req(sample: Sample, role: str) -> float:
+    return sample.cpu_s[role] / sample.count * 1e6
+
+
+def throughput_metrics(cases: dict[str, Sample]) -> Metrics:
+    direct, proxied = cases["unary_direct"], cases["unary_proxied"]
+    stats_off = cases["unary_proxied_stats_off"]
+    stream_direct, stream_proxied = cases["stream_direct"], cases["stream_proxied"]
+    return {
+        "direct_rps": direct.rps,
+        "proxied_rps": proxied.rps,
+        "throughput_ratio": ratio(proxied.rps, direct.rps),
+        "direct_stream_mps": stream_direct.rps,
+        "proxied_stream_mps": stream_proxied.rps,
+        "stream_throughput_ratio": ratio(stream_proxied.rps, stream_direct.rps),
+        "proxied_stats_off_rps": stats_off.rps,
+        "stats_overhead": ratio(proxied.rps, stats_off.rps),
+    }
+
+
+def latency_metrics(cases: dict[str, Sample]) -> Metrics:
+    direct, proxied = cases["latency_direct"], cases["latency_proxied"]
+    return {
+        "direct_p50_ms": direct.p50_ms,
+        "proxied_p50_ms": proxied.p50_ms,
+        "added_p50_ms": difference(proxied.p50_ms, direct.p50_ms),
+        "direct_p99_ms": direct.p99_ms,
+        "proxied_p99_ms": proxied.p99_ms,
+        "added_p99_ms": difference(proxied.p99_ms, direct.p99_ms),
+    }
+
+
+def cpu_metrics(cases: dict[str, Sample]) -> Metrics:
+    proxy = cpu_us_per_req(cases["unary_proxied"], "proxy")
+    backend = cpu_us_per_req(cases["unary_direct"], "backends")
+    return {
+        "proxy_cpu_us_per_req": proxy,
+        "backend_cpu_us_per_req": backend,
+        "proxy_cpu_vs_backend": ratio(proxy, backend),
+        "proxy_stats_off_cpu_us_per_req": cpu_us_per_req(cases["unary_proxied_stats_off"], "proxy"),
+    }
+
+
+def cores_used(sample: Sample) -> Metrics:
+    """Cores each role kept busy during the window; ``other`` is the rest of the machine."""
+    cores: Metrics = {
+        f"{role}_cores": cpu_s / sample.window_s for role, cpu_s in sample.cpu_s.items()
+    }
+    ours_s = sum(sample.cpu_s.values())
+    cores["other_cores"] = (sample.machine_busy_s - ours_s) / sample.window_s
+    return cores
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def rounded(key: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    digits = next((d for suffix, d in DIGITS.items() if key.endswith(suffix)), RATIO_DIGITS)
+    return round(value, digits)
+
+
+def medians(per_round: list[Metrics]) -> dict[str, float | None]:
+    keys = per_round[0].keys()
+    return {key: rounded(key, median([metrics[key] for metrics in per_round])) for key in keys}
+
+
+def by_round(samples: list[Sample]) -> list[dict[str, Sample]]:
+    rounds: dict[int, dict[str, Sample]] = defaultdict(dict)
+    for sample in samples:
+        rounds[sample.round_index][sample.case] = sample
+    return [rounds[index] for index in sorted(rounds)]
+
+
+def summarize(samples: list[Sample], context: dict[str, Any]) -> dict[str, Any]:
+    """The report: medians of per-round metrics, per-round ratios, cores used, context."""
+    rounds = by_round(samples)
+    per_round = [
+        {**throughput_metrics(cases), **latency_metrics(cases), **cpu_metrics(cases)}
+        for cases in rounds
+    ]
+    report: dict[str, Any] = medians(per_round)
+    report["per_round"] = {
+        key: [rounded(key, metrics[key]) for metrics in per_round] for key in PER_ROUND_KEYS
+    }
+    report["cores_used"] = {
+        case: medians([cores_used(cases[case]) for cases in rounds])
+        for case in ("unary_direct", "unary_proxied", "stream_direct", "stream_proxied")
+    }
+    report["errors"] = sum(sample.errors for sample in samples)
+    report.update(context)
+    return report

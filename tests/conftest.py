@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from balancer.config import BalancerConfig
+from balancer.server import Balancer
+from tests.support.backend import Backend, start_backend
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[..., Awaitable[Backend]]]:
+    """A factory of real backends on port 0, all stopped at teardown."""
+    started: list[Backend] = []
+
+    async def start(name: str, **kwargs: object) -> Backend:
+        backend = await start_backend(name, **kwargs)  # type: ignore[arg-type]
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        await backend.stop()
+
+
+@pytest.fixture
+async def balancers() -> AsyncIterator[Callable[..., Awaitable[Balancer]]]:
+    """A factory of started in-process balancers, stopped at teardown."""
+    started: list[Balancer] = []
+
+    async def start(config: BalancerConfig, **kwargs: object) -> Balancer:
+        balancer = Balancer(config, **kwargs)  # type: ignore[arg-type]
+        await balancer.start()
+        started.append(balancer)
+        return balancer
+
+    yield start
+    for balancer in started:
+        await balancer.stop(grace_s=0)
