@@ -102,7 +102,7 @@ class Balancer:
         log.info("balancer %s listening on %s", self.config.id, ", ".join(self.listen_addresses))
 
     async def _start_admin(self) -> None:
-        # Imported here: the admin API pulls in generated protobuf code the data plane does not need.
+        # Imported here: the admin API brings generated code the data plane does not need.
         from balancer.admin.server import AdminServer
 
         self._admin = AdminServer(self, self.config.admin)
