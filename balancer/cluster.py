@@ -210,6 +210,7 @@ class Cluster:
         if ejected >= max(1, int(len(self.endpoints) * config.max_ejection_percent / 100)):
             return
         ep.times_ejected += 1
+        ep.ejections_total += 1
         duration = min(config.base_ejection_s * ep.times_ejected, config.max_ejection_s)
         ep.ejected_until_s = now + duration
         ep.transition(

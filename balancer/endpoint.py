@@ -121,7 +121,9 @@ class Endpoint:
         # Multicallables per method, so the unary hot path does not build one per call.
         self.unary_callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self.consecutive_failures = 0
+        # Envoy's ejection multiplier: grows per ejection, shrinks per clean interval.
         self.times_ejected = 0
+        self.ejections_total = 0
         self.ejected_until_s = 0.0
         self.drain_deadline_s: float | None = None
         self.drain_timed_out = False

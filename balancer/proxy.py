@@ -156,6 +156,9 @@ class _Call:
         code = _CANCELLED
         try:
             code = await _relay_responses(context, call, counts)
+        except grpc.aio.AioRpcError as err:
+            code = CODE_INDEX[err.code()]
+            await _relay_error(context, err, headers_sent=counts.headers_sent)
         except asyncio.CancelledError:
             if not _cancelled_by_drain(ep):
                 raise
@@ -178,11 +181,12 @@ class _Call:
 
 
 class _Counts:
-    __slots__ = ("received", "sent")
+    __slots__ = ("headers_sent", "received", "sent")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
+        self.headers_sent = False
 
 
 async def _pump_requests(
@@ -203,20 +207,18 @@ async def _relay_responses(
     context: grpc.aio.ServicerContext[Any, Any], call: grpc.aio.StreamStreamCall[Any, Any],
     counts: _Counts,
 ) -> int:  # fmt: skip
-    """Endpoint → client: headers, every response message, trailers and status."""
-    headers_sent = False
-    try:
-        initial = await call.initial_metadata()
-        if initial:
-            await context.send_initial_metadata(initial)
-        headers_sent = True
-        while (message := await call.read()) is not grpc.aio.EOF:
-            counts.sent += len(message)
-            await context.write(message)
-        code = await call.code()
-    except grpc.aio.AioRpcError as err:
-        await _relay_error(context, err, headers_sent=headers_sent)
-        raise AssertionError("unreachable") from None
+    """Endpoint → client: headers, every response message, trailers and status.
+
+    Raises the endpoint's AioRpcError when the call fails, for the caller to relay.
+    """
+    initial = await call.initial_metadata()
+    if initial:
+        await context.send_initial_metadata(initial)
+    counts.headers_sent = True
+    while (message := await call.read()) is not grpc.aio.EOF:
+        counts.sent += len(message)
+        await context.write(message)
+    code = await call.code()
     trailing = await call.trailing_metadata()
     if trailing:
         context.set_trailing_metadata(tuple(trailing))

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DiscoveryFactory = Callable[[ClusterConfig], Discovery]
 _SLOW_START_TICK_S = 0.5
 _REFLECTION_TIMEOUT_S = 5.0
+# How long start() waits for each cluster's first discovery update (Envoy: initial_fetch_timeout).
+_INITIAL_FETCH_TIMEOUT_S = 5.0
+_DISCOVERY_RETRY_S = (0.5, 1, 2, 5, 10)
 
 
 def static_discovery(config: ClusterConfig) -> Discovery:
@@ -95,8 +98,10 @@ class Balancer:
         await server.start()
         self._server = server
         self._server_id = min(connections.server_ids() - before, default=None)
+        fetched = {name: asyncio.Event() for name in self.clusters}
         for cluster in self.clusters.values():
-            self._tasks.extend(self._cluster_tasks(cluster))
+            self._tasks.extend(self._cluster_tasks(cluster, fetched[cluster.name]))
+        await self._initial_fetch(fetched)
         if self.config.admin.enabled:
             await self._start_admin()
         log.info("balancer %s listening on %s", self.config.id, ", ".join(self.listen_addresses))
@@ -110,10 +115,17 @@ class Balancer:
         self.admin_address = self._admin.address
         self.metrics_address = self._admin.metrics_address
 
-    def _cluster_tasks(self, cluster: Cluster) -> list[asyncio.Task[None]]:
+    async def _initial_fetch(self, fetched: dict[str, asyncio.Event]) -> None:
+        waits = [asyncio.wait_for(e.wait(), _INITIAL_FETCH_TIMEOUT_S) for e in fetched.values()]
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        for name, result in zip(fetched, results, strict=True):
+            if isinstance(result, TimeoutError):
+                log.warning("cluster %s: no endpoints discovered yet; serving anyway", name)
+
+    def _cluster_tasks(self, cluster: Cluster, fetched: asyncio.Event) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()
         coroutines: list[Awaitable[None]] = [
-            self._watch(cluster, self._discovery(cluster.config)),
+            self._watch(cluster, fetched),
             self._every(cluster.config.outlier_detection.interval_s, cluster.sweep_outliers),
             self._every(_SLOW_START_TICK_S, lambda: cluster.ramping() and cluster.rebuild()),
         ]
@@ -121,9 +133,26 @@ class Balancer:
             coroutines.append(HealthChecker(cluster, cluster.config.health_check).run())
         return [loop.create_task(c) for c in coroutines]  # type: ignore[arg-type]
 
-    async def _watch(self, cluster: Cluster, discovery: Discovery) -> None:
-        async for update in discovery.watch():
-            cluster.apply(update)
+    async def _watch(self, cluster: Cluster, fetched: asyncio.Event) -> None:
+        """Applies discovery updates; a failing discovery is retried with backoff, forever.
+
+        Endpoints already known keep serving meanwhile: losing the platform's API
+        must not take the data plane down.
+        """
+        failures = 0
+        while True:
+            try:
+                async for update in self._discovery(cluster.config).watch():
+                    cluster.apply(update)
+                    fetched.set()
+                    failures = 0
+            except Exception:
+                delay = _DISCOVERY_RETRY_S[min(failures, len(_DISCOVERY_RETRY_S) - 1)]
+                log.exception("cluster %s: discovery failed; retrying in %gs", cluster.name, delay)
+                failures += 1
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def _every(self, interval_s: float, work: Callable[[], object]) -> None:
         while True:

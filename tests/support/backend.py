@@ -7,6 +7,8 @@ endpoint served it. Request metadata steers behaviour:
 - `x-delay-ms`: wait before answering (unary) or between messages (streams);
 - `x-count`: number of messages the server stream sends (default 3);
 - `x-echo-*`: copied back as response headers.
+
+`Backend.fail_with` makes every call fail, as a broken pod does.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Backend:
     calls: int = 0
     cancelled: int = 0
     in_flight: int = 0
+    # When set, every call ends with this status (a pod failing fast).
+    fail_with: grpc.StatusCode | None = None
     metadata_seen: list[dict[str, Any]] = field(default_factory=list)
     deadlines_seen: list[float | None] = field(default_factory=list)
 
@@ -93,6 +97,8 @@ class _Handler(grpc.GenericRpcHandler):
         return md
 
     async def _maybe_fail(self, context: Context, md: dict[str, Any]) -> None:
+        if self.b.fail_with is not None:
+            await context.abort(self.b.fail_with, f"{self.b.name} is failing")
         if "x-fail-code" in md:
             code = grpc.StatusCode[md["x-fail-code"]]
             context.set_trailing_metadata([("x-why", "asked-to-fail")])
