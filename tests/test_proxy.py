@@ -145,13 +145,3 @@ async def test_it_sends_compressed_calls_through(proxied):
     payload = b"z" * 100_000
     call = channel.unary_unary(be.UNARY)(payload, compression=grpc.Compression.Gzip, timeout=5)
     assert await call == payload
-
-
-async def test_it_answers_unimplemented_for_an_unrouted_method(backends, balancers):
-    backend = await backends("pod-a")
-    cfg = config([backend])
-    data_routes = cfg.__class__(**{**cfg.__dict__, "routes": (), "default_cluster": None})
-    assert data_routes  # one cluster and no default: it is the default
-    balancer = await balancers(cfg)
-    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
-        assert await channel.unary_unary(be.UNARY)(b"ok", timeout=5) == b"ok"
