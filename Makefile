@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-demo: install
+demo: install-dev
 	$(PY) -m balancer.demo
 
 test: install-dev

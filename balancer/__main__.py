@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         asyncio.run(run(Balancer(config), args.ready_file))
-    except OSError as err:
+    except OSError as err:  # ListenError: the message says what to do
         print(f"ballast: cannot start: {err}", file=sys.stderr)
         return 1
     return 0

@@ -341,14 +341,15 @@ class Cluster:
             return {}
         return factors
 
-    def ramping(self) -> bool:
-        """True while some READY endpoint is inside its slow start window."""
+    def rebuild_if_ramping(self) -> None:
+        """The slow-start tick: rebuilds while some READY endpoint is inside its window."""
         window = self.config.slow_start.window_s
         now = self._clock()
-        return bool(window) and any(
-            ep.state is State.READY and now - (ep.ready_since_s or now) < window
+        if window and any(
+            ep.state is State.READY and now - (ep.ready_since_s or now) < window + 1
             for ep in self.endpoints.values()
-        )
+        ):
+            self.rebuild()
 
     async def close(self) -> None:
         for timer in self._timers.values():

@@ -31,6 +31,8 @@ _UNAVAILABLE = CODE_INDEX[grpc.StatusCode.UNAVAILABLE]
 _MAX_CACHED_METHODS = 4096
 
 Clock = Callable[[], float]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class Router:
@@ -58,10 +60,10 @@ class ProxyHandler(grpc.GenericRpcHandler):
         self._router = router
         self._clock = clock
         self._record_stats = record_stats
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, Handler] = {}
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method  # type: ignore[assignment]
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler:
+        method: str = handler_call_details.method
         handler = self._handlers.get(method)
         if handler is None:
             handler = self._build(method)
@@ -73,7 +75,7 @@ class ProxyHandler(grpc.GenericRpcHandler):
         """Drops cached handlers, after a cluster learned which of its methods are unary."""
         self._handlers.clear()
 
-    def _build(self, method: str) -> grpc.RpcMethodHandler:
+    def _build(self, method: str) -> Handler:
         cluster = self._router.cluster_for(method)
         if cluster is None:
             return grpc.unary_unary_rpc_method_handler(_no_route(method))
@@ -83,8 +85,8 @@ class ProxyHandler(grpc.GenericRpcHandler):
         return grpc.stream_stream_rpc_method_handler(call.stream)
 
 
-def _no_route(method: str) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Any]:
-    async def reject(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+def _no_route(method: str) -> Callable[[bytes, Context], Any]:
+    async def reject(request: bytes, context: Context) -> bytes:
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             f"ballast: no route for {method} and no default cluster; add a route for it",
@@ -103,7 +105,7 @@ class _Call:
         self._clock = clock
         self._record_stats = record_stats
 
-    async def unary(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def unary(self, request: bytes, context: Context) -> bytes:
         ep = self._cluster.pick()
         if ep is None:
             await _abort_no_endpoint(context, self._cluster)
@@ -141,13 +143,13 @@ class _Call:
             self._finish(ep, call, code, start, len(request), sent)
         raise AssertionError("unreachable: every path returns or raises")
 
-    async def stream(self, requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    async def stream(self, requests: object, context: Context) -> None:
         ep = self._cluster.pick()
         if ep is None:
             await _abort_no_endpoint(context, self._cluster)
         assert ep is not None and ep.channel is not None
         start = self._clock()
-        call = ep.channel.stream_stream(self._method)(
+        call: grpc.aio.StreamStreamCall[bytes, bytes] = ep.channel.stream_stream(self._method)(
             metadata=context.invocation_metadata(), timeout=context.time_remaining()
         )
         ep.calls.add(call)
@@ -190,7 +192,7 @@ class _Counts:
 
 
 async def _pump_requests(
-    context: grpc.aio.ServicerContext[Any, Any], call: grpc.aio.StreamStreamCall[Any, Any],
+    context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
     counts: _Counts,
 ) -> None:  # fmt: skip
     """Client → endpoint: every request message, then the half-close."""
@@ -204,7 +206,7 @@ async def _pump_requests(
 
 
 async def _relay_responses(
-    context: grpc.aio.ServicerContext[Any, Any], call: grpc.aio.StreamStreamCall[Any, Any],
+    context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
     counts: _Counts,
 ) -> int:  # fmt: skip
     """Endpoint → client: headers, every response message, trailers and status.
@@ -216,6 +218,7 @@ async def _relay_responses(
         await context.send_initial_metadata(initial)
     counts.headers_sent = True
     while (message := await call.read()) is not grpc.aio.EOF:
+        assert isinstance(message, bytes)
         counts.sent += len(message)
         await context.write(message)
     code = await call.code()
@@ -229,7 +232,7 @@ async def _relay_responses(
 
 
 async def _relay_error(
-    context: grpc.aio.ServicerContext[Any, Any],
+    context: Context,
     err: grpc.aio.AioRpcError,
     *,
     headers_sent: bool = False,
@@ -247,12 +250,12 @@ def _cancelled_by_drain(ep: Endpoint) -> bool:
     return ep.drain_timed_out and task is not None and not task.cancelling()
 
 
-async def _abort_drained(context: grpc.aio.ServicerContext[Any, Any], ep: Endpoint) -> None:
+async def _abort_drained(context: Context, ep: Endpoint) -> None:
     await context.abort(
         grpc.StatusCode.UNAVAILABLE,
         f"ballast: endpoint {ep.id} was drained and its drain timeout elapsed; retry the call",
     )
 
 
-async def _abort_no_endpoint(context: grpc.aio.ServicerContext[Any, Any], cluster: Cluster) -> None:
+async def _abort_no_endpoint(context: Context, cluster: Cluster) -> None:
     await context.abort(grpc.StatusCode.UNAVAILABLE, f"ballast: {cluster.no_endpoint_reason()}")

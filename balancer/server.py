@@ -35,6 +35,22 @@ _INITIAL_FETCH_TIMEOUT_S = 5.0
 _DISCOVERY_RETRY_S = (0.5, 1, 2, 5, 10)
 
 
+class ListenError(OSError):
+    """An address could not be bound (in use, or not an address of this machine)."""
+
+
+def bind(server: grpc.aio.Server, address: str, what: str) -> str:
+    """Adds an insecure port; returns the bound `host:port` (port 0 → the chosen one)."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise ListenError(
+            f"cannot listen on {address} ({what}): the port is in use or the host is not"
+            " an address of this machine; pick another address or stop what holds it"
+        ) from None
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
 def static_discovery(config: ClusterConfig) -> Discovery:
     return StaticDiscovery(config.discovery.endpoints)
 
@@ -85,18 +101,26 @@ class Balancer:
         self._learned: set[str] = set()
 
     async def start(self) -> None:
-        """Binds the listeners and the admin API, and starts discovery and health checks."""
+        """Binds the listeners and the admin API, and starts discovery and health checks.
+
+        Raises ListenError when an address cannot be bound; nothing is left running then.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+
+    async def _start(self) -> None:
         before = connections.server_ids()
         server = grpc.aio.server(
             options=[*grpc_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
         )
         server.add_generic_rpc_handlers([self.proxy])
-        for listener in self.config.listeners:
-            host = listener.address.rpartition(":")[0]
-            port = server.add_insecure_port(listener.address)
-            self.listen_addresses.append(f"{host}:{port}")
-        await server.start()
         self._server = server
+        for listener in self.config.listeners:
+            self.listen_addresses.append(bind(server, listener.address, "listener"))
+        await server.start()
         self._server_id = min(connections.server_ids() - before, default=None)
         fetched = {name: asyncio.Event() for name in self.clusters}
         for cluster in self.clusters.values():
@@ -127,7 +151,7 @@ class Balancer:
         coroutines: list[Awaitable[None]] = [
             self._watch(cluster, fetched),
             self._every(cluster.config.outlier_detection.interval_s, cluster.sweep_outliers),
-            self._every(_SLOW_START_TICK_S, lambda: cluster.ramping() and cluster.rebuild()),
+            self._every(_SLOW_START_TICK_S, cluster.rebuild_if_ramping),
         ]
         if cluster.config.health_check.enabled:
             coroutines.append(HealthChecker(cluster, cluster.config.health_check).run())
