@@ -9,9 +9,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from balancer.config import ConfigError, load_config
+from balancer.config import BalancerConfig, ConfigError, load_config
 from balancer.server import Balancer
 
 log = logging.getLogger("balancer")
@@ -91,6 +92,14 @@ def _write_ready_file(path: Path, balancer: Balancer) -> None:
     partial.replace(path)  # atomic: a reader never sees half a file
 
 
+def _loop_factory(config: BalancerConfig) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if config.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -106,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: valid; clusters: {names}")
         return 0
     try:
-        asyncio.run(run(Balancer(config), args.ready_file))
+        with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
+            runner.run(run(Balancer(config), args.ready_file))
     except OSError as err:  # ListenError: the message says what to do
         print(f"ballast: cannot start: {err}", file=sys.stderr)
         return 1

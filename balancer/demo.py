@@ -139,7 +139,7 @@ async def _serve(args: argparse.Namespace, ports: list[int]) -> None:
 
 def _banner(balancer: Balancer, token: str) -> str:
     return f"""
-Ballast balancer demo — {len(balancer.clusters["echo"].endpoints)} echo backends behind one balancer.
+Ballast demo — {len(balancer.clusters["echo"].endpoints)} echo backends behind one balancer.
 
   gRPC proxy:   {balancer.listen_addresses[0]}   (method {ECHO_METHOD}, any bytes)
   admin API:    {balancer.admin_address}   (header: authorization: Bearer {token})

@@ -25,6 +25,7 @@ PER_ROUND_KEYS = (
     "added_p99_ms",
     "proxy_cpu_vs_backend",
     "stats_overhead",
+    "stats_cpu_ratio",
 )
 
 
@@ -75,11 +76,13 @@ def latency_metrics(cases: dict[str, Sample]) -> Metrics:
 def cpu_metrics(cases: dict[str, Sample]) -> Metrics:
     proxy = cpu_us_per_req(cases["unary_proxied"], "proxy")
     backend = cpu_us_per_req(cases["unary_direct"], "backends")
+    stats_off = cpu_us_per_req(cases["unary_proxied_stats_off"], "proxy")
     return {
         "proxy_cpu_us_per_req": proxy,
         "backend_cpu_us_per_req": backend,
         "proxy_cpu_vs_backend": ratio(proxy, backend),
-        "proxy_stats_off_cpu_us_per_req": cpu_us_per_req(cases["unary_proxied_stats_off"], "proxy"),
+        "proxy_stats_off_cpu_us_per_req": stats_off,
+        "stats_cpu_ratio": ratio(proxy, stats_off),
     }
 
 
