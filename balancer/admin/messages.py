@@ -1,0 +1,91 @@
+"""Views (`snapshot`) to the admin API's protobuf messages."""
+
+from __future__ import annotations
+
+from balancer.admin.snapshot import BalancerView, ClusterView, EndpointView
+from balancer.admin.v1 import admin_pb2
+from balancer.endpoint import State
+from balancer.stats import LATENCY_BOUNDS_MS
+
+STATE_MESSAGES: dict[State, admin_pb2.EndpointState] = {
+    State.PENDING: admin_pb2.ENDPOINT_STATE_PENDING,
+    State.READY: admin_pb2.ENDPOINT_STATE_READY,
+    State.UNHEALTHY: admin_pb2.ENDPOINT_STATE_UNHEALTHY,
+    State.EJECTED: admin_pb2.ENDPOINT_STATE_EJECTED,
+    State.DRAINING: admin_pb2.ENDPOINT_STATE_DRAINING,
+    State.DRAINED: admin_pb2.ENDPOINT_STATE_DRAINED,
+}
+
+
+def _unix_ms(unix_s: float) -> int:
+    return round(unix_s * 1000)
+
+
+def snapshot_message(view: BalancerView) -> admin_pb2.Snapshot:
+    return admin_pb2.Snapshot(
+        balancer_id=view.balancer_id,
+        taken_at_unix_ms=_unix_ms(view.taken_at_unix_s),
+        started_at_unix_ms=_unix_ms(view.started_at_unix_s),
+        latency_bounds_ms=LATENCY_BOUNDS_MS,
+        clusters=[cluster_message(c) for c in view.clusters],
+        connections=[
+            admin_pb2.PeerConnections(peer=peer, count=count) for peer, count in view.connections
+        ],
+    )
+
+
+def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
+    return admin_pb2.ClusterSnapshot(
+        name=view.name,
+        policy=view.policy,
+        endpoints=[endpoint_message(ep) for ep in view.endpoints],
+        requests_total=view.requests_total,
+        in_flight=view.in_flight,
+        ready_endpoints=view.ready_endpoints,
+    )
+
+
+def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
+    deadline = view.drain_deadline_unix_s
+    return admin_pb2.EndpointSnapshot(
+        endpoint_id=view.endpoint_id,
+        address=view.address,
+        pod_name=view.pod_name or "",
+        state=STATE_MESSAGES[view.state],
+        state_since_unix_ms=_unix_ms(view.state_since_unix_s),
+        drain_deadline_unix_ms=None if deadline is None else _unix_ms(deadline),
+        removed=view.removed,
+        weight=view.weight,
+        effective_weight=view.effective_weight,
+        in_flight=view.in_flight,
+        requests_by_code=view.requests_by_code(),
+        requests_total=view.requests_total,
+        bytes_received=view.bytes_received,
+        bytes_sent=view.bytes_sent,
+        latency=admin_pb2.Histogram(
+            counts=view.latency_counts,
+            sum_ms=view.latency_sum_s * 1000,
+            count=sum(view.latency_counts),
+        ),
+        ewma_latency_ms=view.ewma_latency_s * 1000,
+        consecutive_failures=view.consecutive_failures,
+        ejections_total=view.ejections_total,
+        ejection_multiplier=view.ejection_multiplier,
+    )
+
+
+def cluster_info(view: ClusterView) -> admin_pb2.ClusterInfo:
+    return admin_pb2.ClusterInfo(
+        name=view.name,
+        policy=view.policy,
+        endpoints=[
+            admin_pb2.EndpointInfo(
+                endpoint_id=ep.endpoint_id,
+                address=ep.address,
+                pod_name=ep.pod_name or "",
+                state=STATE_MESSAGES[ep.state],
+                weight=ep.weight,
+            )
+            for ep in view.endpoints
+        ],
+    )

@@ -1,0 +1,183 @@
+"""Prometheus metrics, read from the balancer at scrape time.
+
+Nothing is counted for Prometheus on the request path: a custom collector
+turns a `snapshot.Reader` view into metric families when Prometheus scrapes,
+so recording stays `EndpointStats.record` and nothing more. The collector sits
+in a private registry (no process or GC metrics of the default one mixed in,
+and two balancers in one process do not clash).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+
+from balancer.admin.snapshot import BalancerView, Reader
+from balancer.config import parse_address
+from balancer.endpoint import State
+from balancer.stats import CODE_INDEX, LATENCY_BOUNDS_MS, STATUS_CODES
+
+_EP = ("cluster", "endpoint")
+# Histogram bucket labels (`le`), in seconds as Prometheus names durations.
+_LE = (*(floatToGoString(b / 1000) for b in LATENCY_BOUNDS_MS), "+Inf")  # type: ignore[no-untyped-call]
+_OK = CODE_INDEX[grpc.StatusCode.OK]
+
+
+class BalancerCollector:
+    """Per-endpoint series of one balancer, built from a fresh view at every scrape.
+
+    `collect` runs in prometheus_client's HTTP thread, not on the event loop:
+    the Reader copies what it walks (see the thread note in `snapshot`).
+    """
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._reader.balancer()
+        yield from _endpoint_counters(view)
+        yield from _endpoint_gauges(view)
+        yield _latency(view)
+        yield _cluster_info(view)
+        yield _connections(view)
+
+
+def _endpoint_counters(view: BalancerView) -> list[Metric]:
+    requests = CounterMetricFamily(
+        "ballast_endpoint_requests",
+        "Finished calls to the endpoint, by gRPC status code.",
+        labels=(*_EP, "code"),
+    )
+    received = CounterMetricFamily(
+        "ballast_endpoint_received_bytes", "Request message bytes from clients.", labels=_EP
+    )
+    sent = CounterMetricFamily(
+        "ballast_endpoint_sent_bytes", "Response message bytes to clients.", labels=_EP
+    )
+    ejections = CounterMetricFamily(
+        "ballast_endpoint_ejections", "Times outlier detection ejected the endpoint.", labels=_EP
+    )
+    for cluster in view.clusters:
+        for ep in cluster.endpoints:
+            labels = (cluster.name, ep.endpoint_id)
+            for i, count in enumerate(ep.requests):
+                # OK always, so rate() has a series from the start; other codes once seen.
+                if count or i == _OK:
+                    requests.add_metric((*labels, STATUS_CODES[i].name), count)
+            received.add_metric(labels, ep.bytes_received)
+            sent.add_metric(labels, ep.bytes_sent)
+            ejections.add_metric(labels, ep.ejections_total)
+    return [requests, received, sent, ejections]
+
+
+def _endpoint_gauges(view: BalancerView) -> list[Metric]:
+    in_flight = GaugeMetricFamily(
+        "ballast_endpoint_in_flight", "Calls to the endpoint in flight now.", labels=_EP
+    )
+    weight = GaugeMetricFamily(
+        "ballast_endpoint_weight", "The operator's weight (0 to 10000).", labels=_EP
+    )
+    effective = GaugeMetricFamily(
+        "ballast_endpoint_effective_weight",
+        "The weight the picker uses: weight scaled by slow start, 0 when not READY.",
+        labels=_EP,
+    )
+    state = GaugeMetricFamily(
+        "ballast_endpoint_state",
+        "1 for the endpoint's current state, 0 for the others.",
+        labels=(*_EP, "state"),
+    )
+    ewma = GaugeMetricFamily(
+        "ballast_endpoint_ewma_latency_seconds",
+        "Peak EWMA latency estimate (the peak_ewma policy's view).",
+        labels=_EP,
+    )
+    for cluster in view.clusters:
+        for ep in cluster.endpoints:
+            labels = (cluster.name, ep.endpoint_id)
+            in_flight.add_metric(labels, ep.in_flight)
+            weight.add_metric(labels, ep.weight)
+            effective.add_metric(labels, ep.effective_weight)
+            ewma.add_metric(labels, ep.ewma_latency_s)
+            for s in State:
+                state.add_metric((*labels, s.value), 1.0 if s is ep.state else 0.0)
+    return [in_flight, weight, effective, state, ewma]
+
+
+def _latency(view: BalancerView) -> Metric:
+    histogram = HistogramMetricFamily(
+        "ballast_endpoint_request_duration_seconds",
+        "Time from picking the endpoint to the call's end, as the balancer saw it.",
+        labels=_EP,
+    )
+    for cluster in view.clusters:
+        for ep in cluster.endpoints:
+            cumulative = itertools.accumulate(ep.latency_counts)
+            buckets = [(le, float(n)) for le, n in zip(_LE, cumulative, strict=True)]
+            histogram.add_metric((cluster.name, ep.endpoint_id), buckets, ep.latency_sum_s)
+    return histogram
+
+
+def _cluster_info(view: BalancerView) -> Metric:
+    info = GaugeMetricFamily(
+        "ballast_cluster_info",
+        "Always 1; the cluster's policy as a label.",
+        labels=("cluster", "policy"),
+    )
+    for cluster in view.clusters:
+        info.add_metric((cluster.name, cluster.policy), 1)
+    return info
+
+
+def _connections(view: BalancerView) -> Metric:
+    connections = GaugeMetricFamily(
+        "ballast_client_connections",
+        "Open client connections to the balancer's listeners, by peer IP.",
+        labels=("peer",),
+    )
+    for peer, count in view.connections:
+        connections.add_metric((peer,), count)
+    return connections
+
+
+class MetricsServer:
+    """Serves `/metrics` over HTTP from a thread (prometheus_client's own server)."""
+
+    def __init__(self, reader: Reader, address: str) -> None:
+        self._registry = CollectorRegistry()
+        self._registry.register(BalancerCollector(reader))
+        self._host, self._port = parse_address(address)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.address: str | None = None
+
+    def start(self) -> str:
+        """Binds and serves; returns the bound `host:port`. Raises OSError when it cannot bind."""
+        self._server, self._thread = start_http_server(
+            self._port, addr=self._host, registry=self._registry
+        )
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.address = f"{host}:{self._server.server_port}"
+        return self.address
+
+    def stop(self) -> None:
+        """Stops serving and joins the thread. Blocks up to half a second: call it off the loop."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = self._thread = None

@@ -1,0 +1,96 @@
+"""The admin server: the Admin gRPC service on its own port, and optional Prometheus metrics.
+
+Its own grpc.aio server, apart from the listeners, so an operator's firewall
+can tell the two apart and admin calls never queue behind proxied traffic.
+Besides `ballast.admin.v1.Admin` it serves grpc.health.v1 (open, for probes)
+and server reflection (behind the token, like the service: `grpcurl -H
+'authorization: Bearer …' 127.0.0.1:9901 list` works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from balancer.admin.auth import TokenAuth
+from balancer.admin.metrics import MetricsServer
+from balancer.admin.service import AdminService
+from balancer.admin.snapshot import Reader, WallClock
+from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.config import AdminConfig
+from balancer.server import ListenError, bind
+
+if TYPE_CHECKING:
+    from balancer.server import Balancer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
+
+
+class AdminServer:
+    """Serves the admin API of `balancer` as `config` says: `start()`, then `stop()`.
+
+    After `start`, `address` is the bound `host:port` of the gRPC API (the real
+    port when the config says 0) and `metrics_address` that of the Prometheus
+    endpoint, or None when `config.metrics_address` is not set.
+    """
+
+    def __init__(
+        self, balancer: Balancer, config: AdminConfig, *, wall_clock: WallClock = time.time
+    ) -> None:
+        if not config.token:
+            raise ValueError("the admin API needs a token (admin.token or BALLAST_ADMIN_TOKEN)")
+        self._config = config
+        self._reader = Reader(balancer, wall_clock=wall_clock)
+        self._service = AdminService(balancer, self._reader)
+        self._auth = TokenAuth(config.token)
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._metrics: MetricsServer | None = None
+        self.address: str | None = None
+        self.metrics_address: str | None = None
+
+    async def start(self) -> None:
+        """Binds both ports and serves; raises ListenError (nothing left running) when it cannot."""
+        server = grpc.aio.server(interceptors=[self._auth], options=[("grpc.so_reuseport", 0)])
+        admin_pb2_grpc.add_AdminServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.address = bind(server, self._config.address, "admin API")
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self._config.metrics_address is not None:
+            try:
+                self._metrics = MetricsServer(self._reader, self._config.metrics_address)
+                self.metrics_address = self._metrics.start()
+            except OSError as err:
+                self._metrics = None
+                await self.stop(grace_s=0)
+                raise ListenError(
+                    f"cannot listen on {self._config.metrics_address} (metrics): {err.strerror};"
+                    " pick another admin.metrics_address or stop what holds it"
+                ) from None
+        log.info(
+            "admin API on %s; metrics on %s", self.address, self.metrics_address or "(disabled)"
+        )
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        """Stops both; open watch streams get `grace_s`, then they are cancelled."""
+        if self._metrics is not None:
+            # shutdown() waits for the HTTP thread's poll loop: keep it off the event loop.
+            await asyncio.to_thread(self._metrics.stop)
+            self._metrics = None
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace_s)
+            self._server = None

@@ -1,0 +1,168 @@
+"""Reads a running Balancer into plain, immutable views: what snapshots and metrics show.
+
+The gRPC snapshot and the Prometheus collector both present these views, so
+the two cannot disagree. Reading is done at request (or scrape) time and
+records nothing: the request path stays as cheap as `EndpointStats.record`.
+
+Thread note: Prometheus scrapes from its own HTTP thread while the event loop
+keeps changing endpoints and counters. So the reader copies every dict and list
+before walking it (a dict changing size mid-iteration would raise) and reads
+each value once. A view taken that way may lag a call or two, or count a call
+in `requests` a moment before its latency; counters never go backwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from balancer.endpoint import Endpoint, State
+from balancer.stats import STATUS_CODES
+
+if TYPE_CHECKING:
+    from balancer.cluster import Cluster
+    from balancer.server import Balancer
+
+WallClock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointView:
+    endpoint_id: str
+    address: str
+    pod_name: str | None
+    state: State
+    state_since_unix_s: float
+    # Set while DRAINING with a timeout.
+    drain_deadline_unix_s: float | None
+    removed: bool
+    weight: int
+    effective_weight: float
+    in_flight: int
+    # Finished calls per status code, indexed by the code's value (stats.STATUS_CODES).
+    requests: tuple[int, ...]
+    bytes_received: int
+    bytes_sent: int
+    # One count per stats.LATENCY_BOUNDS_MS bucket, then the +Inf bucket; not cumulative.
+    latency_counts: tuple[int, ...]
+    latency_sum_s: float
+    ewma_latency_s: float
+    consecutive_failures: int
+    ejections_total: int
+    ejection_multiplier: int
+
+    @property
+    def requests_total(self) -> int:
+        return sum(self.requests)
+
+    def requests_by_code(self) -> dict[str, int]:
+        """Non-zero counts keyed by status code name (`OK`, `UNAVAILABLE`, …)."""
+        return {STATUS_CODES[i].name: n for i, n in enumerate(self.requests) if n}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    name: str
+    policy: str
+    endpoints: tuple[EndpointView, ...]
+
+    @property
+    def requests_total(self) -> int:
+        return sum(ep.requests_total for ep in self.endpoints)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(ep.in_flight for ep in self.endpoints)
+
+    @property
+    def ready_endpoints(self) -> int:
+        return sum(1 for ep in self.endpoints if ep.state is State.READY)
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerView:
+    balancer_id: str
+    taken_at_unix_s: float
+    started_at_unix_s: float
+    clusters: tuple[ClusterView, ...]
+    # Client connections to the balancer's listeners: (peer IP, count), by peer.
+    connections: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Now:
+    """One instant on both clocks, to turn the balancer's clock readings into unix time."""
+
+    clock_s: float
+    unix_s: float
+
+    def unix(self, clock_s: float) -> float:
+        return self.unix_s - (self.clock_s - clock_s)
+
+
+class Reader:
+    """Takes views of one balancer.
+
+    Times in views are unix seconds: the balancer's own clock (monotonic, or a
+    test's fake) is mapped through `wall_clock` at the moment of reading.
+    """
+
+    def __init__(self, balancer: Balancer, *, wall_clock: WallClock = time.time) -> None:
+        self._balancer = balancer
+        self._wall_clock = wall_clock
+
+    def balancer(self, clusters: Iterable[Cluster] | None = None) -> BalancerView:
+        """The whole balancer, or only `clusters` of it; connections are always included."""
+        now = self._now()
+        chosen = list(self._balancer.clusters.values()) if clusters is None else list(clusters)
+        return BalancerView(
+            balancer_id=self._balancer.config.id,
+            taken_at_unix_s=now.unix_s,
+            started_at_unix_s=self._balancer.started_at_unix_s,
+            clusters=tuple(self._cluster(c, now) for c in chosen),
+            connections=tuple(sorted(self._balancer.connections_by_peer().items())),
+        )
+
+    def cluster(self, cluster: Cluster) -> ClusterView:
+        return self._cluster(cluster, self._now())
+
+    def endpoint(self, ep: Endpoint) -> EndpointView:
+        return self._endpoint(ep, self._now())
+
+    def _now(self) -> _Now:
+        return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())
+
+    def _cluster(self, cluster: Cluster, now: _Now) -> ClusterView:
+        endpoints = list(cluster.endpoints.values())  # copied: see the thread note above
+        return ClusterView(
+            name=cluster.name,
+            policy=cluster.policy,
+            endpoints=tuple(self._endpoint(ep, now) for ep in endpoints),
+        )
+
+    def _endpoint(self, ep: Endpoint, now: _Now) -> EndpointView:
+        stats = ep.stats
+        deadline = ep.drain_deadline_s if ep.state is State.DRAINING else None
+        return EndpointView(
+            endpoint_id=ep.id,
+            address=ep.address.target,
+            pod_name=ep.address.pod_name,
+            state=ep.state,
+            state_since_unix_s=now.unix(ep.state_since_s),
+            drain_deadline_unix_s=None if deadline is None else now.unix(deadline),
+            removed=ep.removed,
+            weight=ep.weight,
+            effective_weight=ep.effective_weight,
+            in_flight=ep.in_flight,
+            requests=tuple(stats.requests),
+            bytes_received=stats.bytes_received,
+            bytes_sent=stats.bytes_sent,
+            latency_counts=tuple(stats.latency_counts),
+            latency_sum_s=stats.latency_sum_s,
+            ewma_latency_s=ep.ewma.estimate_s(now.clock_s),
+            consecutive_failures=ep.consecutive_failures,
+            ejections_total=ep.ejections_total,
+            ejection_multiplier=ep.times_ejected,
+        )

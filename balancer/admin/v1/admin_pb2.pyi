@@ -1,0 +1,208 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EndpointState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_STATE_UNSPECIFIED: _ClassVar[EndpointState]
+    ENDPOINT_STATE_PENDING: _ClassVar[EndpointState]
+    ENDPOINT_STATE_READY: _ClassVar[EndpointState]
+    ENDPOINT_STATE_UNHEALTHY: _ClassVar[EndpointState]
+    ENDPOINT_STATE_EJECTED: _ClassVar[EndpointState]
+    ENDPOINT_STATE_DRAINING: _ClassVar[EndpointState]
+    ENDPOINT_STATE_DRAINED: _ClassVar[EndpointState]
+ENDPOINT_STATE_UNSPECIFIED: EndpointState
+ENDPOINT_STATE_PENDING: EndpointState
+ENDPOINT_STATE_READY: EndpointState
+ENDPOINT_STATE_UNHEALTHY: EndpointState
+ENDPOINT_STATE_EJECTED: EndpointState
+ENDPOINT_STATE_DRAINING: EndpointState
+ENDPOINT_STATE_DRAINED: EndpointState
+
+class ListClustersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListClustersResponse(_message.Message):
+    __slots__ = ("clusters",)
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[ClusterInfo]
+    def __init__(self, clusters: _Optional[_Iterable[_Union[ClusterInfo, _Mapping]]] = ...) -> None: ...
+
+class ClusterInfo(_message.Message):
+    __slots__ = ("name", "policy", "endpoints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: str
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointInfo]
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointInfo, _Mapping]]] = ...) -> None: ...
+
+class EndpointInfo(_message.Message):
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "weight")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    address: str
+    pod_name: str
+    state: EndpointState
+    weight: int
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class GetSnapshotRequest(_message.Message):
+    __slots__ = ("clusters",)
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, clusters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchSnapshotsRequest(_message.Message):
+    __slots__ = ("interval_ms", "clusters")
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    interval_ms: int
+    clusters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, interval_ms: _Optional[int] = ..., clusters: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Snapshot(_message.Message):
+    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections")
+    BALANCER_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BOUNDS_MS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    balancer_id: str
+    taken_at_unix_ms: int
+    started_at_unix_ms: int
+    latency_bounds_ms: _containers.RepeatedScalarFieldContainer[float]
+    clusters: _containers.RepeatedCompositeFieldContainer[ClusterSnapshot]
+    connections: _containers.RepeatedCompositeFieldContainer[PeerConnections]
+    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ...) -> None: ...
+
+class ClusterSnapshot(_message.Message):
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    READY_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    policy: str
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
+    requests_total: int
+    in_flight: int
+    ready_endpoints: int
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ...) -> None: ...
+
+class EndpointSnapshot(_message.Message):
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier")
+    class RequestsByCodeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    POD_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_SINCE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_BY_CODE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    EWMA_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    EJECTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    EJECTION_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    address: str
+    pod_name: str
+    state: EndpointState
+    state_since_unix_ms: int
+    drain_deadline_unix_ms: int
+    removed: bool
+    weight: int
+    effective_weight: float
+    in_flight: int
+    requests_by_code: _containers.ScalarMap[str, int]
+    requests_total: int
+    bytes_received: int
+    bytes_sent: int
+    latency: Histogram
+    ewma_latency_ms: float
+    consecutive_failures: int
+    ejections_total: int
+    ejection_multiplier: int
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ...) -> None: ...
+
+class Histogram(_message.Message):
+    __slots__ = ("counts", "sum_ms", "count")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum_ms: float
+    count: int
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., sum_ms: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PeerConnections(_message.Message):
+    __slots__ = ("peer", "count")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    count: int
+    def __init__(self, peer: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SetWeightRequest(_message.Message):
+    __slots__ = ("cluster", "endpoint_id", "weight")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    endpoint_id: str
+    weight: int
+    def __init__(self, cluster: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("cluster", "endpoint_id", "timeout_ms")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    endpoint_id: str
+    timeout_ms: int
+    def __init__(self, cluster: _Optional[str] = ..., endpoint_id: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class UndrainRequest(_message.Message):
+    __slots__ = ("cluster", "endpoint_id")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    endpoint_id: str
+    def __init__(self, cluster: _Optional[str] = ..., endpoint_id: _Optional[str] = ...) -> None: ...
+
+class SetPolicyRequest(_message.Message):
+    __slots__ = ("cluster", "policy")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    cluster: str
+    policy: str
+    def __init__(self, cluster: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...

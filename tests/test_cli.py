@@ -1,0 +1,154 @@
+"""`python -m balancer` as an operator runs it: a real process, real sockets, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.support import backend as be
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def env() -> dict[str, str]:
+    """The test's environment without an admin token, so configs say what they need."""
+    return {k: v for k, v in os.environ.items() if k != "BALLAST_ADMIN_TOKEN"}
+
+
+def run_cli(*args: str, timeout_s: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "balancer", *args],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def write_config(tmp_path: Path, listener: str, endpoints: list[str]) -> Path:
+    path = tmp_path / "ballast.toml"
+    path.write_text(
+        f'[balancer]\nshutdown_grace_s = 1\n\n[[listeners]]\naddress = "{listener}"\n\n'
+        f'[[clusters]]\nname = "echo"\ndiscovery.endpoints = {json.dumps(endpoints)}\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_it_documents_every_flag_and_the_token_variable_in_help():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--config", "--check", "--ready-file", "--log-level"):
+        assert flag in result.stdout
+    assert "BALLAST_ADMIN_TOKEN" in result.stdout
+
+
+def test_it_refuses_to_start_without_a_config():
+    result = run_cli()
+    assert result.returncode == 2
+    assert "--config" in result.stderr
+
+
+def test_it_exits_2_naming_the_key_of_a_bad_config(tmp_path):
+    path = tmp_path / "ballast.toml"
+    path.write_text('[[clusters]]\nname = "echo"\npolcy = "random"\n', encoding="utf-8")
+    result = run_cli("--config", str(path), "--check")
+    assert result.returncode == 2
+    assert "bad config" in result.stderr
+    assert "clusters[0].polcy" in result.stderr
+    assert "did you mean 'policy'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_it_exits_2_for_a_missing_config_file(tmp_path):
+    result = run_cli("--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "bad config" in result.stderr
+    assert "nope.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_it_checks_a_valid_config_and_exits_0(tmp_path):
+    path = write_config(tmp_path, "127.0.0.1:0", ["127.0.0.1:1"])
+    result = run_cli("--config", str(path), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert "echo (round_robin)" in result.stdout
+
+
+def _read_ready_file(path: Path) -> dict[str, object] | None:
+    """The ready file's JSON, or None while the balancer has not written it yet."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+async def _wait_for_ready_file(path: Path, proc: asyncio.subprocess.Process) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT_S
+    while (ready := _read_ready_file(path)) is None:
+        assert proc.returncode is None, "the balancer exited before it was ready"
+        assert loop.time() < deadline, "no ready file in time"
+        await asyncio.sleep(0.05)
+    return ready
+
+
+async def test_it_serves_calls_and_stops_cleanly_on_sigterm(tmp_path, backends):
+    backend = await backends("pod-a")
+    config = write_config(tmp_path, "127.0.0.1:0", [backend.address])
+    ready_file = tmp_path / "ready.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "balancer", "--config", str(config),
+        "--ready-file", str(ready_file), "--log-level", "WARNING",
+        cwd=ROOT, env=env(), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        ready = await _wait_for_ready_file(ready_file, proc)
+        (listener,) = ready["listeners"]  # type: ignore[misc]
+        host, _, port = listener.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+        assert ready["pid"] == proc.pid
+        async with grpc.aio.insecure_channel(listener) as channel:
+            call = channel.unary_unary(be.UNARY)(b"hello", timeout=10)
+            assert await call == b"hello"
+            assert dict(await call.initial_metadata())["x-backend"] == "pod-a"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), STOP_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+
+
+@pytest.fixture
+def port_in_use() -> Iterator[int]:
+    """A port some other program is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_it_says_it_cannot_listen_on_a_port_already_in_use(tmp_path, port_in_use):
+    path = write_config(tmp_path, f"127.0.0.1:{port_in_use}", ["127.0.0.1:1"])
+    result = run_cli("--config", str(path))  # the timeout fails the test if it hangs
+    assert result.returncode == 1
+    assert f"ballast: cannot start: cannot listen on 127.0.0.1:{port_in_use}" in result.stderr
+    assert "Traceback" not in result.stderr
