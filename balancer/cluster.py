@@ -65,7 +65,6 @@ class Cluster:
         )
         self._penalty_s = config.peak_ewma.failure_penalty_ms / 1000
         self._picker: Picker = build_picker(self.policy, [], rng)
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     # --- picking (hot path) ---------------------------------------------------------------
@@ -170,8 +169,7 @@ class Cluster:
     def _forget(self, ep: Endpoint) -> None:
         if self.endpoints.get(ep.id) is ep:
             del self.endpoints[ep.id]
-        if timer := self._timers.pop(ep.id, None):
-            timer.cancel()
+        ep.cancel_drain_timer()
         if ep.channel is not None:
             task = asyncio.get_running_loop().create_task(ep.channel.close())
             self._closing.add(task)
@@ -193,11 +191,13 @@ class Cluster:
 
     def set_healthy(self, ep: Endpoint, reason: str) -> None:
         """Health passed: PENDING or UNHEALTHY endpoints become READY."""
+        ep.healthy = True
         if ep.state in (State.PENDING, State.UNHEALTHY):
             ep.transition(State.READY, reason, self._clock())
 
     def set_unhealthy(self, ep: Endpoint, reason: str) -> None:
         """Health failed: serving or waiting endpoints become UNHEALTHY; drains are left alone."""
+        ep.healthy = False
         if ep.state in (State.PENDING, State.READY, State.EJECTED):
             ep.transition(State.UNHEALTHY, reason, self._clock())
 
@@ -276,15 +276,14 @@ class Cluster:
         return ep
 
     def _set_drain_timer(self, ep: Endpoint, now: float, timeout_s: float) -> None:
-        if timer := self._timers.pop(ep.id, None):
-            timer.cancel()
+        ep.cancel_drain_timer()
         ep.drain_deadline_s = now + timeout_s
         loop = asyncio.get_running_loop()
-        self._timers[ep.id] = loop.call_later(timeout_s, self.expire_drain, ep)
+        ep.drain_timer = loop.call_later(timeout_s, self.expire_drain, ep)
 
     def expire_drain(self, ep: Endpoint) -> None:
         """The drain timeout: cancels the calls still in flight on a DRAINING endpoint."""
-        self._timers.pop(ep.id, None)
+        ep.drain_timer = None
         if ep.state is not State.DRAINING:
             return
         ep.drain_timed_out = True
@@ -296,14 +295,15 @@ class Cluster:
             call.cancel()
 
     def undrain(self, endpoint_id: str) -> Endpoint:
-        """Returns a draining or drained endpoint to READY; anything else is left as is."""
+        """Returns a draining or drained endpoint to service: READY, or UNHEALTHY when its
+        health checks (or discovery) say so. Anything else is left as is.
+        """
         ep = self.get(endpoint_id)
         if ep.removed:
             raise UnknownEndpoint(f"endpoint {endpoint_id!r} was removed by discovery")
-        if timer := self._timers.pop(ep.id, None):
-            timer.cancel()
         if ep.state in (State.DRAINING, State.DRAINED):
-            ep.transition(State.READY, "undrained by operator", self._clock())
+            state = State.READY if ep.healthy else State.UNHEALTHY
+            ep.transition(state, "undrained by operator", self._clock())
         return ep
 
     # --- weights and the picker -------------------------------------------------------------
@@ -333,7 +333,7 @@ class Cluster:
             return {}
         factors = {}
         for ep in ready:
-            age = now - (ep.ready_since_s or now)
+            age = now - (now if ep.ready_since_s is None else ep.ready_since_s)
             if age < window:
                 ramp = (max(age, 1.0) / window) ** (1 / config.aggression)
                 factors[ep.id] = max(config.min_weight_percent / 100, ramp)
@@ -346,14 +346,15 @@ class Cluster:
         window = self.config.slow_start.window_s
         now = self._clock()
         if window and any(
-            ep.state is State.READY and now - (ep.ready_since_s or now) < window + 1
+            ep.state is State.READY
+            and ep.ready_since_s is not None
+            and now - ep.ready_since_s < window + 1
             for ep in self.endpoints.values()
         ):
             self.rebuild()
 
     async def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        for ep in self.endpoints.values():
+            ep.cancel_drain_timer()
         channels = [ep.channel for ep in self.endpoints.values() if ep.channel is not None]
         await asyncio.gather(*(ch.close() for ch in channels), *self._closing)

@@ -154,7 +154,10 @@ class ClusterConfig:
             raise ValueError("name must not be empty")
         if self.policy not in POLICIES:
             raise ValueError(f"policy {self.policy!r} is unknown: use one of {', '.join(POLICIES)}")
-        check_weight(self.default_weight)
+        try:
+            check_weight(self.default_weight)
+        except ValueError as err:
+            raise ValueError(f"default_weight: {err}") from None
         for method in self.unary_methods:
             if not (method.startswith("/") and method.count("/") == 2):
                 raise ValueError(f"unary_methods: {method!r} is not /package.Service/Method")
@@ -237,9 +240,15 @@ class BalancerConfig:
             raise ValueError(f"clusters: duplicate cluster name {', '.join(dupes)}")
         for i, route in enumerate(self.routes):
             if route.cluster not in names:
-                raise ValueError(f"routes[{i}].cluster: no cluster named {route.cluster!r}")
+                raise ValueError(
+                    f"routing.routes[{i}].cluster: no cluster named {route.cluster!r}"
+                    f" (clusters: {', '.join(names)})"
+                )
         if self.default_cluster is not None and self.default_cluster not in names:
-            raise ValueError(f"default_cluster: no cluster named {self.default_cluster!r}")
+            raise ValueError(
+                f"routing.default_cluster: no cluster named {self.default_cluster!r}"
+                f" (clusters: {', '.join(names)})"
+            )
         _positive("max_message_bytes", self.max_message_bytes)
         if self.shutdown_grace_s < 0:
             raise ValueError("shutdown_grace_s must not be negative")
@@ -280,6 +289,18 @@ class _Table:
 
     def table(self, name: str) -> _Table:
         return _Table(self.get(name, dict, {}), self.key(name))
+
+    def strings(self, name: str) -> list[str] | None:
+        """A list of strings, or None when absent."""
+        values: list[object] | None = self.get(name, list)
+        if values is None:
+            return None
+        strings: list[str] = []
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise ConfigError(f"{self.key(name)}[{i}]: expected a string, got {value!r}")
+            strings.append(value)
+        return strings
 
     def tables(self, name: str) -> Iterator[_Table]:
         for i, item in enumerate(self.get(name, list, [])):
@@ -325,14 +346,23 @@ def _addresses(table: _Table) -> tuple[Address, ...]:
         try:
             if isinstance(item, str):
                 result.append(Address(*parse_address(item)))
-            elif isinstance(item, dict) and set(item) <= {"address", "name"} and "address" in item:
+            elif _is_endpoint_table(item):
                 name = item.get("name")
-                result.append(Address(*parse_address(str(item["address"])), pod_name=name))
+                result.append(Address(*parse_address(item["address"]), pod_name=name))
             else:
                 raise ValueError('use "host:port" or {address = "host:port", name = "pod"}')
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
     return tuple(result)
+
+
+def _is_endpoint_table(item: object) -> bool:
+    return (
+        isinstance(item, dict)
+        and set(item) <= {"address", "name"}
+        and isinstance(item.get("address"), str)
+        and isinstance(item.get("name", ""), str)
+    )
 
 
 def _cluster(t: _Table) -> ClusterConfig:
@@ -342,7 +372,7 @@ def _cluster(t: _Table) -> ClusterConfig:
     health = _build(hc, HealthCheckConfig, {k: hc.get(k, kind) for k, kind in (
         ("enabled", bool), ("interval_s", float), ("timeout_s", float),
         ("unhealthy_threshold", int), ("healthy_threshold", int), ("service", str))})  # fmt: skip
-    codes = od.get("failure_codes", list)
+    codes = od.strings("failure_codes")
     outlier = _build(od, OutlierDetectionConfig, {
         **{k: od.get(k, kind) for k, kind in (
             ("enabled", bool), ("consecutive_failures", int), ("interval_s", float),
@@ -353,7 +383,7 @@ def _cluster(t: _Table) -> ClusterConfig:
         "window_s", "aggression", "min_weight_percent")})  # fmt: skip
     ewma = _build(pe, PeakEwmaConfig, {k: pe.get(k, float) for k in (
         "default_rtt_ms", "decay_s", "failure_penalty_ms")})  # fmt: skip
-    unary = t.get("unary_methods", list)
+    unary = t.strings("unary_methods")
     return _build(t, ClusterConfig, {
         "name": t.get("name", str, ""), "policy": t.get("policy", str),
         "discovery": discovery, "health_check": health, "outlier_detection": outlier,
@@ -390,7 +420,8 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     with routing.building():
         pass
     return _build(root, BalancerConfig, {
-        **settings, "clusters": clusters, "listeners": listeners or None, "routes": routes,
+        **settings, "clusters": clusters,
+        "listeners": listeners if "listeners" in data else None, "routes": routes,
         "default_cluster": default_cluster, "admin": admin})  # fmt: skip
 
 
@@ -400,6 +431,8 @@ def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config file: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     try:

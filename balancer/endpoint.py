@@ -7,12 +7,18 @@ States follow DESIGN.md::
     any → DRAINING → DRAINED           (operator drain; in-flight calls finish)
     DRAINING / DRAINED → READY         (undrain)
 
+Beyond DESIGN.md, three moves keep health honest: PENDING → UNHEALTHY (the
+first checks fail), EJECTED → UNHEALTHY (checks fail while ejected), and
+DRAINING / DRAINED → UNHEALTHY (undrain of an endpoint whose health fails:
+it must not get requests just because the operator is done with it).
+
 `Endpoint.transition` is the one place that changes state; an illegal
 transition raises `IllegalTransition`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,8 +49,8 @@ _ALLOWED: dict[State, frozenset[State]] = {
     State.READY: frozenset({State.UNHEALTHY, State.EJECTED, State.DRAINING}),
     State.UNHEALTHY: frozenset({State.READY, State.DRAINING}),
     State.EJECTED: frozenset({State.READY, State.UNHEALTHY, State.DRAINING}),
-    State.DRAINING: frozenset({State.DRAINED, State.READY}),
-    State.DRAINED: frozenset({State.READY, State.DRAINING}),
+    State.DRAINING: frozenset({State.DRAINED, State.READY, State.UNHEALTHY}),
+    State.DRAINED: frozenset({State.READY, State.UNHEALTHY, State.DRAINING}),
 }
 
 
@@ -125,7 +131,10 @@ class Endpoint:
         self.times_ejected = 0
         self.ejections_total = 0
         self.ejected_until_s = 0.0
+        # The last word of health checks or discovery, kept while drained for undrain.
+        self.healthy = False
         self.drain_deadline_s: float | None = None
+        self.drain_timer: asyncio.TimerHandle | None = None
         self.drain_timed_out = False
         self.removed = False
         self._on_change = on_change
@@ -150,10 +159,17 @@ class Endpoint:
         self.state_since_s = now_s
         if new is State.READY:
             self.ready_since_s = now_s
-        if old in (State.DRAINING, State.DRAINED):
+        if old is State.DRAINING:
+            self.cancel_drain_timer()
+        if old in (State.DRAINING, State.DRAINED) and new is not State.DRAINED:
             self.drain_deadline_s = None
             self.drain_timed_out = False
         self._on_change(self, StateChange(self.id, old, new, reason))
+
+    def cancel_drain_timer(self) -> None:
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
 
     def begin(self, call: grpc.aio.Call) -> None:
         self.calls.add(call)

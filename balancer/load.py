@@ -29,12 +29,14 @@ class PeakEwma:
         self._updated_s = now_s
 
     def observe(self, rtt_s: float, now_s: float) -> None:
-        """Folds one response time in: a peak replaces the estimate, otherwise EWMA."""
-        if rtt_s > self._estimate_s:
-            self._estimate_s = rtt_s
-        else:
-            w = math.exp(-max(now_s - self._updated_s, 0.0) / self._decay_s)
-            self._estimate_s = self._estimate_s * w + rtt_s * (1 - w)
+        """Folds one response time in: above the current estimate it becomes the
+        estimate (the peak); below, it is averaged in with weight 1 − exp(−elapsed / decay).
+        """
+        elapsed = max(now_s - self._updated_s, 0.0)
+        w = math.exp(-elapsed / self._decay_s)
+        current = self._estimate_s * w  # = estimate_s(now_s)
+        # old·w + rtt·(1 − w): the time-weighted EWMA, of which `current` is the old·w part.
+        self._estimate_s = rtt_s if rtt_s > current else current + rtt_s * (1 - w)
         self._updated_s = now_s
 
     def estimate_s(self, now_s: float) -> float:

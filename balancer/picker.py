@@ -63,11 +63,12 @@ class WeightedRandom:
 
 
 class PowerOfTwo:
-    """Power of two choices: sample two endpoints by weight, keep the cheaper one.
+    """Power of two choices over equally weighted endpoints: of two random ones, the cheaper.
 
-    Sampling by weight (rather than uniformly) is what makes shares follow
-    weights when the endpoints are idle and every cost ties; the cost divides by
-    weight so that under load, too, a heavier endpoint carries more.
+    Used only when every weight is equal: two choices cannot honour unequal
+    weights (an endpoint with more than half the weight would have to be in
+    more than every pair), so `LoadWeighted` takes over then, as Envoy's least
+    request switches to a weighted scheduler.
     """
 
     def __init__(
@@ -76,33 +77,71 @@ class PowerOfTwo:
         rng: random.Random,
         cost: Callable[[Endpoint, float], float],
     ) -> None:
-        self._sample = WeightedRandom(endpoints, rng)
-        self._single = endpoints[0] if len(endpoints) == 1 else None
-        self._empty = not endpoints
+        self._endpoints = list(endpoints)
+        self._randrange = rng.randrange
         self._cost = cost
 
     def pick(self, now_s: float) -> Endpoint | None:
-        if self._empty:
-            return None
-        if self._single is not None:
-            return self._single
-        a = self._sample.pick(now_s)
-        b = self._sample.pick(now_s)
-        for _ in range(3):  # a second distinct candidate, most of the time
-            if b is not a:
-                break
-            b = self._sample.pick(now_s)
-        assert a is not None and b is not None
-        cost = self._cost
-        return b if cost(b, now_s) < cost(a, now_s) else a
+        endpoints = self._endpoints
+        n = len(endpoints)
+        if n < 2:
+            return endpoints[0] if endpoints else None
+        i = self._randrange(n)
+        j = self._randrange(n - 1)
+        a, b = endpoints[i], endpoints[j + (j >= i)]  # two distinct endpoints, uniformly
+        return b if self._cost(b, now_s) < self._cost(a, now_s) else a
+
+
+class LoadWeighted:
+    """Unequal weights: weighted random by weight ÷ load, the load computed at each pick.
+
+    The load counts in-flight calls per unit of weight (`in_flight × mean / weight`),
+    so endpoints carrying their fair share look equally loaded: idle or busy,
+    equal endpoints get shares that follow their weights, and a slow or
+    backed-up one gets less. O(n) per pick, which is fine for a service's pods.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        rng: random.Random,
+        latency: Callable[[Endpoint, float], float],
+    ) -> None:
+        self._endpoints = list(endpoints)
+        self._weights = [ep.effective_weight for ep in endpoints]
+        self._per_weight = [sum(self._weights) / len(endpoints) / w for w in self._weights]
+        self._random = rng.random
+        self._latency = latency
+
+    def pick(self, now_s: float) -> Endpoint | None:
+        latency = self._latency
+        shares = [
+            w / (latency(ep, now_s) * (1 + len(ep.calls) * k))
+            for ep, w, k in zip(self._endpoints, self._weights, self._per_weight, strict=True)
+        ]
+        target = self._random() * sum(shares)
+        for ep, share in zip(self._endpoints, shares, strict=True):
+            target -= share
+            if target < 0:
+                return ep
+        return self._endpoints[-1]
 
 
 def least_request_cost(ep: Endpoint, now_s: float) -> float:
-    return (len(ep.calls) + 1) / ep.effective_weight
+    return len(ep.calls)
 
 
 def peak_ewma_cost(ep: Endpoint, now_s: float) -> float:
-    return ep.ewma.estimate_s(now_s) * (len(ep.calls) + 1) / ep.effective_weight
+    return _latency(ep, now_s) * (len(ep.calls) + 1)
+
+
+def _no_latency(ep: Endpoint, now_s: float) -> float:
+    return 1.0
+
+
+def _latency(ep: Endpoint, now_s: float) -> float:
+    # Floored: an estimate decayed towards 0 over a long idle time must not divide by 0.
+    return max(ep.ewma.estimate_s(now_s), 1e-6)
 
 
 def build_picker(policy: str, endpoints: Sequence[Endpoint], rng: random.Random) -> Picker:
@@ -111,8 +150,13 @@ def build_picker(policy: str, endpoints: Sequence[Endpoint], rng: random.Random)
         return RoundRobin(endpoints, rng)
     if policy == "random":
         return WeightedRandom(endpoints, rng)
+    equal = len({ep.effective_weight for ep in endpoints}) <= 1
     if policy == "least_request":
-        return PowerOfTwo(endpoints, rng, least_request_cost)
+        if equal:
+            return PowerOfTwo(endpoints, rng, least_request_cost)
+        return LoadWeighted(endpoints, rng, _no_latency)
     if policy == "peak_ewma":
-        return PowerOfTwo(endpoints, rng, peak_ewma_cost)
+        if equal:
+            return PowerOfTwo(endpoints, rng, peak_ewma_cost)
+        return LoadWeighted(endpoints, rng, _latency)
     raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")

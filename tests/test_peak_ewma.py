@@ -39,7 +39,9 @@ def test_a_peak_replaces_the_estimate_however_recent_the_last_update():
     assert load.estimate_s(T0) == pytest.approx(0.400)
 
 
-@pytest.mark.parametrize("elapsed_s", [0.0, 1.0, 5.0, 10.0, 30.0])
+# Up to 10 s the 400 ms estimate has decayed to no less than 147 ms, still above the
+# 100 ms response; later, the response is a peak over the decayed estimate (tested below).
+@pytest.mark.parametrize("elapsed_s", [0.0, 1.0, 5.0, 10.0])
 def test_a_faster_response_moves_the_estimate_by_the_ewma_weight(elapsed_s):
     load = ewma(0.400)
     load.observe(0.100, T0 + elapsed_s)
@@ -86,13 +88,6 @@ def test_a_clock_that_steps_back_does_not_inflate_the_estimate():
     assert load.estimate_s(T0 - 5) == pytest.approx(0.400)
 
 
-@pytest.mark.xfail(
-    reason="BUG: observe() compares with and blends into the *undecayed* estimate, so a"
-    " response slower than the current estimate yields an estimate above the response"
-    " (1 s, 10 s idle → 0.368 s; observing 0.5 s gives 0.684 s instead of 0.5 s)",
-    raises=AssertionError,
-    strict=True,
-)
 def test_a_response_slower_than_the_decayed_estimate_becomes_the_estimate():
     load = ewma(1.0)
     assert load.estimate_s(T0 + 10) == pytest.approx(1 / math.e)

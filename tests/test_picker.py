@@ -78,17 +78,9 @@ def hold_calls(cluster: Cluster, name: str, n: int) -> None:
 
 
 WEIGHTS = {"a": 1, "b": 2, "c": 5}
-IDLE_SHARE_BUG = pytest.mark.xfail(
-    reason="BUG: PowerOfTwo samples by weight *and* divides the cost by weight, so idle"
-    " endpoints never tie: 1:2:5 gives about 0 : 0.08 : 0.92 instead of 0.125 : 0.25 : 0.625",
-    raises=AssertionError,
-    strict=True,
-)
 
 
-@pytest.mark.parametrize(
-    "policy", [pytest.param(p, marks=IDLE_SHARE_BUG) if p in P2C else p for p in POLICIES]
-)
+@pytest.mark.parametrize("policy", POLICIES)
 def test_it_gives_idle_endpoints_shares_that_follow_their_weights(policy):
     assert_shares_follow(shares(make_cluster(policy, WEIGHTS)), WEIGHTS, TOLERANCE)
 
@@ -152,15 +144,18 @@ def test_it_steers_picks_away_from_an_endpoint_with_calls_in_flight(policy):
 
 
 @pytest.mark.parametrize("policy", P2C)
-def test_it_lets_a_heavier_endpoint_carry_more_calls_in_flight(policy):
-    # Equal in-flight counts: the weight-400 endpoint is 4x cheaper and wins every duel.
+def test_it_judges_load_per_unit_of_weight(policy):
     cluster = make_cluster(policy, {"a": 100, "b": 400})
+    # 3 calls each: b carries less than its weight's worth, so it takes nearly everything.
     hold_calls(cluster, "a", 3)
     hold_calls(cluster, "b", 3)
     assert shares(cluster, 4_000)["b"] > 0.9
-    # With 16 calls in flight, (16 + 1) / 400 > (3 + 1) / 100: now a wins whenever drawn.
-    hold_calls(cluster, "b", 13)
-    assert shares(cluster, 4_000)["a"] > 0.5
+    # 3 and 12: both carry their weight's worth, so shares follow the weights.
+    hold_calls(cluster, "b", 9)
+    assert shares(cluster, 4_000)["b"] == pytest.approx(0.8, abs=0.03)
+    # 3 and 40: b is backed up, so a takes more than its weight's 20 %.
+    hold_calls(cluster, "b", 28)
+    assert shares(cluster, 4_000)["a"] > 0.35
 
 
 def test_peak_ewma_avoids_a_slow_endpoint_and_probes_it_again_once_its_estimate_decays():
