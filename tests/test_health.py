@@ -105,3 +105,21 @@ async def test_it_does_not_count_client_errors_or_overload_as_outliers(backends,
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
         await _served_by(channel, 20)
     assert _state(balancer, "pod-0") is State.READY
+
+
+async def test_it_keeps_an_undrained_pod_out_while_its_health_checks_fail(backends, balancers):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    balancer = await balancers(config([a, b], cluster={"health_check": HEALTH}))
+    await wait_for(lambda: _state(balancer, "pod-a") is State.READY, what="READY")
+    cluster = balancer.clusters["echo"]
+    cluster.drain("pod-a")
+    await a.set_serving(False)
+    await wait_for(lambda: not cluster.endpoints["pod-a"].healthy, what="checks failing")
+    assert _state(balancer, "pod-a") is State.DRAINED  # the operator's state stands
+
+    cluster.undrain("pod-a")
+    assert _state(balancer, "pod-a") is State.UNHEALTHY
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+        assert await _served_by(channel, 6) == Counter({"pod-b": 6})
+    await a.set_serving(True)
+    await wait_for(lambda: _state(balancer, "pod-a") is State.READY, what="READY once healthy")
