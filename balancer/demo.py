@@ -69,7 +69,7 @@ def demo_config(ports: list[int], token: str, listen_port: int, admin_port: int)
             "clusters": [
                 {
                     "name": "echo",
-                    "policy": "peak_ewma",
+                    "policy": "least_request",
                     "unary_methods": [ECHO_METHOD],
                     "health_check": {"enabled": True, "interval_s": 2.0},
                     "discovery": {
@@ -138,6 +138,7 @@ async def _serve(args: argparse.Namespace, ports: list[int]) -> None:
 
 
 def _banner(balancer: Balancer, token: str) -> str:
+    target = balancer.listen_addresses[0]
     return f"""
 Ballast demo — {len(balancer.clusters["echo"].endpoints)} echo backends behind one balancer.
 
@@ -146,8 +147,8 @@ Ballast demo — {len(balancer.clusters["echo"].endpoints)} echo backends behind
   metrics:      http://{balancer.metrics_address}/metrics
 
 Call it:
-  .venv/bin/python -c "import grpc; ch = grpc.insecure_channel('{balancer.listen_addresses[0]}');\\
- print(ch.unary_unary('{ECHO_METHOD}')(b'hi'))"
+  .venv/bin/python -c "import grpc; print(grpc.insecure_channel('{target}')\\
+.unary_unary('{ECHO_METHOD}')(b'hi'))"
 
 A per-endpoint table follows every few seconds; Ctrl-C stops everything.
 """
