@@ -105,11 +105,18 @@ class _Call:
         self._clock = clock
         self._record_stats = record_stats
 
-    async def unary(self, request: bytes, context: Context) -> bytes:
+    async def _pick(self, context: Context) -> Endpoint:
+        """The endpoint for this call; ends the call with UNAVAILABLE and the reason if none."""
         ep = self._cluster.pick()
         if ep is None:
-            await _abort_no_endpoint(context, self._cluster)
+            reason = self._cluster.no_endpoint_reason()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"ballast: {reason}")
         assert ep is not None and ep.channel is not None
+        return ep
+
+    async def unary(self, request: bytes, context: Context) -> bytes:
+        ep = await self._pick(context)
+        assert ep.channel is not None
         multicallable = ep.unary_callables.get(self._method)
         if multicallable is None:
             multicallable = ep.channel.unary_unary(self._method)
@@ -144,10 +151,8 @@ class _Call:
         raise AssertionError("unreachable: every path returns or raises")
 
     async def stream(self, requests: object, context: Context) -> None:
-        ep = self._cluster.pick()
-        if ep is None:
-            await _abort_no_endpoint(context, self._cluster)
-        assert ep is not None and ep.channel is not None
+        ep = await self._pick(context)
+        assert ep.channel is not None
         start = self._clock()
         call: grpc.aio.StreamStreamCall[bytes, bytes] = ep.channel.stream_stream(self._method)(
             metadata=context.invocation_metadata(), timeout=context.time_remaining()
@@ -255,7 +260,3 @@ async def _abort_drained(context: Context, ep: Endpoint) -> None:
         grpc.StatusCode.UNAVAILABLE,
         f"ballast: endpoint {ep.id} was drained and its drain timeout elapsed; retry the call",
     )
-
-
-async def _abort_no_endpoint(context: Context, cluster: Cluster) -> None:
-    await context.abort(grpc.StatusCode.UNAVAILABLE, f"ballast: {cluster.no_endpoint_reason()}")

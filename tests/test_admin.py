@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from balancer.stats import LATENCY_BOUNDS_MS
 from tests.support import backend as be
 from tests.support.backend import Backend
 from tests.support.balancing import ADMIN_TOKEN, config
+from tests.support.sockets import taken_port
 from tests.support.waiting import wait_for
 
 AUTH = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -363,10 +363,7 @@ async def test_it_says_when_the_admin_port_is_taken(
 ) -> None:
     backend = await backends("pod-a")
     balancer = await balancers(config([backend]))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = f"127.0.0.1:{taken.getsockname()[1]}"
+    with taken_port() as address:
         admin = AdminServer(balancer, AdminConfig(address=address, token=ADMIN_TOKEN))
         with pytest.raises(ListenError, match=rf"cannot listen on {address} \(admin API\)"):
             await admin.start()

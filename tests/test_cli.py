@@ -6,17 +6,15 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
-import pytest
 
 from tests.support import backend as be
+from tests.support.sockets import taken_port
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
@@ -137,18 +135,10 @@ async def test_it_serves_calls_and_stops_cleanly_on_sigterm(tmp_path, backends):
     assert b"Traceback" not in stderr
 
 
-@pytest.fixture
-def port_in_use() -> Iterator[int]:
-    """A port some other program is listening on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
-
-
-def test_it_says_it_cannot_listen_on_a_port_already_in_use(tmp_path, port_in_use):
-    path = write_config(tmp_path, f"127.0.0.1:{port_in_use}", ["127.0.0.1:1"])
-    result = run_cli("--config", str(path))  # the timeout fails the test if it hangs
+def test_it_says_it_cannot_listen_on_a_port_already_in_use(tmp_path):
+    with taken_port() as address:
+        path = write_config(tmp_path, address, ["127.0.0.1:1"])
+        result = run_cli("--config", str(path))  # the timeout fails the test if it hangs
     assert result.returncode == 1
-    assert f"ballast: cannot start: cannot listen on 127.0.0.1:{port_in_use}" in result.stderr
+    assert f"ballast: cannot start: cannot listen on {address}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from balancer.stats import LATENCY_BOUNDS_MS
 from tests.support import backend as be
 from tests.support.backend import Backend
 from tests.support.balancing import ADMIN_TOKEN, config
+from tests.support.sockets import taken_port
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Backends = Callable[..., Awaitable[Backend]]
@@ -160,10 +160,7 @@ async def test_it_says_when_the_metrics_port_is_taken(
 ) -> None:
     backend = await backends("pod-a")
     balancer = await balancers(config([backend]))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = f"127.0.0.1:{taken.getsockname()[1]}"
+    with taken_port() as address:
         admin_config = AdminConfig(
             address="127.0.0.1:0", token=ADMIN_TOKEN, metrics_address=address
         )
