@@ -1,0 +1,1 @@
+"""Platforms: where pods run. `base` is the interface; `local` runs pods as processes."""
