@@ -1,7 +1,7 @@
-"""Regenerates the admin API's Python code from its `.proto`: `python -m balancer.admin.generate`.
+"""Regenerates the Python code of the repository's `.proto` files: `make protos`.
 
 protoc runs with the repository root as include path, so the generated modules
-import each other as `balancer.admin.v1.admin_pb2` and work as a package.
+import each other by package path (`balancer.admin.v1.admin_pb2`).
 The generated files are checked in; a test regenerates them into a temporary
 directory and compares, so a `.proto` edit without `make protos` fails CI.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from grpc_tools import protoc  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOS = ("balancer/admin/v1/admin.proto",)
+PROTOS = ("balancer/admin/v1/admin.proto", "demo/v1/workload.proto")
 SUFFIXES = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi")
 
 
