@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balancer.config import BalancerConfig, ConfigError, load_config
-from balancer.server import Balancer
+from balancer.server import Balancer, NoPlatform
 
 log = logging.getLogger("balancer")
 
@@ -115,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: valid; clusters: {names}")
         return 0
     try:
+        balancer = Balancer(config)
+    except NoPlatform as err:
+        print(f"ballast: bad config: {args.config}: {err}", file=sys.stderr)
+        return 2
+    try:
         with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
-            runner.run(run(Balancer(config), args.ready_file))
+            runner.run(run(balancer, args.ready_file))
     except OSError as err:  # ListenError: the message says what to do
         print(f"ballast: cannot start: {err}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from balancer.picker import POLICIES
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
 EVENT_LOOPS = ("uvloop", "asyncio")
+DISCOVERY_KINDS = ("static", "platform")
 _STATUS_NAMES = {code.name for code in grpc.StatusCode}
 
 
@@ -121,14 +122,26 @@ class PeakEwmaConfig:
 
 @dataclass(frozen=True)
 class DiscoveryConfig:
-    """Where a cluster's endpoints come from. `static`: the `endpoints` list."""
+    """Where a cluster's endpoints come from.
+
+    `static`: the `endpoints` list. `platform`: the pods of `service` on the
+    platform the embedding process hands the balancer (the demo scene's local
+    platform); `python -m balancer` alone has none.
+    """
 
     kind: str = "static"
     endpoints: tuple[Address, ...] = ()
+    service: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind != "static":
-            raise ValueError(f"kind {self.kind!r} is not supported: use 'static'")
+        if self.kind not in DISCOVERY_KINDS:
+            raise ValueError(
+                f"kind {self.kind!r} is unknown: use one of {', '.join(DISCOVERY_KINDS)}"
+            )
+        if self.kind == "platform" and not self.service:
+            raise ValueError("kind 'platform' needs service = \"<the service's name>\"")
+        if self.kind == "platform" and self.endpoints:
+            raise ValueError("endpoints are for kind 'static'; a platform discovers them")
         ids = [a.endpoint_id for a in self.endpoints]
         if dupes := sorted({i for i in ids if ids.count(i) > 1}):
             raise ValueError(f"endpoints: duplicate endpoint {', '.join(dupes)}")
@@ -368,7 +381,8 @@ def _is_endpoint_table(item: object) -> bool:
 def _cluster(t: _Table) -> ClusterConfig:
     d, hc, od, ss, pe = (t.table(k) for k in ("discovery", "health_check", "outlier_detection",
                                                 "slow_start", "peak_ewma"))  # fmt: skip
-    discovery = _build(d, DiscoveryConfig, {"kind": d.get("kind", str), "endpoints": _addresses(d)})
+    discovery = _build(d, DiscoveryConfig, {"kind": d.get("kind", str),
+        "endpoints": _addresses(d), "service": d.get("service", str)})  # fmt: skip
     health = _build(hc, HealthCheckConfig, {k: hc.get(k, kind) for k, kind in (
         ("enabled", bool), ("interval_s", float), ("timeout_s", float),
         ("unhealthy_threshold", int), ("healthy_threshold", int), ("service", str))})  # fmt: skip

@@ -51,7 +51,18 @@ def bind(server: grpc.aio.Server, address: str, what: str) -> str:
     return f"{address.rpartition(':')[0]}:{port}"
 
 
+class NoPlatform(ValueError):
+    """A cluster wants platform discovery, and the balancer was given no platform."""
+
+
 def static_discovery(config: ClusterConfig) -> Discovery:
+    """The default discovery: the config's endpoint list; refuses kind `platform`."""
+    if config.discovery.kind != "static":
+        raise NoPlatform(
+            f"cluster {config.name!r}: discovery kind {config.discovery.kind!r} needs a platform;"
+            " run the balancer from the demo scene (python -m demo), or list endpoints with"
+            " kind = 'static'"
+        )
     return StaticDiscovery(config.discovery.endpoints)
 
 
@@ -77,6 +88,8 @@ class Balancer:
         self.clock = clock
         self.started_at_unix_s = time.time()
         self._discovery = discovery
+        for cluster_config in config.clusters:
+            discovery(cluster_config)  # fails now, not in a background task, if it cannot work
         rng = rng or random.Random()
         options = grpc_options(config.max_message_bytes)
         self.clusters = {

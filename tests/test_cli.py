@@ -142,3 +142,15 @@ def test_it_says_it_cannot_listen_on_a_port_already_in_use(tmp_path):
     assert result.returncode == 1
     assert f"ballast: cannot start: cannot listen on {address}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_it_says_platform_discovery_needs_the_demo_scene(tmp_path):
+    path = tmp_path / "ballast.toml"
+    path.write_text(
+        '[[clusters]]\nname = "inventory"\ndiscovery = { kind = "platform", service = "inv" }\n',
+        encoding="utf-8",
+    )
+    result = run_cli("--config", str(path))
+    assert result.returncode == 2
+    assert "discovery kind 'platform' needs a platform" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -423,3 +423,24 @@ def test_it_prefixes_a_key_error_with_the_file(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path, {})
     assert str(caught.value).startswith(f"{path}: clusters[0].polcy: unknown key")
+
+
+def test_it_takes_platform_discovery_by_service_name():
+    config = parse(
+        '[[clusters]]\nname = "inv"\ndiscovery = { kind = "platform", service = "inventory" }\n'
+    )
+    assert config.clusters[0].discovery.kind == "platform"
+    assert config.clusters[0].discovery.service == "inventory"
+
+
+@pytest.mark.parametrize(
+    ("discovery", "fragment"),
+    [
+        ('{ kind = "platform" }', "needs service"),
+        ('{ kind = "platform", service = "x", endpoints = ["h:1"] }', "endpoints are for kind"),
+        ('{ kind = "consul" }', "kind 'consul' is unknown: use one of static, platform"),
+    ],
+)
+def test_it_rejects_a_discovery_that_cannot_work(discovery, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        parse(f'[[clusters]]\nname = "inventory"\ndiscovery = {discovery}\n')
