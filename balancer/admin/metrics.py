@@ -10,12 +10,10 @@ and two balancers in one process do not clash).
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -25,7 +23,6 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from balancer.admin.snapshot import BalancerView, Reader
-from balancer.config import parse_address
 from balancer.endpoint import State
 from balancer.stats import CODE_INDEX, LATENCY_BOUNDS_MS, STATUS_CODES
 
@@ -141,6 +138,13 @@ def _cluster_info(view: BalancerView) -> Metric:
     return info
 
 
+def balancer_registry(reader: Reader) -> CollectorRegistry:
+    """A private registry holding only the balancer's collector."""
+    registry = CollectorRegistry()
+    registry.register(BalancerCollector(reader))
+    return registry
+
+
 def _connections(view: BalancerView) -> Metric:
     connections = GaugeMetricFamily(
         "ballast_client_connections",
@@ -150,34 +154,3 @@ def _connections(view: BalancerView) -> Metric:
     for peer, count in view.connections:
         connections.add_metric((peer,), count)
     return connections
-
-
-class MetricsServer:
-    """Serves `/metrics` over HTTP from a thread (prometheus_client's own server)."""
-
-    def __init__(self, reader: Reader, address: str) -> None:
-        self._registry = CollectorRegistry()
-        self._registry.register(BalancerCollector(reader))
-        self._host, self._port = parse_address(address)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-        self.address: str | None = None
-
-    def start(self) -> str:
-        """Binds and serves; returns the bound `host:port`. Raises OSError when it cannot bind."""
-        self._server, self._thread = start_http_server(
-            self._port, addr=self._host, registry=self._registry
-        )
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self.address = f"{host}:{self._server.server_port}"
-        return self.address
-
-    def stop(self) -> None:
-        """Stops serving and joins the thread. Blocks up to half a second: call it off the loop."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None

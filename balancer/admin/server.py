@@ -20,11 +20,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from balancer.admin.auth import TokenAuth
-from balancer.admin.metrics import MetricsServer
+from balancer.admin.metrics import balancer_registry
 from balancer.admin.service import AdminService
 from balancer.admin.snapshot import Reader, WallClock
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
-from balancer.config import AdminConfig
+from balancer.config import AdminConfig, parse_address
+from balancer.metrics_http import MetricsServer
 from balancer.server import ListenError, bind
 
 if TYPE_CHECKING:
@@ -71,8 +72,10 @@ class AdminServer:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if self._config.metrics_address is not None:
             try:
-                self._metrics = MetricsServer(self._reader, self._config.metrics_address)
-                self.metrics_address = self._metrics.start()
+                host, port = parse_address(self._config.metrics_address)
+                self._metrics = MetricsServer(balancer_registry(self._reader), host, port)
+                port = self._metrics.start()
+                self.metrics_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             except OSError as err:
                 self._metrics = None
                 await self.stop(grace_s=0)

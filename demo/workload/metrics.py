@@ -18,13 +18,11 @@ go-grpc-prometheus writes `Unavailable`. Workload series: `ballast_demo_leaked_b
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
 
 import grpc
 from google.protobuf.descriptor import FileDescriptor
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from demo.workload.behaviour import Misbehaviour
@@ -127,35 +125,3 @@ def workload_registry(
         {"pod": pod}
     )
     return registry, metrics
-
-
-class MetricsServer:
-    """Serves `/metrics` over HTTP from a thread (prometheus_client's own server)."""
-
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self._registry = registry
-        self._host = host
-        self._port = port
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> int:
-        """Binds and serves; returns the bound port. Raises OSError when it cannot bind."""
-        try:
-            self._server, self._thread = start_http_server(
-                self._port, addr=self._host, registry=self._registry
-            )
-        except OSError as err:
-            where = f"[{self._host}]" if ":" in self._host else self._host
-            raise OSError(f"cannot serve /metrics on {where}:{self._port}: {err}") from None
-        return int(self._server.server_port)
-
-    def stop(self) -> None:
-        """Stops serving and joins the thread. Blocks up to half a second: call it off the loop."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()

@@ -21,12 +21,13 @@ from grpc_channelz.v1 import channelz, channelz_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from balancer.metrics_http import MetricsServer
 from demo.v1 import workload_pb2 as pb
 from demo.v1 import workload_pb2_grpc as pb_grpc
 from demo.workload.behaviour import Misbehaviour
 from demo.workload.interceptor import MetricsInterceptor
 from demo.workload.knobs import Knobs
-from demo.workload.metrics import MetricsServer, workload_registry
+from demo.workload.metrics import workload_registry
 from demo.workload.service import InventoryService, KnobsService
 
 log = logging.getLogger("demo.workload")
