@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install-dev
-	$(PY) -m balancer.demo
+	$(PY) -m demo
 
 test: install-dev
 	$(VENV)/bin/ruff check .

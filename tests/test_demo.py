@@ -1,4 +1,4 @@
-"""`make demo` runs `python -m balancer.demo`: it must start, serve traffic and stop cleanly."""
+"""`make demo` runs `python -m demo`: pods, the L4 Service, Ballast and clients, live."""
 
 from __future__ import annotations
 
@@ -8,27 +8,39 @@ import subprocess
 import sys
 import time
 
+import psutil
 
-def test_it_starts_serves_load_and_stops_on_ctrl_c():
+ROW = re.compile(r"^(inventory-\w+-\w+)\s+yes\s+READY\s+100\s+([\d.]+)\s+([\d.]+)")
+
+
+def test_it_shows_both_client_groups_reaching_every_pod_and_stops_cleanly():
     process = subprocess.Popen(
-        [sys.executable, "-m", "balancer.demo", "--port", "0", "--admin-port", "0",
-         "--every-s", "0.3"],
+        [sys.executable, "-m", "demo", "--port", "0", "--admin-port", "0", "--l4-port", "0",
+         "--pods", "3", "--clients", "4", "--every-s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []
     try:
         assert process.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        pods_seen: dict[str, tuple[float, float]] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _every_pod_served(pods_seen):
             line = process.stdout.readline()
             lines.append(line)
-            if re.match(r"echo-\d\s+READY\s+100\s+[1-9]", line):
-                break
-        else:
-            raise AssertionError("no endpoint served a request:\n" + "".join(lines))
-        assert any("admin API:" in line and "Bearer" in line for line in lines)
+            if match := ROW.match(line):
+                pods_seen[match[1]] = (float(match[2]), float(match[3]))
+        assert _every_pod_served(pods_seen), "".join(lines)
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert len(children) >= 3  # the pods are real processes
+
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0
+        assert process.wait(timeout=30) == 0
+        assert not [c for c in children if c.is_running() and c.status() != "zombie"]
     finally:
         process.kill()
         process.wait()
+
+
+def _every_pod_served(pods: dict[str, tuple[float, float]]) -> bool:
+    """Three pods, and Ballast's clients reached each of them (the L4 side may miss some)."""
+    return len(pods) == 3 and all(ballast > 0 for _, ballast in pods.values())

@@ -1,0 +1,156 @@
+"""`python -m demo` (`make demo`): the scene, with a live per-pod table in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from balancer.picker import POLICIES
+from demo.loadgen import LoadGenerator
+from demo.scene import MiB, Scene, SceneOptions
+from platforms.base import PodFacts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="Pods behind a kube-proxy-like L4 Service and behind Ballast, with clients"
+        " on both: watch the L4 side pile onto a few pods while Ballast spreads its calls.",
+    )
+    parser.add_argument("--pods", type=int, default=4, help="pods in the deployment (4)")
+    parser.add_argument("--clients", type=int, default=8, help="clients per group (8)")
+    parser.add_argument("--rate", type=float, default=20.0, help="calls/s per client (20)")
+    parser.add_argument(
+        "--policy", choices=POLICIES, default="least_request", help="(least_request)"
+    )
+    parser.add_argument("--leak-bytes", type=int, default=0, help="memory kept per call (0)")
+    parser.add_argument("--memory-limit-mib", type=int, default=256, help="per pod (256)")
+    parser.add_argument("--port", type=int, default=50051, help="Ballast's gRPC port (50051)")
+    parser.add_argument("--admin-port", type=int, default=9901, help="admin API port (9901)")
+    parser.add_argument("--l4-port", type=int, default=50052, help="L4 Service port (50052)")
+    parser.add_argument("--every-s", type=float, default=2.0, help="table refresh (2 s)")
+    parser.add_argument("--log-dir", type=Path, help="pod logs go here (default: nowhere)")
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> SceneOptions:
+    knobs = {"BALLAST_KNOB_LATENCY_MS": "2", "BALLAST_KNOB_LEAK_BYTES": str(args.leak_bytes)}
+    return SceneOptions(
+        pods=args.pods, clients_per_group=args.clients, rate_per_client=args.rate,
+        policy=args.policy, memory_limit_bytes=args.memory_limit_mib * MiB, knobs=knobs,
+        balancer_port=args.port, admin_port=args.admin_port, l4_port=args.l4_port,
+        log_dir=args.log_dir,
+    )  # fmt: skip
+
+
+class Rates:
+    """Per-pod calls/s of a client group, from the change in its counts between two looks."""
+
+    def __init__(self, load: LoadGenerator) -> None:
+        self._load = load
+        self._last: Mapping[str, int] = {}
+
+    def per_pod(self, elapsed_s: float) -> dict[str, float]:
+        now = self._load.stats().pods
+        rates = {pod: (n - self._last.get(pod, 0)) / elapsed_s for pod, n in now.items()}
+        self._last = dict(now)
+        return rates
+
+
+def imbalance(rates: Mapping[str, float], pods: list[str]) -> str:
+    """Busiest pod's rate ÷ the mean over the pods (1.00 is perfectly even)."""
+    values = [rates.get(pod, 0.0) for pod in pods]
+    mean = sum(values) / len(values) if values else 0.0
+    return f"{max(values) / mean:.2f}" if mean else "-"
+
+
+def table(
+    scene: Scene, pods: list[PodFacts], l4: dict[str, float], ballast: dict[str, float]
+) -> str:
+    cluster = scene.balancer.clusters["inventory"]
+    header = (f"{'pod':<24} {'ready':<5} {'ballast':<10} {'weight':>6} {'via L4/s':>9} "
+              f"{'via Ballast/s':>13} {'cpu m':>6} {'memory MiB':>11} {'restarts':>8}"
+              "  last")  # fmt: skip
+    rows = [header]
+    for pod in pods:
+        ep = cluster.endpoints.get(pod.name)
+        memory = f"{(pod.memory_bytes or 0) / MiB:.0f}/{(pod.memory_limit_bytes or 0) / MiB:.0f}"
+        rows.append(
+            f"{pod.name:<24} {'yes' if pod.ready else 'no':<5} "
+            f"{ep.state.value if ep else '-':<10} {ep.weight if ep else '-':>6} "
+            f"{l4.get(pod.name, 0.0):>9.1f} {ballast.get(pod.name, 0.0):>13.1f} "
+            f"{pod.cpu_millicores or 0:>6.0f} {memory:>11} {pod.restart_count:>8}  "
+            f"{pod.last_termination_reason or ''}"
+        )
+    names = [p.name for p in pods if p.phase == "Running"]
+    rows.append(
+        f"busiest ÷ mean:  via L4 {imbalance(l4, names)}   via Ballast {imbalance(ballast, names)}"
+    )
+    return "\n".join(rows)
+
+
+def banner(scene: Scene) -> str:
+    return f"""
+Ballast demo — {scene.options.pods} pods of the demo workload, {scene.options.clients_per_group} \
+clients through each door.
+
+  L4 Service (kube-proxy-like):  {scene.l4.address}
+  Ballast (gRPC L7):             {scene.balancer.listen_addresses[0]}
+  admin API:                     {scene.balancer.admin_address}
+                                 (authorization: Bearer {scene.admin_token})
+
+A per-pod table follows every few seconds; Ctrl-C stops everything.
+"""
+
+
+async def run(args: argparse.Namespace) -> None:
+    scene = Scene(options_from(args))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await scene.start()
+    try:
+        assert scene.via_l4 is not None and scene.via_ballast is not None
+        print(banner(scene), flush=True)
+        l4_rates, ballast_rates = Rates(scene.via_l4), Rates(scene.via_ballast)
+        last = loop.time()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.every_s)
+            now = loop.time()
+            pods = await scene.platform.list_pods("inventory")
+            l4, ballast = l4_rates.per_pod(now - last), ballast_rates.per_pod(now - last)
+            last = now
+            print(table(scene, pods, l4, ballast), end="\n\n", flush=True)
+        _print_errors(scene)
+    finally:
+        await scene.stop()
+
+
+def _print_errors(scene: Scene) -> None:
+    for name, load in (("L4", scene.via_l4), ("Ballast", scene.via_ballast)):
+        if load is not None:
+            codes = Counter(load.stats().codes)
+            print(f"clients via {name}: {dict(codes)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(args))
+    except OSError as err:
+        print(f"ballast demo: {err}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
