@@ -1,0 +1,112 @@
+"""The arithmetic of the balance benchmark: imbalance, shares, their errors, and the goals.
+
+Pure functions on plain counts, so a test can check them on known inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Each goal of the issue: where its value lives in the report, the bound, and how it compares.
+# A `ratio_of` goal compares value ÷ another value of the report with the bound.
+GOALS: tuple[dict[str, Any], ...] = (
+    {"name": "pinning.balancer_max_mean", "path": ("pinning", "balancer_max_mean"),
+     "op": "<=", "bound": 1.10},
+    {"name": "weights.max_share_error", "path": ("weights", "max_share_error"),
+     "op": "<=", "bound": 0.03},
+    {"name": "slow_pod.peak_ewma_p99_vs_round_robin",
+     "path": ("slow_pod", "peak_ewma", "p99_ms"),
+     "ratio_of": ("slow_pod", "round_robin", "p99_ms"), "op": "<=", "bound": 0.3},
+    {"name": "slow_pod.peak_ewma.slow_share", "path": ("slow_pod", "peak_ewma", "slow_share"),
+     "op": "<=", "bound": 1 / 8},
+    {"name": "drain.new_requests_after_drain", "path": ("drain", "new_requests_after_drain"),
+     "op": "==", "bound": 0},
+    {"name": "drain.failed_in_flight", "path": ("drain", "failed_in_flight"),
+     "op": "==", "bound": 0},
+    {"name": "restart.client_errors", "path": ("restart", "client_errors"),
+     "op": "==", "bound": 0},
+)  # fmt: skip
+
+
+def counts_over(counts: Mapping[str, int], pods: Sequence[str]) -> list[int]:
+    """The counts of `pods`, in order; a pod missing from `counts` got 0."""
+    return [counts.get(pod, 0) for pod in pods]
+
+
+def max_over_mean(counts: Mapping[str, int], pods: Sequence[str]) -> float | None:
+    """Busiest pod's count ÷ the mean over `pods` (idle pods count as 0); None without calls."""
+    values = counts_over(counts, pods)
+    total = sum(values)
+    if not values or total == 0:
+        return None
+    return max(values) / (total / len(values))
+
+
+def shares(counts: Mapping[str, int], pods: Sequence[str]) -> dict[str, float]:
+    """Each pod's share of the calls to `pods`; all 0.0 when there were none."""
+    values = counts_over(counts, pods)
+    total = sum(values)
+    return {pod: (n / total if total else 0.0) for pod, n in zip(pods, values, strict=True)}
+
+
+def expected_shares(weights: Mapping[str, int]) -> dict[str, float]:
+    """weight ÷ sum of weights, per pod (DESIGN.md: every policy follows this)."""
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError(f"weights must have a positive sum, got {dict(weights)}")
+    return {pod: w / total for pod, w in weights.items()}
+
+
+def max_share_error(observed: Mapping[str, float], expected: Mapping[str, float]) -> float:
+    """The largest |observed − expected| share over the pods of `expected`."""
+    return max(abs(observed.get(pod, 0.0) - share) for pod, share in expected.items())
+
+
+def binomial_sd(share: float, n: int) -> float | None:
+    """The sampling error of a share measured over n independent calls: sqrt(p(1−p)/n)."""
+    if n <= 0:
+        return None
+    return math.sqrt(share * (1 - share) / n)
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def lookup(report: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """report[path[0]][path[1]]...; None when any step is missing (a scenario not run)."""
+    node: Any = report
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _met(value: float | None, op: str, bound: float) -> bool | None:
+    if value is None:
+        return None
+    return value <= bound if op == "<=" else value == bound
+
+
+def goals(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every goal with its value, its bound and whether it is met (None: not measured)."""
+    section = {}
+    for goal in GOALS:
+        value = lookup(report, goal["path"])
+        if "ratio_of" in goal:
+            value = rounded(ratio(value, lookup(report, goal["ratio_of"])))
+        section[goal["name"]] = {
+            "value": value,
+            "goal": f"{goal['op']} {rounded(goal['bound'])}",
+            "met": _met(value, goal["op"], goal["bound"]),
+        }
+    return section
