@@ -319,7 +319,9 @@ class Cluster:
             if ep.state is not State.READY:
                 ep.effective_weight = 0.0
         routable = [ep for ep in ready if ep.effective_weight > 0]
-        self._picker = build_picker(self.policy, routable, self._rng)
+        self._picker = build_picker(
+            self.policy, routable, self._rng, tolerance=self.config.peak_ewma.tolerance
+        )
 
     def _slow_start_factors(self, ready: list[Endpoint], now: float) -> dict[str, float]:
         """Envoy: weight × max(min_weight_percent, time_factor^(1/aggression)).

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from balancer.cluster import Cluster
-from balancer.config import ClusterConfig
+from balancer.config import ClusterConfig, PeakEwmaConfig
 from balancer.discovery import Reset
 from balancer.endpoint import Address, Endpoint
 from balancer.picker import POLICIES
@@ -166,12 +166,27 @@ def test_peak_ewma_avoids_a_slow_endpoint_and_probes_it_again_once_its_estimate_
         cluster.endpoints[name].ewma.observe(0.010, clock())
     assert shares(cluster, 4_000).get("a", 0.0) < 0.01
 
-    # 50 s on, b and c still answer in 10 ms; a's 1 s peak has decayed to
-    # 1 s · exp(-50 / 10) ≈ 6.7 ms, so a wins every duel it is drawn into again.
-    clock.advance(50)
+    # 70 s on, b and c still answer in 10 ms; a's 1 s peak has decayed to
+    # 1 s · exp(-70 / 10) ≈ 0.9 ms, so a wins every duel it is drawn into again.
+    clock.advance(70)
     for name in ("b", "c"):
         cluster.endpoints[name].ewma.observe(0.010, clock())
     assert shares(cluster, 4_000)["a"] > 0.4
+
+
+@pytest.mark.parametrize(("tolerance", "low", "high"), [(0.5, 0.47, 0.53), (0.0, 0.99, 1.01)])
+def test_peak_ewma_treats_latencies_within_its_tolerance_as_equal(tolerance, low, high):
+    clock = FakeClock()
+    cluster = Cluster(
+        ClusterConfig("c", policy="peak_ewma", peak_ewma=PeakEwmaConfig(tolerance=tolerance)),
+        clock=clock, rng=random.Random(7), channel_factory=lambda address: object(),
+    )  # fmt: skip
+    cluster.apply(Reset((Address("10.0.0.1", 1, pod_name="a"), Address("10.0.0.1", 2, "b"))))
+    cluster.endpoints["a"].ewma.observe(0.100, clock())  # peaks over the 30 ms prior
+    cluster.endpoints["b"].ewma.observe(0.120, clock())  # 20 % slower: noise, not a slow pod
+    # Within the tolerance every duel is a draw and the first, uniform draw goes (0.5);
+    # strictly, a wins every duel, and with two endpoints every pick is a duel.
+    assert low < shares(cluster, 4_000)["a"] < high
 
 
 def test_peak_ewma_prefers_the_endpoint_with_the_lower_latency_estimate():
