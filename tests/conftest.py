@@ -7,6 +7,7 @@ import pytest
 from balancer.config import BalancerConfig
 from balancer.server import Balancer
 from tests.support.backend import Backend, start_backend
+from tests.support.inventory import InventoryFleet, InventoryServer
 
 
 @pytest.fixture
@@ -38,3 +39,11 @@ async def balancers() -> AsyncIterator[Callable[..., Awaitable[Balancer]]]:
     yield start
     for balancer in started:
         await balancer.stop(grace_s=0)
+
+
+@pytest.fixture
+async def inventories() -> AsyncIterator[Callable[[str], Awaitable[InventoryServer]]]:
+    """A factory of in-process demo Inventory servers, stopped at teardown."""
+    fleet = InventoryFleet()
+    yield fleet.start
+    await fleet.stop_all()

@@ -16,7 +16,7 @@ from balancer.endpoint import Address
 from demo.l4 import L4Service
 from demo.v1 import workload_pb2 as pb
 from demo.v1 import workload_pb2_grpc as pb_grpc
-from tests.support.inventory import InventoryFleet, InventoryServer, dead_port
+from tests.support.inventory import InventoryServer, dead_port
 from tests.support.waiting import wait_for
 
 # Each client is its own service with its own TCP connection, as in production.
@@ -44,13 +44,6 @@ class Client:
     async def pod(self) -> str:
         (pod,) = await self.pods(3)
         return pod
-
-
-@pytest.fixture
-async def inventories() -> AsyncIterator[Callable[[str], Awaitable[InventoryServer]]]:
-    fleet = InventoryFleet()
-    yield fleet.start
-    await fleet.stop_all()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -16,7 +16,7 @@ import pytest
 from balancer.endpoint import Address
 from demo.l4 import L4Service
 from demo.loadgen import ClientSpec, LoadGenerator, parse_mix
-from tests.support.inventory import InventoryFleet, InventoryServer, dead_port
+from tests.support.inventory import dead_port
 from tests.support.waiting import wait_for
 
 # `python -m demo.loadgen` runs from the checkout, installed or not.
@@ -28,13 +28,6 @@ RPC = {
     "client_stream": "ImportItems",
     "bidi": "SyncItems",
 }
-
-
-@pytest.fixture
-async def inventories() -> AsyncIterator[Callable[[str], Awaitable[InventoryServer]]]:
-    fleet = InventoryFleet()
-    yield fleet.start
-    await fleet.stop_all()
 
 
 @pytest.fixture

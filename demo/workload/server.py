@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from balancer.metrics_http import MetricsServer
+from balancer.server import bind
 from demo.v1 import workload_pb2 as pb
 from demo.v1 import workload_pb2_grpc as pb_grpc
 from demo.workload.behaviour import Misbehaviour
@@ -134,7 +135,8 @@ class Workload:
     async def start(self) -> None:
         """Binds and serves (health SERVING); raises OSError when a port cannot be bound."""
         server = self._build_server()
-        self.port = _bind(server, host_port(self.config.host, self.config.port))
+        bound = bind(server, host_port(self.config.host, self.config.port), "gRPC")
+        self.port = int(bound.rpartition(":")[2])
         if self.config.metrics_port is not None:
             self._metrics_server = MetricsServer(
                 self.registry, self.config.host, self.config.metrics_port
@@ -180,13 +182,3 @@ class Workload:
             await shutdown_trigger()
         finally:
             await self.stop()
-
-
-def _bind(server: grpc.aio.Server, address: str) -> int:
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as err:
-        raise OSError(f"cannot listen on {address}: {err}") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return port
