@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-demo: install-dev
+demo: install
 	$(PY) -m demo
 
 test: install-dev
