@@ -55,24 +55,26 @@ class EndpointStats:
         return {STATUS_CODES[i].name: n for i, n in enumerate(self.requests) if n}
 
 
-def quantile_ms(counts: Sequence[int], q: float) -> float | None:
-    """Estimates the q-quantile (0..1) in ms from histogram `counts` over LATENCY_BOUNDS_MS.
+def quantile_ms(
+    counts: Sequence[int], q: float, bounds_ms: Sequence[float] = LATENCY_BOUNDS_MS
+) -> float | None:
+    """Estimates the q-quantile (0..1) in ms from histogram `counts` over `bounds_ms`.
 
-    Interpolates linearly inside the bucket, as Prometheus' histogram_quantile
-    does. Returns None when the histogram is empty; a quantile that falls in the
-    +Inf bucket returns the last finite bound.
+    `counts` has one more bucket than `bounds_ms` (+Inf). Interpolates linearly
+    inside the bucket, as Prometheus' histogram_quantile does. Returns None when
+    the histogram is empty; a quantile in the +Inf bucket returns the last bound.
+    Readers of another process's snapshot pass the bounds it sent.
     """
     total = sum(counts)
-    if total == 0:
+    if total == 0 or not bounds_ms:
         return None
     rank = q * total
     seen = 0
     for i, count in enumerate(counts):
         if count and seen + count >= rank:
-            if i >= len(LATENCY_BOUNDS_MS):
-                return LATENCY_BOUNDS_MS[-1]
-            lower = LATENCY_BOUNDS_MS[i - 1] if i else 0.0
-            upper = LATENCY_BOUNDS_MS[i]
-            return lower + (upper - lower) * (rank - seen) / count
+            if i >= len(bounds_ms):
+                return bounds_ms[-1]
+            lower = bounds_ms[i - 1] if i else 0.0
+            return lower + (bounds_ms[i] - lower) * (rank - seen) / count
         seen += count
-    return LATENCY_BOUNDS_MS[-1]
+    return bounds_ms[-1]

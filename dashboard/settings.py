@@ -1,50 +1,74 @@
-"""Django settings for the Ballast dashboard, read from the environment in one place."""
+"""Django settings for the Ballast dashboard, read from the environment in one place.
+
+Variables (all optional unless noted):
+
+- ``SECRET_KEY`` / ``SECRET_KEY_FILE`` — required unless ``DEBUG`` or ``BALLAST_DEV``.
+- ``DEBUG`` — false by default.
+- ``BALLAST_DEV`` — a laptop run: a random secret key per process when none is set.
+- ``ALLOWED_HOSTS`` — comma-separated; loopback by default. Also the websocket
+  ``Origin`` allow-list.
+- ``CSRF_TRUSTED_ORIGINS`` — comma-separated ``scheme://host[:port]`` origins that differ
+  from the host a request came to (a TLS proxy in front); same-origin needs none.
+- ``BALLAST_HTTPS`` — served over HTTPS: cookies are sent over HTTPS only.
+- ``DATABASE_URL`` — e.g. ``postgres://user:pass@host/db`` (``pip install 'ballast[postgres]'``);
+  SQLite at ``BALLAST_DB_PATH`` (default ``db.sqlite3`` in the checkout) otherwise.
+- ``REDIS_URL`` — the Redis channel layer; the in-memory layer (one process) otherwise.
+- ``BALLAST_DASHBOARD_PROCESSES`` — how many dashboard processes run (default 1); the
+  system checks use it to catch an in-memory channel layer shared by none of them.
+- ``BALLAST_SERVICES`` — comma-separated names of the balancer services to show.
+"""
 
 from __future__ import annotations
 
-import os
+import re
+import secrets
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from dashboard.env import (
+    channel_layer_settings,
+    database_settings,
+    envbool,
+    envint,
+    envlist,
+    envsecret,
+    envstr,
+)
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+DEBUG = envbool("DEBUG", False)
+BALLAST_DEV = envbool("BALLAST_DEV", False)
 
-def envbool(name: str, default: str) -> bool:
-    value = os.environ.get(name, default).lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ImproperlyConfigured(f"{name}={value!r}: use true or false")
-
-
-def envsecret(name: str) -> str | None:
-    """The value of NAME, or the contents of the file named by NAME_FILE."""
-    if path := os.environ.get(f"{name}_FILE"):
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise ImproperlyConfigured(f"{name}_FILE={path!r}: {err.strerror}") from None
-    return os.environ.get(name)
-
-
-DEBUG = envbool("DEBUG", "false")
 SECRET_KEY = envsecret("SECRET_KEY") or ""
 if not SECRET_KEY:
-    if not DEBUG and not envbool("BALLAST_DEV_SECRET", "true"):
-        raise ImproperlyConfigured("SECRET_KEY is not set: set SECRET_KEY or SECRET_KEY_FILE")
-    # A per-process random key: sessions do not survive a restart, which is fine for a laptop.
-    SECRET_KEY = os.urandom(32).hex()
+    if not (DEBUG or BALLAST_DEV):
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: set SECRET_KEY or SECRET_KEY_FILE "
+            "(or BALLAST_DEV=1 for a throwaway key on a laptop)"
+        )
+    # A key per process: sessions end with the process, which suits a laptop run and
+    # keeps every secret out of the repository.
+    SECRET_KEY = secrets.token_urlsafe(50)
 
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+# Group-name-safe: a service name becomes the channel layer group ``service.<name>``.
+SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+BALLAST_SERVICES = envlist("BALLAST_SERVICES", "", pattern=SERVICE_NAME)
+BALLAST_DASHBOARD_PROCESSES = envint("BALLAST_DASHBOARD_PROCESSES", 1, minimum=1)
 
 INSTALLED_APPS = [
+    # First, as Channels' docs say: its runserver serves the ASGI app (websockets too).
+    "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
     "dashboard.app",
 ]
 
@@ -54,11 +78,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a logged-in user unless its view says otherwise (login does).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -75,11 +103,35 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("BALLAST_DB_PATH", str(BASE_DIR / "db.sqlite3")),
-    }
+    "default": database_settings(
+        envstr("DATABASE_URL", ""),
+        Path(envstr("BALLAST_DB_PATH", str(BASE_DIR / "db.sqlite3"))),
+    )
 }
+CHANNEL_LAYERS = {"default": channel_layer_settings(envstr("REDIS_URL", ""))}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "login"
+
+# Security for a tool on an operator's machine or behind a TLS proxy. Django's defaults
+# already send nosniff, Referrer-Policy same-origin, COOP same-origin and
+# X-Frame-Options DENY; these tighten the cookies.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = 12 * 60 * 60  # a working day, not Django's two weeks
+X_FRAME_OPTIONS = "DENY"
+BALLAST_HTTPS = envbool("BALLAST_HTTPS", False)
+SESSION_COOKIE_SECURE = BALLAST_HTTPS
+CSRF_COOKIE_SECURE = BALLAST_HTTPS
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

@@ -1,7 +1,16 @@
-"""URL map; the dashboard issue adds the pages and the REST API."""
+"""URL map: the pages and login/logout. Websocket URLs are in ``app/routing.py``."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.contrib.auth import views as auth_views
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from dashboard.app import views
+
+# Only login and logout from django.contrib.auth: the password reset views would
+# need outgoing mail, and accounts are made with `manage.py createsuperuser`.
+urlpatterns: list[URLPattern] = [
+    path("", views.index, name="index"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+]

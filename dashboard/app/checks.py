@@ -1,0 +1,84 @@
+"""System checks for settings that load fine alone but do not fit together.
+
+``manage.py check`` (and every management command, ``runserver`` included) runs them;
+``check --deploy`` adds Django's own security checks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+SQLITE_ENGINE = "django.db.backends.sqlite3"
+
+
+def check_channel_layer(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """ballast.E001: several dashboard processes need a channel layer they share."""
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND")
+    if settings.BALLAST_DASHBOARD_PROCESSES > 1 and backend == IN_MEMORY_LAYER:
+        return [
+            Error(
+                f"BALLAST_DASHBOARD_PROCESSES={settings.BALLAST_DASHBOARD_PROCESSES} "
+                "with the in-memory channel layer: a frame sent in one process never "
+                "reaches browsers connected to another.",
+                hint="Set REDIS_URL (the Redis channel layer), or run one process.",
+                id="ballast.E001",
+            )
+        ]
+    return []
+
+
+def check_debug_hosts(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """ballast.W001: DEBUG pages (tracebacks, settings) reachable from other machines."""
+    if not settings.DEBUG:
+        return []
+    exposed = [host for host in settings.ALLOWED_HOSTS if not is_loopback(host)]
+    if not exposed:
+        return []
+    return [
+        Warning(
+            f"DEBUG is on and ALLOWED_HOSTS admits {', '.join(exposed)}: error pages show "
+            "settings and source to whoever reaches them.",
+            hint="Turn DEBUG off, or keep ALLOWED_HOSTS to localhost, 127.0.0.1 and [::1].",
+            id="ballast.W001",
+        )
+    ]
+
+
+def check_sqlite_processes(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """ballast.W002: SQLite locks the whole file per write; several writers wait on it."""
+    engine = settings.DATABASES.get("default", {}).get("ENGINE")
+    if settings.BALLAST_DASHBOARD_PROCESSES > 1 and engine == SQLITE_ENGINE:
+        return [
+            Warning(
+                f"BALLAST_DASHBOARD_PROCESSES={settings.BALLAST_DASHBOARD_PROCESSES} on "
+                "SQLite: concurrent writes wait on one file lock ('database is locked').",
+                hint="Set DATABASE_URL to a Postgres database.",
+                id="ballast.W002",
+            )
+        ]
+    return []
+
+
+def is_loopback(host: str) -> bool:
+    """True for names that only this machine reaches: localhost (and *.localhost),
+    127.0.0.0/8 and ::1. A wildcard (``*``, ``.example.com``) is not loopback."""
+    name = host.strip("[]").lower()
+    if name in ("localhost", ".localhost") or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

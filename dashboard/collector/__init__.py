@@ -1,0 +1,8 @@
+"""The dashboard's collector: balancer snapshots and pod facts → per-pod rates and frames.
+
+This package is plain Python (no Django) so the math can be tested alone and
+reused by a collector process: `rates` turns consecutive snapshots into rates,
+`imbalance` scores a service's spread, `frames` builds the compact per-service
+message the browsers get, and `history` keeps recent frames for a page's first
+paint.
+"""

@@ -1,0 +1,206 @@
+"""The compact per-service frame the collector broadcasts to browsers.
+
+One frame per service per interval (1 s by default), sent to the service's
+Channels group; its `type` names the consumer's handler (`service_frame`).
+Floats are rounded to what a chart can show, and a missing figure is null:
+a pod the balancer does not route to (reached only through the L4 Service)
+has no rates, and a pod not yet measured has no CPU or memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal, TypedDict
+
+from balancer.stats import quantile_ms
+from dashboard.collector.imbalance import imbalance
+from dashboard.collector.rates import EndpointRates
+from platforms.base import PodFacts
+
+FRAME_TYPE: Literal["service.frame"] = "service.frame"
+READY = "READY"
+
+
+class PodFrame(TypedDict):
+    pod: str  # the endpoint id: the pod name when known, else host:port
+    # From the balancer (null when it does not route to the pod):
+    state: str | None  # READY, DRAINING, … as the most alarmed replica sees it
+    weight: int | None
+    eff_weight: float | None
+    rps: float | None
+    err_s: float | None
+    in_b_s: int | None  # request bytes per second, from clients
+    out_b_s: int | None  # response bytes per second, to clients
+    p50: float | None  # ms, over the interval; null when it had no requests
+    p90: float | None
+    p99: float | None
+    in_flight: int | None
+    # From the platform (null when it does not know the pod, or has not measured it):
+    phase: str | None
+    ready: bool | None
+    cpu_m: int | None  # millicores
+    mem: int | None  # bytes: resident or working set, what the OOM killer reads
+    mem_limit: int | None
+    restarts: int | None
+    last_reason: str | None  # last termination: OOMKilled, Error, Completed
+
+
+class TotalsFrame(TypedDict):
+    pods: int
+    ready: int  # endpoints READY in the balancer
+    rps: float
+    err_s: float
+    err_ratio: float | None  # errors / requests; null without requests
+    p50: float | None  # from the service's merged histogram, not an average of pods
+    p99: float | None
+    in_flight: int
+    in_b_s: int
+    out_b_s: int
+
+
+class ImbalanceFrame(TypedDict):
+    max_mean: float | None  # busiest pod's load ÷ mean load
+    cv: float | None  # population stdev ÷ mean
+    busiest: str | None
+    flagged: bool
+
+
+class ReplicaFrame(TypedDict):
+    id: str  # the balancer replica's id
+    up: bool  # its snapshot stream is connected
+
+
+class ServiceFrame(TypedDict):
+    type: Literal["service.frame"]
+    service: str
+    t: int  # unix ms of the interval's end
+    pods: list[PodFrame]
+    totals: TotalsFrame
+    imbalance: ImbalanceFrame
+    replicas: list[ReplicaFrame]
+
+
+def build_frame(
+    service: str,
+    t_unix_ms: int,
+    endpoints: Iterable[EndpointRates],
+    pods: Iterable[PodFacts],
+    replicas: Sequence[ReplicaFrame],
+) -> ServiceFrame:
+    """The frame of one service from its merged endpoint rates and its pods' facts.
+
+    Endpoints and pods are joined on the endpoint id (the pod name; failing
+    that, the endpoint's pod name or the pod's address). Every endpoint and
+    every pod appears once, ordered by name.
+    """
+    rates = list(endpoints)
+    facts = _join(rates, list(pods))
+    by_id = {r.endpoint_id: r for r in rates}
+    names = sorted(by_id.keys() | facts.keys())
+    return {
+        "type": FRAME_TYPE,
+        "service": service,
+        "t": t_unix_ms,
+        "pods": [_pod(name, by_id.get(name), facts.get(name)) for name in names],
+        "totals": _totals(rates, len(names)),
+        "imbalance": _imbalance(rates),
+        "replicas": list(replicas),
+    }
+
+
+def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str, PodFacts]:
+    """Pod facts keyed by the endpoint id they belong to (their own name if none)."""
+    by_name = {p.name: p for p in pods}
+    by_address = {p.address: p for p in pods if p.address}
+    joined: dict[str, PodFacts] = {}
+    for r in rates:
+        pod = by_name.get(r.endpoint_id) or by_name.get(r.pod_name or "")
+        pod = pod or by_address.get(r.endpoint_id)
+        if pod is not None:
+            joined[r.endpoint_id] = pod
+    matched = {p.name for p in joined.values()}
+    joined.update({p.name: p for p in pods if p.name not in matched})
+    return joined
+
+
+def _pod(name: str, r: EndpointRates | None, p: PodFacts | None) -> PodFrame:
+    return {
+        "pod": name,
+        "state": r.state if r else None,
+        "weight": r.weight if r else None,
+        "eff_weight": _round(r.effective_weight, 2) if r else None,
+        "rps": _round(r.rps, 2) if r else None,
+        "err_s": _round(r.errors_per_s, 2) if r else None,
+        "in_b_s": round(r.bytes_in_per_s) if r else None,
+        "out_b_s": round(r.bytes_out_per_s) if r else None,
+        "p50": _round(r.p50_ms, 2) if r else None,
+        "p90": _round(r.p90_ms, 2) if r else None,
+        "p99": _round(r.p99_ms, 2) if r else None,
+        "in_flight": r.in_flight if r else None,
+        "phase": p.phase if p else None,
+        "ready": p.ready if p else None,
+        "cpu_m": None if p is None or p.cpu_millicores is None else round(p.cpu_millicores),
+        "mem": p.memory_bytes if p else None,
+        "mem_limit": p.memory_limit_bytes if p else None,
+        "restarts": p.restart_count if p else None,
+        "last_reason": p.last_termination_reason if p else None,
+    }
+
+
+def _totals(rates: Sequence[EndpointRates], pods: int) -> TotalsFrame:
+    rps = sum(r.rps for r in rates)
+    errors = sum(r.errors_per_s for r in rates)
+    bounds = next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
+    histograms = [r.latency_counts for r in rates if r.latency_bounds_ms == bounds]
+    latency = [sum(c) for c in zip(*histograms, strict=True)] if bounds else []
+    return {
+        "pods": pods,
+        "ready": sum(1 for r in rates if r.state == READY),
+        "rps": round(rps, 2),
+        "err_s": round(errors, 2),
+        "err_ratio": _round(errors / rps, 4) if rps > 0 else None,
+        "p50": _round(quantile_ms(latency, 0.50, bounds), 2),
+        "p99": _round(quantile_ms(latency, 0.99, bounds), 2),
+        "in_flight": sum(r.in_flight for r in rates),
+        "in_b_s": round(sum(r.bytes_in_per_s for r in rates)),
+        "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
+    }
+
+
+def _imbalance(rates: Sequence[EndpointRates]) -> ImbalanceFrame:
+    score = imbalance(weighted_load(rates))
+    return {
+        "max_mean": _round(score.max_over_mean, 3),
+        "cv": _round(score.cv, 3),
+        "busiest": score.busiest,
+        "flagged": score.flagged,
+    }
+
+
+def weighted_load(rates: Iterable[EndpointRates]) -> dict[str, float]:
+    """Load of each READY endpoint with a weight, scaled so equal shares of weight are equal.
+
+    An operator's weights are meant to be uneven (DESIGN.md: the share of new
+    requests follows weight / sum of weights), so a pod at weight 200 taking
+    twice the requests of one at 100 is balanced. Draining, ejected or
+    unhealthy pods take no new requests by design and are left out.
+    """
+    ready = [r for r in rates if r.state == READY and r.weight > 0]
+    if not ready:
+        return {}
+    mean_weight = sum(r.weight for r in ready) / len(ready)
+    return {r.endpoint_id: r.rps * mean_weight / r.weight for r in ready}
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def encode_frame(frame: Mapping[str, object]) -> str:
+    """The frame as compact JSON, as it goes over the wire and into the history."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def frame_size_bytes(frame: Mapping[str, object]) -> int:
+    return len(encode_frame(frame).encode())

@@ -1,0 +1,134 @@
+"""Settings from the environment: small readers that fail loudly, and the builders of
+the settings that depend on a URL.
+
+Every reader takes the environment as an argument (``os.environ`` by default), so tests
+pass a plain dict. A bad value raises ``ImproperlyConfigured`` naming the variable and
+the value, at start, rather than misbehaving later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+Environ = Mapping[str, str]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def envstr(name: str, default: str, environ: Environ = os.environ) -> str:
+    """The value of NAME, stripped; ``default`` when unset or blank."""
+    value = environ.get(name, "").strip()
+    return value or default
+
+
+def envbool(name: str, default: bool, environ: Environ = os.environ) -> bool:
+    """NAME as a boolean (1/true/yes/on, 0/false/no/off); ``default`` when unset or blank."""
+    value = environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r}: use true or false")
+
+
+def envint(
+    name: str,
+    default: int,
+    environ: Environ = os.environ,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """NAME as an integer within [minimum, maximum]; ``default`` when unset or blank."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r}: not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be at most {maximum}")
+    return value
+
+
+def envlist(
+    name: str,
+    default: str,
+    environ: Environ = os.environ,
+    *,
+    pattern: re.Pattern[str] | None = None,
+) -> list[str]:
+    """NAME as a comma-separated list (blank items dropped); each item must match
+    ``pattern`` when one is given."""
+    items = [item.strip() for item in envstr(name, default, environ).split(",")]
+    items = [item for item in items if item]
+    for item in items:
+        if pattern is not None and not pattern.fullmatch(item):
+            raise ImproperlyConfigured(f"{name}: item {item!r} does not match {pattern.pattern!r}")
+    return items
+
+
+def envsecret(name: str, environ: Environ = os.environ) -> str | None:
+    """The value of NAME, or the contents of the file named by NAME_FILE (stripped).
+
+    Returns None when neither is set. Setting both is an error: which one wins
+    would be a guess. An unreadable or empty file is an error too.
+    """
+    path = environ.get(f"{name}_FILE", "").strip()
+    if not path:
+        return environ.get(name, "").strip() or None
+    if environ.get(name, "").strip():
+        raise ImproperlyConfigured(f"{name} and {name}_FILE are both set: set one")
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r}: {err.strerror}") from None
+    if not value:
+        raise ImproperlyConfigured(f"{name}_FILE={path!r}: the file is empty")
+    return value
+
+
+def database_settings(url: str | None, sqlite_path: Path) -> dict[str, Any]:
+    """The ``default`` database: from a ``DATABASE_URL`` (postgres://…) when given,
+    else SQLite at ``sqlite_path``."""
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)}
+    try:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+    except ValueError as err:
+        raise ImproperlyConfigured(f"DATABASE_URL: {err}") from None
+    return config
+
+
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def channel_layer_settings(redis_url: str | None) -> dict[str, Any]:
+    """The ``default`` channel layer: Redis when ``REDIS_URL`` is given, else in memory
+    (one process only: groups do not cross processes)."""
+    if not redis_url:
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    scheme = urlsplit(redis_url).scheme
+    if scheme not in _REDIS_SCHEMES:
+        # Never echo the URL: it may hold a password.
+        raise ImproperlyConfigured(
+            f"REDIS_URL: scheme {scheme!r} is not one of {', '.join(sorted(_REDIS_SCHEMES))}"
+        )
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [redis_url]},
+    }

@@ -1,0 +1,122 @@
+"""The live stream through the real ASGI application: origin check, session auth, groups."""
+
+from __future__ import annotations
+
+import pytest
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+
+from dashboard.app.live import (
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNKNOWN_SERVICE,
+    ServiceFrameMessage,
+    publish_frame,
+    service_group,
+)
+from dashboard.asgi import application
+
+# Async tests reach the database from another thread: the rows must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost:8000")
+HOST = (b"host", b"localhost:8000")
+
+
+@pytest.fixture
+def session_cookie(operator: User) -> bytes:
+    client = Client()
+    client.force_login(operator)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return f"{settings.SESSION_COOKIE_NAME}={session}".encode()
+
+
+def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=[HOST, *headers])
+
+
+async def test_it_closes_an_anonymous_socket_with_4401() -> None:
+    socket = communicator("/ws/services/inventory/", ORIGIN)
+    connected, _ = await socket.connect()
+    assert connected
+    assert await socket.receive_output() == {
+        "type": "websocket.close",
+        "code": CLOSE_UNAUTHENTICATED,
+    }
+    await socket.wait()
+
+
+async def test_it_refuses_a_foreign_origin(session_cookie: bytes) -> None:
+    socket = communicator(
+        "/ws/services/inventory/", (b"origin", b"http://evil.example"), (b"cookie", session_cookie)
+    )
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.wait()
+
+
+async def test_it_refuses_a_missing_origin(session_cookie: bytes) -> None:
+    socket = communicator("/ws/services/inventory/", (b"cookie", session_cookie))
+    connected, _ = await socket.connect()
+    assert not connected
+    await socket.wait()
+
+
+async def test_it_closes_a_socket_for_an_unknown_service_with_4404(session_cookie: bytes) -> None:
+    socket = communicator("/ws/services/nosuch/", ORIGIN, (b"cookie", session_cookie))
+    connected, _ = await socket.connect()
+    assert connected
+    assert await socket.receive_output() == {
+        "type": "websocket.close",
+        "code": CLOSE_UNKNOWN_SERVICE,
+    }
+    await socket.wait()
+
+
+async def test_it_relays_frames_of_its_service_to_an_operator(session_cookie: bytes) -> None:
+    inventory = communicator("/ws/services/inventory/", ORIGIN, (b"cookie", session_cookie))
+    payments = communicator("/ws/services/payments/", ORIGIN, (b"cookie", session_cookie))
+    assert (await inventory.connect())[0]
+    assert (await payments.connect())[0]
+    layer = get_channel_layer()
+    assert layer is not None
+
+    frame = {"type": "service.frame", "service": "inventory", "t": 1, "pods": [{"name": "a"}]}
+    await publish_frame(layer, frame)
+
+    assert await inventory.receive_json_from() == frame
+    assert await payments.receive_nothing()
+    await inventory.disconnect()
+    await payments.disconnect()
+
+
+async def test_it_leaves_the_group_on_disconnect(session_cookie: bytes) -> None:
+    socket = communicator("/ws/services/inventory/", ORIGIN, (b"cookie", session_cookie))
+    assert (await socket.connect())[0]
+    layer = get_channel_layer()
+    assert layer is not None
+    members = layer.groups[service_group("inventory")]
+    assert len(members) == 1
+    await socket.disconnect()
+    assert service_group("inventory") not in layer.groups
+
+
+async def test_it_ignores_what_the_browser_sends(session_cookie: bytes) -> None:
+    socket = communicator("/ws/services/inventory/", ORIGIN, (b"cookie", session_cookie))
+    assert (await socket.connect())[0]
+    await socket.send_to(text_data="not json")
+    assert await socket.receive_nothing()
+    await socket.disconnect()
+
+
+async def test_it_sends_the_frame_to_the_service_group() -> None:
+    layer = InMemoryChannelLayer()
+    channel = await layer.new_channel()
+    await layer.group_add("service.payments", channel)
+    frame: ServiceFrameMessage = {"type": "service.frame", "service": "payments"}
+
+    await publish_frame(layer, frame)
+
+    assert await layer.receive(channel) == {"type": "service.frame", "service": "payments"}
