@@ -11,8 +11,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -24,6 +24,9 @@ from balancer.discovery import Discovery, StaticDiscovery
 from balancer.endpoint import Address, State, StateChange
 from balancer.health import HealthChecker
 from balancer.proxy import ProxyHandler, Router
+
+if TYPE_CHECKING:
+    from balancer.admin.server import AdminServer
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ class Balancer:
         self.metrics_address: str | None = None
         self._server: grpc.aio.Server | None = None
         self._server_id: int | None = None
-        self._admin: Any = None
+        self._admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._learned: set[str] = set()
 
@@ -161,14 +164,14 @@ class Balancer:
 
     def _cluster_tasks(self, cluster: Cluster, fetched: asyncio.Event) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()
-        coroutines: list[Awaitable[None]] = [
+        coroutines: list[Coroutine[Any, Any, None]] = [
             self._watch(cluster, fetched),
             self._every(cluster.config.outlier_detection.interval_s, cluster.sweep_outliers),
             self._every(_SLOW_START_TICK_S, cluster.rebuild_if_ramping),
         ]
         if cluster.config.health_check.enabled:
             coroutines.append(HealthChecker(cluster, cluster.config.health_check).run())
-        return [loop.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+        return [loop.create_task(c) for c in coroutines]
 
     async def _watch(self, cluster: Cluster, fetched: asyncio.Event) -> None:
         """Applies discovery updates; a failing discovery is retried with backoff, forever.
