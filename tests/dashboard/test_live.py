@@ -5,9 +5,6 @@ from __future__ import annotations
 import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.contrib.auth.models import User
-from django.test import Client
 
 from dashboard.app.live import (
     CLOSE_UNAUTHENTICATED,
@@ -23,14 +20,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost:8000")
 HOST = (b"host", b"localhost:8000")
-
-
-@pytest.fixture
-def session_cookie(operator: User) -> bytes:
-    client = Client()
-    client.force_login(operator)
-    session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return f"{settings.SESSION_COOKIE_NAME}={session}".encode()
 
 
 def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
