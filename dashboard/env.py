@@ -82,6 +82,28 @@ def envlist(
     return items
 
 
+def envmap(
+    name: str,
+    default: str,
+    environ: Environ = os.environ,
+    *,
+    key: re.Pattern[str] | None = None,
+) -> dict[str, str]:
+    """NAME as comma-separated ``key=value`` items, in order; each key must match ``key``
+    when one is given, and appear once."""
+    pairs: dict[str, str] = {}
+    for item in envlist(name, default, environ):
+        k, sep, v = (part.strip() for part in item.partition("="))
+        if not sep or not k or not v:
+            raise ImproperlyConfigured(f"{name}: item {item!r} is not key=value")
+        if key is not None and not key.fullmatch(k):
+            raise ImproperlyConfigured(f"{name}: key {k!r} does not match {key.pattern!r}")
+        if k in pairs:
+            raise ImproperlyConfigured(f"{name}: key {k!r} appears twice")
+        pairs[k] = v
+    return pairs
+
+
 def envsecret(name: str, environ: Environ = os.environ) -> str | None:
     """The value of NAME, or the contents of the file named by NAME_FILE (stripped).
 

@@ -15,7 +15,12 @@ Variables (all optional unless noted):
 - ``REDIS_URL`` — the Redis channel layer; the in-memory layer (one process) otherwise.
 - ``BALLAST_DASHBOARD_PROCESSES`` — how many dashboard processes run (default 1); the
   system checks use it to catch an in-memory channel layer shared by none of them.
-- ``BALLAST_SERVICES`` — comma-separated names of the balancer services to show.
+- ``BALLAST_SERVICES`` — comma-separated names of the balancer services to show; each is
+  the balancer cluster and the platform deployment of the same name.
+- ``BALLAST_BALANCERS`` — the balancer replicas the collector watches, comma-separated
+  ``id=host:port`` of their admin APIs (e.g. ``b0=127.0.0.1:9901,b1=10.0.0.2:9901``).
+- ``BALLAST_ADMIN_TOKEN`` / ``BALLAST_ADMIN_TOKEN_FILE`` — the balancers' admin API token.
+- ``BALLAST_COLLECTOR_INTERVAL_MS`` — how often frames are sent: 1000 by default, 250 at least.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dashboard.env import (
     envbool,
     envint,
     envlist,
+    envmap,
     envsecret,
     envstr,
 )
@@ -59,6 +65,10 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BALLAST_SERVICES = envlist("BALLAST_SERVICES", "", pattern=SERVICE_NAME)
 BALLAST_DASHBOARD_PROCESSES = envint("BALLAST_DASHBOARD_PROCESSES", 1, minimum=1)
+# The collector: balancer replica id → admin API address; the token they all take.
+BALLAST_BALANCERS = envmap("BALLAST_BALANCERS", "", key=SERVICE_NAME)
+BALLAST_ADMIN_TOKEN = envsecret("BALLAST_ADMIN_TOKEN")
+BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
 
 INSTALLED_APPS = [
     # First, as Channels' docs say: its runserver serves the ASGI app (websockets too).

@@ -4,5 +4,6 @@ This package is plain Python (no Django) so the math can be tested alone and
 reused by a collector process: `rates` turns consecutive snapshots into rates,
 `imbalance` scores a service's spread, `frames` builds the compact per-service
 message the browsers get, and `history` keeps recent frames for a page's first
-paint.
+paint. `runner` is the network part: it follows the balancers' snapshot streams,
+polls the platform and publishes a frame per service every interval.
 """

@@ -12,6 +12,7 @@ from dashboard.env import (
     envbool,
     envint,
     envlist,
+    envmap,
     envsecret,
     envstr,
 )
@@ -59,6 +60,29 @@ def test_it_splits_lists_and_drops_blanks() -> None:
 def test_it_rejects_a_list_item_that_does_not_match() -> None:
     with pytest.raises(ImproperlyConfigured, match=r"L: item 'b c' does not match"):
         envlist("L", "", {"L": "a,b c"}, pattern=re.compile(r"[a-z]+"))
+
+
+def test_it_reads_key_value_pairs_in_order() -> None:
+    environ = {"B": " b1=10.0.0.2:9901 , b0=127.0.0.1:9901,"}
+    assert list(envmap("B", "", environ).items()) == [
+        ("b1", "10.0.0.2:9901"),
+        ("b0", "127.0.0.1:9901"),
+    ]
+    assert envmap("B", "", {}) == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("b0", "item 'b0' is not key=value"),
+        ("=127.0.0.1:1", "item '=127.0.0.1:1' is not key=value"),
+        ("b0=127.0.0.1:1,b0=127.0.0.1:2", "key 'b0' appears twice"),
+        ("b 0=127.0.0.1:1", "key 'b 0' does not match"),
+    ],
+)
+def test_it_rejects_bad_key_value_pairs(raw: str, message: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match=f"B: {message}"):
+        envmap("B", "", {"B": raw}, key=re.compile(r"[a-z0-9]+"))
 
 
 def test_it_reads_a_secret_from_the_variable() -> None:

@@ -1,0 +1,304 @@
+"""The collector's network part: snapshot streams and pod facts in, one frame per service out.
+
+One task per balancer replica follows its `WatchSnapshots` stream and turns
+each snapshot into rates; one task polls the platform for pod facts; a ticker
+builds a frame per service every interval, keeps it in the history and hands
+it to the `publish` sink. A replica that goes away is shown as down and
+retried with backoff; a failing platform call or publish is logged and tried
+again on the next round. Nothing here stops the collector but `stop()`.
+
+Plain asyncio + grpcio, no Django: the dashboard passes in the sink (a Channels
+group send) and, when it shares a process with one, the platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import grpc
+import grpc.aio
+
+from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
+from dashboard.collector.history import FrameHistory
+from dashboard.collector.rates import (
+    EndpointKey,
+    EndpointRates,
+    RateTracker,
+    merge,
+    sample_from_snapshot,
+)
+from platforms.base import Platform, PodFacts, UnknownDeployment
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_S = 0.25
+DEFAULT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# A stream that sends nothing for this many intervals (and at least STALL_MIN_S) is
+# treated as broken: a half-open connection otherwise shows a frozen replica as up.
+STALL_INTERVALS = 5
+STALL_MIN_S = 5.0
+JITTER = 0.2  # each retry waits its backoff step ± 20 %, so replicas do not retry in step
+
+Publish = Callable[[ServiceFrame], Awaitable[None]]
+WallClock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaTarget:
+    """One balancer replica's admin API: its id in frames, `host:port`, and bearer token."""
+
+    id: str
+    address: str
+    token: str
+
+    def __post_init__(self) -> None:
+        if not self.id or not self.address:
+            raise ValueError("a balancer replica needs an id and an admin address")
+        if not self.token:
+            raise ValueError(f"balancer replica {self.id!r}: the admin API needs a token")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTarget:
+    """Where a service's figures come from: the balancer cluster and the platform deployment."""
+
+    cluster: str
+    deployment: str
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """What the collector watches and how often; validated on construction.
+
+    `history_window_s` of frames are kept per service (15 minutes by default).
+    A broken replica stream is retried after `backoff_s[0]`, then the next step,
+    staying at the last one. Pod facts are polled every `pods_interval_s`, but
+    never more often than frames are sent.
+    """
+
+    replicas: Sequence[ReplicaTarget]
+    services: Mapping[str, ServiceTarget]
+    interval_s: float = 1.0
+    history_window_s: float = 900.0
+    backoff_s: Sequence[float] = DEFAULT_BACKOFF_S
+    pods_interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.interval_s >= MIN_INTERVAL_S:
+            raise ValueError(
+                f"interval_s must be at least {MIN_INTERVAL_S} s (frames every 250 ms at most),"
+                f" got {self.interval_s}"
+            )
+        if not self.history_window_s >= self.interval_s:
+            raise ValueError("history_window_s must hold at least one interval")
+        if not self.backoff_s or not all(s > 0 for s in self.backoff_s):
+            raise ValueError("backoff_s must be one or more positive delays")
+        if not self.pods_interval_s > 0:
+            raise ValueError("pods_interval_s must be positive")
+        ids = [r.id for r in self.replicas]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"balancer replica ids must be unique: {', '.join(duplicates)}")
+        object.__setattr__(self, "replicas", tuple(self.replicas))
+        object.__setattr__(self, "services", MappingProxyType(dict(self.services)))
+        object.__setattr__(self, "backoff_s", tuple(self.backoff_s))
+
+    @property
+    def interval_ms(self) -> int:
+        return round(self.interval_s * 1000)
+
+    @property
+    def history_capacity(self) -> int:
+        return math.ceil(self.history_window_s / self.interval_s)
+
+    def backoff_step_s(self, attempt: int) -> float:
+        """The delay before retry `attempt` (0-based), jitter not included."""
+        return self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
+
+
+@dataclass
+class _Replica:
+    """What the collector knows of one replica right now."""
+
+    target: ReplicaTarget
+    up: bool = False
+    tracker: RateTracker = field(default_factory=RateTracker)
+    rates: Mapping[EndpointKey, EndpointRates] = field(default_factory=dict)
+
+    def observe(self, snapshot: admin_pb2.Snapshot) -> None:
+        self.up = True
+        rates = self.tracker.observe(sample_from_snapshot(snapshot))
+        if rates is not None:
+            self.rates = rates
+
+    def mark_down(self) -> None:
+        """Its figures go with it: a down replica's last rates would show as current."""
+        self.up = False
+        self.tracker.reset()
+        self.rates = {}
+
+
+class Collector:
+    """Runs the replica streams, the pod poller and the frame ticker: `start()`, then `stop()`.
+
+    `clock` gives the wall time frames are stamped with; `rng` jitters the
+    retry delays. `history` holds every frame built; `platform` is None where
+    the collector runs without one (a separate process): frames then have no
+    pod facts.
+    """
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        publish: Publish,
+        *,
+        platform: Platform | None = None,
+        clock: WallClock = time.time,
+        rng: random.Random | None = None,
+        history: FrameHistory | None = None,
+    ) -> None:
+        self.config = config
+        self.history = history or FrameHistory(config.history_capacity)
+        self._publish = publish
+        self._platform = platform
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._replicas = {r.id: _Replica(r) for r in config.replicas}
+        self._pods: dict[str, list[PodFacts]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Starts every task and returns; replicas come up as their streams connect."""
+        if self._tasks:
+            raise RuntimeError("the collector is already running")
+        self._tasks = [
+            asyncio.create_task(self._watch(r), name=f"collector watch {r.target.id}")
+            for r in self._replicas.values()
+        ]
+        if self._platform is not None:
+            self._tasks.append(asyncio.create_task(self._poll_pods(), name="collector pods"))
+        self._tasks.append(asyncio.create_task(self._tick_forever(), name="collector ticker"))
+
+    async def stop(self) -> None:
+        """Cancels every task and waits for them; the history stays."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+        """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
+        await self.start()
+        try:
+            await shutdown_trigger()
+        finally:
+            await self.stop()
+
+    def replica_frames(self) -> list[ReplicaFrame]:
+        """Every configured replica and whether its stream is up, in configuration order."""
+        return [{"id": r.target.id, "up": r.up} for r in self._replicas.values()]
+
+    def frame(self, service: str, t_unix_ms: int) -> ServiceFrame:
+        """The frame of `service` from the replicas that are up and the last pod facts."""
+        target = self.config.services[service]
+        merged = merge(r.rates for r in self._replicas.values() if r.up)
+        endpoints = [rates for (cluster, _), rates in merged.items() if cluster == target.cluster]
+        pods = self._pods.get(target.deployment, [])
+        return build_frame(service, t_unix_ms, endpoints, pods, self.replica_frames())
+
+    async def tick(self) -> None:
+        """Builds, keeps and publishes one frame per service; a failed publish is logged."""
+        t_unix_ms = int(self._clock() * 1000)
+        for service in self.config.services:
+            frame = self.frame(service, t_unix_ms)
+            self.history.append(frame)
+            try:
+                await self._publish(frame)
+            except Exception:
+                log.exception("publishing the frame of %s failed; next tick tries again", service)
+
+    async def _tick_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += self.config.interval_s
+            # A slow tick skips the missed slots rather than sending a burst to catch up.
+            next_at = max(next_at, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+            await self.tick()
+
+    async def _watch(self, replica: _Replica) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._follow(replica)
+                log.warning("balancer %s ended its snapshot stream", replica.target.id)
+            except grpc.aio.AioRpcError as err:
+                log.warning(
+                    "balancer %s at %s: %s %s",
+                    replica.target.id,
+                    replica.target.address,
+                    err.code().name,
+                    err.details(),
+                )
+            except TimeoutError:
+                log.warning("balancer %s sent no snapshot in time", replica.target.id)
+            except Exception:
+                log.exception("balancer %s: the snapshot stream failed", replica.target.id)
+            if replica.up:
+                attempt = 0  # it was connected: start the backoff again from the first step
+            replica.mark_down()
+            await asyncio.sleep(self._retry_delay_s(attempt))
+            attempt += 1
+
+    async def _follow(self, replica: _Replica) -> None:
+        """Reads the replica's stream until it ends; raises what broke it."""
+        target = replica.target
+        stall_s = max(STALL_MIN_S, STALL_INTERVALS * self.config.interval_s)
+        request = admin_pb2.WatchSnapshotsRequest(interval_ms=self.config.interval_ms)
+        metadata = (("authorization", f"Bearer {target.token}"),)
+        async with grpc.aio.insecure_channel(target.address) as channel:
+            stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.WatchSnapshots(request, metadata=metadata)
+            try:
+                while True:
+                    snapshot = await asyncio.wait_for(call.read(), stall_s)
+                    if snapshot is grpc.aio.EOF:
+                        return
+                    if not replica.up:
+                        log.info("balancer %s at %s is up", target.id, target.address)
+                    replica.observe(snapshot)
+            finally:
+                call.cancel()
+
+    def _retry_delay_s(self, attempt: int) -> float:
+        return self.config.backoff_step_s(attempt) * self._rng.uniform(1 - JITTER, 1 + JITTER)
+
+    async def _poll_pods(self) -> None:
+        interval_s = max(self.config.pods_interval_s, self.config.interval_s)
+        while True:
+            await self.poll_pods()
+            await asyncio.sleep(interval_s)
+
+    async def poll_pods(self) -> None:
+        """Refreshes every service's pod facts; a failed call keeps the last ones and is logged."""
+        if self._platform is None:
+            return
+        for deployment in {t.deployment for t in self.config.services.values()}:
+            try:
+                self._pods[deployment] = await self._platform.list_pods(deployment)
+            except UnknownDeployment:
+                self._pods[deployment] = []
+            except Exception:
+                log.exception("listing the pods of %s failed; trying again", deployment)
