@@ -1,4 +1,4 @@
-"""URL map: the pages and login/logout. Websocket URLs are in ``app/routing.py``."""
+"""URL map: the pages, their scripts and login/logout. Websocket URLs are in ``app/routing.py``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from dashboard.app import views
 # need outgoing mail, and accounts are made with `manage.py createsuperuser`.
 urlpatterns: list[URLPattern] = [
     path("", views.index, name="index"),
+    path("services/<str:service>/", views.service, name="service"),
+    path(
+        "services/<str:service>/history.json",
+        views.service_history_json,
+        name="service_history",
+    ),
+    path("assets/<str:digest>/<str:name>", views.script, name="asset"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -189,13 +189,19 @@ class Collector:
         self._tasks.append(asyncio.create_task(self._tick_forever(), name="collector ticker"))
 
     async def stop(self) -> None:
-        """Cancels every task and waits for them; the history stays."""
+        """Cancels every task and waits for them; the history stays.
+
+        A task that swallowed its cancellation (a gRPC call finishing at the same
+        moment) is cancelled again, so stop() always returns.
+        """
         tasks, self._tasks = self._tasks, []
+        while pending := [task for task in tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                task.result()
 
     async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
@@ -273,7 +279,10 @@ class Collector:
             call = stub.WatchSnapshots(request, metadata=metadata)
             try:
                 while True:
-                    snapshot = await asyncio.wait_for(call.read(), stall_s)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that lands as read() completes, and stop() then hangs.
+                    async with asyncio.timeout(stall_s):
+                        snapshot = await call.read()
                     if snapshot is grpc.aio.EOF:
                         return
                     if not replica.up:

@@ -1,0 +1,363 @@
+// The service page: per-pod charts and table, first painted from the history and then
+// extended by the live frames of ws/services/<service>/. Plain script, no build step.
+// A frame is {type, service, t, pods: [...], totals, imbalance, replicas}; see
+// dashboard/collector/frames.py.
+(function () {
+  "use strict";
+
+  const page = JSON.parse(document.getElementById("ballast-service").textContent);
+  const CLOSE_UNAUTHENTICATED = 4401;
+  const CLOSE_UNKNOWN_SERVICE = 4404;
+  const MIB = 1024 * 1024;
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+                   "#b07aa1", "#ff9da7", "#9c755f", "#8cd17d", "#86bcb6", "#d37295"];
+
+  // One chart per figure; `limit` draws a second, dashed line per pod.
+  const CHARTS = [
+    { key: "rps", title: "Requests/s" },
+    { key: "p99", title: "p99 latency (ms)" },
+    { key: "err_s", title: "Errors/s" },
+    { key: "in_flight", title: "In flight" },
+    { key: "cpu_m", title: "CPU (millicores)" },
+    { key: "mem", title: "Memory (MiB), limit dashed", scale: 1 / MIB, limit: "mem_limit" },
+  ];
+
+  const state = {
+    lastT: 0,
+    colors: new Map(), // pod → color, the same in every chart
+    traces: new Map(), // chart key → [{pod, field}] in trace order
+    drawn: false,
+    socket: null,
+    retryMs: 1000,
+    catchingUp: false,
+    queued: [],
+  };
+
+  // ---- formatting -------------------------------------------------------------------
+
+  const dash = "—";
+  function num(v, digits) {
+    return v == null ? dash : Number(v).toFixed(digits);
+  }
+  function pct(v) {
+    return v == null ? dash : (v * 100).toFixed(1) + "%";
+  }
+  function mib(v) {
+    return v == null ? dash : (v / MIB).toFixed(0);
+  }
+  function duration(s) {
+    if (s == null || s < 0) return dash;
+    if (s < 120) return Math.round(s) + "s";
+    if (s < 7200) return Math.round(s / 60) + "m";
+    if (s < 172800) return Math.round(s / 3600) + "h";
+    return Math.round(s / 86400) + "d";
+  }
+
+  // ---- colors follow the page's CSS variables (light and dark) ----------------------
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  function themeLayout() {
+    const fg = cssVar("--fg");
+    const line = cssVar("--line");
+    const axis = { gridcolor: line, linecolor: line, zerolinecolor: line, color: cssVar("--muted") };
+    return {
+      paper_bgcolor: cssVar("--card"),
+      plot_bgcolor: cssVar("--card"),
+      font: { color: fg, size: 11 },
+      xaxis: Object.assign({ type: "date" }, axis),
+      yaxis: Object.assign({ rangemode: "tozero" }, axis),
+    };
+  }
+  function baseLayout(chart) {
+    const layout = themeLayout();
+    layout.title = { text: chart.title, x: 0.01, xanchor: "left", font: { size: 13 } };
+    layout.margin = { l: 48, r: 8, t: 30, b: 28 };
+    layout.showlegend = false;
+    layout.hovermode = "x unified";
+    return layout;
+  }
+  function retheme() {
+    if (!state.drawn) return;
+    const theme = themeLayout();
+    const update = { paper_bgcolor: theme.paper_bgcolor, plot_bgcolor: theme.plot_bgcolor,
+                     "font.color": theme.font.color };
+    for (const axis of ["xaxis", "yaxis"]) {
+      for (const prop of ["gridcolor", "linecolor", "zerolinecolor", "color"]) {
+        update[axis + "." + prop] = theme[axis][prop];
+      }
+    }
+    for (const chart of CHARTS) Plotly.relayout(chartDiv(chart), update);
+  }
+
+  function colorOf(pod) {
+    if (!state.colors.has(pod)) {
+      state.colors.set(pod, PALETTE[state.colors.size % PALETTE.length]);
+    }
+    return state.colors.get(pod);
+  }
+
+  // ---- charts -----------------------------------------------------------------------
+
+  function chartDiv(chart) {
+    return document.getElementById("chart-" + chart.key);
+  }
+
+  function value(pod, field, scale) {
+    const v = pod ? pod[field] : null;
+    return v == null ? null : scale ? v * scale : v;
+  }
+
+  function traceFor(chart, pod, field) {
+    const limit = field !== chart.key;
+    return {
+      type: "scatter",
+      mode: "lines",
+      name: limit ? pod + " limit" : pod,
+      legendgroup: pod,
+      x: [],
+      y: [],
+      line: { color: colorOf(pod), width: limit ? 1 : 1.6, dash: limit ? "dash" : "solid" },
+      hovertemplate: "%{y:.3~f}",
+    };
+  }
+
+  // The pods of `frames` not charted yet, in order of appearance.
+  function newPods(frames) {
+    const known = new Set((state.traces.get(CHARTS[0].key) || []).map((t) => t.pod));
+    const fresh = [];
+    for (const frame of frames) {
+      for (const p of frame.pods) {
+        if (!known.has(p.pod)) {
+          known.add(p.pod);
+          fresh.push(p.pod);
+        }
+      }
+    }
+    return fresh;
+  }
+
+  // Each frame gives every trace one point: null where the pod is absent (a gap).
+  function points(chart, frames) {
+    const slots = state.traces.get(chart.key);
+    const x = slots.map(() => []);
+    const y = slots.map(() => []);
+    for (const frame of frames) {
+      const when = new Date(frame.t);
+      const byPod = new Map(frame.pods.map((p) => [p.pod, p]));
+      slots.forEach((slot, i) => {
+        x[i].push(when);
+        y[i].push(value(byPod.get(slot.pod), slot.field, chart.scale));
+      });
+    }
+    return { x, y };
+  }
+
+  function addPods(pods) {
+    for (const chart of CHARTS) {
+      const slots = state.traces.get(chart.key) || [];
+      const added = [];
+      for (const pod of pods) {
+        for (const field of chart.limit ? [chart.key, chart.limit] : [chart.key]) {
+          slots.push({ pod, field });
+          added.push(traceFor(chart, pod, field));
+        }
+      }
+      state.traces.set(chart.key, slots);
+      if (state.drawn && added.length) Plotly.addTraces(chartDiv(chart), added);
+      if (!state.drawn) chart.pending = (chart.pending || []).concat(added);
+    }
+  }
+
+  function drawFirst(frames) {
+    addPods(newPods(frames));
+    for (const chart of CHARTS) {
+      const traces = chart.pending || [];
+      const { x, y } = points(chart, frames);
+      traces.forEach((trace, i) => {
+        trace.x = x[i];
+        trace.y = y[i];
+      });
+      Plotly.newPlot(chartDiv(chart), traces, baseLayout(chart), {
+        displaylogo: false,
+        responsive: true,
+        modeBarButtonsToRemove: ["lasso2d", "select2d"],
+      });
+      chart.pending = null;
+    }
+    state.drawn = true;
+  }
+
+  // Extend, don't redraw: one call per chart, the oldest points beyond the window dropped.
+  function extend(frames) {
+    addPods(newPods(frames));
+    for (const chart of CHARTS) {
+      const slots = state.traces.get(chart.key);
+      if (!slots.length) continue;
+      const { x, y } = points(chart, frames);
+      Plotly.extendTraces(chartDiv(chart), { x, y }, slots.map((_, i) => i), page.max_points);
+    }
+  }
+
+  // ---- table, badges and totals -----------------------------------------------------
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function renderTable(frame) {
+    const ready = frame.pods.filter((p) => p.state === "READY");
+    const readyWeight = ready.reduce((sum, p) => sum + (p.weight || 0), 0);
+    const totalRps = frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0);
+    const body = document.querySelector("#pods tbody");
+    const rows = frame.pods.map((p) => {
+      const row = document.createElement("tr");
+      if (p.pod === frame.imbalance.busiest) row.className = "busiest";
+      const name = cell(row, p.pod);
+      name.style.borderLeft = "4px solid " + colorOf(p.pod);
+      const st = p.state || p.phase || dash;
+      cell(row, st, "text " + (p.state === "READY" ? "state-READY" : "state-other"));
+      cell(row, p.weight == null ? dash : String(p.weight));
+      const expected = p.state === "READY" && readyWeight > 0 ? (p.weight || 0) / readyWeight : null;
+      cell(row, pct(expected));
+      cell(row, pct(p.rps != null && totalRps > 0 ? p.rps / totalRps : null));
+      cell(row, num(p.rps, 1));
+      cell(row, num(p.p50, 1) + " / " + num(p.p99, 1));
+      cell(row, num(p.err_s, 2), p.err_s > 0 ? "err" : "");
+      cell(row, p.cpu_m == null ? dash : String(p.cpu_m));
+      cell(row, mib(p.mem) + " / " + mib(p.mem_limit) + " MiB");
+      cell(row, p.restarts == null ? dash : String(p.restarts));
+      cell(row, p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : ""));
+      // Age needs the pod's start time in the frame (`started_s`, unix seconds).
+      cell(row, p.started_s == null ? dash : duration(frame.t / 1000 - p.started_s));
+      return row;
+    });
+    body.replaceChildren(...rows);
+  }
+
+  function renderBadges(frame) {
+    const im = frame.imbalance;
+    const badge = document.getElementById("imbalance");
+    if (im.max_mean == null) {
+      badge.className = "badge";
+      badge.textContent = "no traffic";
+    } else if (im.flagged) {
+      badge.className = "badge warn";
+      badge.textContent = "imbalanced: " + im.busiest + " at " + im.max_mean.toFixed(2) +
+        "× mean, CV " + num(im.cv, 2);
+    } else {
+      badge.className = "badge ok";
+      badge.textContent = "balanced: max/mean " + im.max_mean.toFixed(2) + ", CV " + num(im.cv, 2);
+    }
+    const up = frame.replicas.filter((r) => r.up).length;
+    const replicas = document.getElementById("replicas");
+    replicas.textContent = "balancers " + up + "/" + frame.replicas.length + " up";
+    replicas.className = "badge" + (up < frame.replicas.length ? " bad" : "");
+  }
+
+  function renderTotals(frame) {
+    const t = frame.totals;
+    const items = [
+      ["pods ready", t.ready + "/" + t.pods],
+      ["req/s", num(t.rps, 1)],
+      ["errors", pct(t.err_ratio)],
+      ["p50", num(t.p50, 1) + " ms"],
+      ["p99", num(t.p99, 1) + " ms"],
+      ["in flight", String(t.in_flight)],
+    ];
+    const box = document.getElementById("totals");
+    box.replaceChildren(...items.map(([label, v]) => {
+      const span = document.createElement("span");
+      const b = document.createElement("b");
+      b.textContent = v;
+      span.append(label + " ", b);
+      return span;
+    }));
+  }
+
+  // ---- frames in, from the history and the socket -----------------------------------
+
+  function apply(frames) {
+    const fresh = frames.filter((f) => f.t > state.lastT);
+    if (!fresh.length) return;
+    state.lastT = fresh[fresh.length - 1].t;
+    if (state.drawn) extend(fresh);
+    else drawFirst(fresh);
+    const latest = fresh[fresh.length - 1];
+    renderTable(latest);
+    renderBadges(latest);
+    renderTotals(latest);
+  }
+
+  function status(text, bad) {
+    const el = document.getElementById("status");
+    el.className = bad ? "bad" : "muted";
+    el.replaceChildren(text);
+    return el;
+  }
+
+  // The history fills the gap a (re)connection left; live frames wait until it has.
+  async function catchUp() {
+    state.catchingUp = true;
+    try {
+      const response = await fetch(page.history_url, { credentials: "same-origin" });
+      if (response.redirected || response.status === 401 || response.status === 403) {
+        return expired();
+      }
+      if (response.ok) apply(await response.json());
+    } catch (err) {
+      console.warn("history", err);
+    } finally {
+      state.catchingUp = false;
+      apply(state.queued.splice(0));
+    }
+  }
+
+  function expired() {
+    const el = status("session expired — ", true);
+    const link = document.createElement("a");
+    link.href = page.login_url;
+    link.textContent = "log in again";
+    el.append(link);
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(scheme + location.host + page.ws_path);
+    state.socket = socket;
+    socket.onopen = () => {
+      state.retryMs = 1000;
+      status("live");
+      if (state.drawn) catchUp();
+    };
+    socket.onmessage = (event) => {
+      const frame = JSON.parse(event.data);
+      if (frame.type !== "service.frame") return;
+      if (state.catchingUp) state.queued.push(frame);
+      else apply([frame]);
+    };
+    socket.onclose = (event) => {
+      if (event.code === CLOSE_UNAUTHENTICATED) return expired();
+      if (event.code === CLOSE_UNKNOWN_SERVICE) return status("this service is no longer configured", true);
+      // Backoff with jitter, up to 30 s, so a restarted dashboard is not stampeded.
+      const delay = state.retryMs * (0.5 + Math.random() / 2);
+      state.retryMs = Math.min(state.retryMs * 2, 30000);
+      status("disconnected — reconnecting in " + Math.ceil(delay / 1000) + " s", true);
+      setTimeout(connect, delay);
+    };
+  }
+
+  async function start() {
+    await catchUp();
+    if (!state.drawn) status("waiting for frames…");
+    connect();
+  }
+
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", retheme);
+  start();
+})();

@@ -1,0 +1,153 @@
+"""The service detail page, its history for the first paint and the scripts it loads."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.test import Client
+
+from dashboard.app.history import service_history
+from dashboard.collector.frames import ServiceFrame
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def empty_history() -> Iterator[None]:
+    service_history.cache_clear()
+    yield
+    service_history.cache_clear()
+
+
+def frame(service: str, t_unix_ms: int, rps: float = 10.0) -> ServiceFrame:
+    return {
+        "type": "service.frame",
+        "service": service,
+        "t": t_unix_ms,
+        "pods": [
+            {
+                "pod": "inventory-0",
+                "state": "READY",
+                "weight": 100,
+                "eff_weight": 100.0,
+                "rps": rps,
+                "err_s": 0.0,
+                "in_b_s": 10,
+                "out_b_s": 20,
+                "p50": 1.0,
+                "p90": 2.0,
+                "p99": 3.0,
+                "in_flight": 1,
+                "phase": "Running",
+                "ready": True,
+                "cpu_m": 50,
+                "mem": 64 << 20,
+                "mem_limit": 128 << 20,
+                "restarts": 1,
+                "last_reason": "OOMKilled",
+            }
+        ],
+        "totals": {
+            "pods": 1,
+            "ready": 1,
+            "rps": rps,
+            "err_s": 0.0,
+            "err_ratio": 0.0,
+            "p50": 1.0,
+            "p99": 3.0,
+            "in_flight": 1,
+            "in_b_s": 10,
+            "out_b_s": 20,
+        },
+        "imbalance": {"max_mean": 1.0, "cv": 0.0, "busiest": "inventory-0", "flagged": False},
+        "replicas": [{"id": "b0", "up": True}],
+    }
+
+
+def script_urls(html: str) -> list[str]:
+    return re.findall(r'<script src="([^"]+)"', html)
+
+
+def test_it_sends_anonymous_visitors_to_the_login_page(client: Client) -> None:
+    for path in ("/services/inventory/", "/services/inventory/history.json"):
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_it_keeps_the_scripts_from_anonymous_visitors(operator_client: Client) -> None:
+    urls = script_urls(operator_client.get("/services/inventory/").content.decode())
+    operator_client.logout()
+    for url in urls:
+        response = operator_client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_it_answers_404_for_a_service_not_configured(operator_client: Client) -> None:
+    assert operator_client.get("/services/nosuch/").status_code == 404
+    assert operator_client.get("/services/nosuch/history.json").status_code == 404
+
+
+def test_it_links_each_service_on_the_index_to_its_page(operator_client: Client) -> None:
+    body = operator_client.get("/").content.decode()
+    assert 'href="/services/inventory/"' in body
+    assert 'href="/services/payments/"' in body
+
+
+def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) -> None:
+    response = operator_client.get("/services/inventory/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<code>inventory</code>" in html
+    assert "cdn" not in html.lower()
+    urls = script_urls(html)
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["plotly.min.js", "service.js"]
+    assert all(url.startswith("/assets/") for url in urls)
+    config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
+    assert config is not None
+    assert json.loads(config.group(1))["history_url"] == "/services/inventory/history.json"
+
+
+def test_it_serves_plotly_from_the_installed_package(operator_client: Client) -> None:
+    html = operator_client.get("/services/inventory/").content.decode()
+    plotly_url = next(url for url in script_urls(html) if url.endswith("/plotly.min.js"))
+    response = operator_client.get(plotly_url)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/javascript")
+    assert "immutable" in response["Cache-Control"]
+    assert len(response.content) > 1_000_000
+    assert b"plotly.js" in response.content[:5000].lower()
+
+
+def test_it_refuses_a_script_url_with_a_stale_hash(operator_client: Client) -> None:
+    assert operator_client.get("/assets/0123456789abcdef/plotly.min.js").status_code == 404
+    assert operator_client.get("/assets/0123456789abcdef/nosuch.js").status_code == 404
+
+
+def test_it_returns_the_last_15_minutes_of_frames_in_order(operator_client: Client) -> None:
+    now_ms = int(time.time() * 1000)
+    history = service_history()
+    history.append(frame("inventory", now_ms - 20 * 60_000, rps=1.0))
+    history.append(frame("inventory", now_ms - 14 * 60_000, rps=2.0))
+    history.append(frame("payments", now_ms - 10 * 60_000, rps=9.0))
+    history.append(frame("inventory", now_ms - 1_000, rps=3.0))
+
+    response = operator_client.get("/services/inventory/history.json")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert "no-cache" in response["Cache-Control"]
+    frames = response.json()
+    assert [f["pods"][0]["rps"] for f in frames] == [2.0, 3.0]
+    assert frames[0] == frame("inventory", now_ms - 14 * 60_000, rps=2.0)
+
+
+def test_it_returns_an_empty_array_before_any_frame(operator_client: Client) -> None:
+    response = operator_client.get("/services/payments/history.json")
+    assert response.status_code == 200
+    assert response.json() == []
