@@ -73,9 +73,14 @@ class Cluster:
         """The endpoint for a new request or stream; None when no endpoint can take it."""
         return self._picker.pick(self._clock())
 
-    def record_result(self, ep: Endpoint, code_index: int, latency_s: float) -> None:
-        """Feeds one finished call to the load estimate and outlier detection."""
-        now = self._clock()
+    def record_result(
+        self, ep: Endpoint, code_index: int, latency_s: float, now_s: float | None = None
+    ) -> None:
+        """Feeds one finished call to the load estimate and outlier detection.
+
+        `now_s` is the cluster clock's time, when the caller has just read it.
+        """
+        now = self._clock() if now_s is None else now_s
         if code_index in self._penalty_codes:
             # A fast failure must not look like a fast pod (linkerd's load biaser).
             ep.ewma.observe(max(latency_s, self._penalty_s), now)

@@ -183,7 +183,7 @@ class _Call:
         latency = now - start
         if self._record_stats:
             ep.stats.record(code, latency, received, sent)
-        self._cluster.record_result(ep, code, latency)
+        self._cluster.record_result(ep, code, latency, now)
         ep.finish(call, now)
 
 
