@@ -339,10 +339,12 @@ class L4Service:
         """
         address = backend.address
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address.host, address.port, limit=READER_LIMIT_BYTES),
-                self._connect_timeout_s,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s
+            # cancellation when the connect completes at that moment.
+            async with asyncio.timeout(self._connect_timeout_s):
+                reader, writer = await asyncio.open_connection(
+                    address.host, address.port, limit=READER_LIMIT_BYTES
+                )
         except (OSError, TimeoutError) as error:
             backend.connect_failures += 1
             log.debug("L4 connect to %s failed: %s", address.endpoint_id, error)
