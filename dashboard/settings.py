@@ -71,8 +71,6 @@ BALLAST_ADMIN_TOKEN = envsecret("BALLAST_ADMIN_TOKEN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
 
 INSTALLED_APPS = [
-    # First, as Channels' docs say: its runserver serves the ASGI app (websockets too).
-    "daphne",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -1,4 +1,10 @@
-"""`python -m demo` (`make demo`): the scene, with a live per-pod table in the terminal."""
+"""`python -m demo` (`make demo`): the scene and the dashboard watching it, on 127.0.0.1.
+
+Pods, the L4 Service, Ballast and both client groups (`demo/scene.py`), the
+collector fed by the balancer's admin API and the local platform, and the dashboard
+on uvicorn, all in this process's event loop. Before serving it migrates the SQLite
+database and gives the `operator` account a new random password, printed once.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from balancer.picker import POLICIES
+from dashboard.server import DashboardServer, migrate, setup_django
 from demo.loadgen import LoadGenerator
-from demo.scene import MiB, Scene, SceneOptions
+from demo.scene import SERVICE, MiB, Scene, SceneOptions
 from platforms.base import PodFacts
 
 
@@ -34,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=50051, help="Ballast's gRPC port (50051)")
     parser.add_argument("--admin-port", type=int, default=9901, help="admin API port (9901)")
     parser.add_argument("--l4-port", type=int, default=50052, help="L4 Service port (50052)")
+    parser.add_argument(
+        "--dashboard-port", type=int, default=8000, help="the dashboard's HTTP port (8000)"
+    )
+    parser.add_argument(
+        "--table", action="store_true", help="also print a per-pod table in the terminal"
+    )
     parser.add_argument("--every-s", type=float, default=2.0, help="table refresh (2 s)")
     parser.add_argument("--log-dir", type=Path, help="pod logs go here (default: nowhere)")
     return parser.parse_args(argv)
@@ -95,22 +108,29 @@ def table(
     return "\n".join(rows)
 
 
-def banner(scene: Scene) -> str:
+def banner(scene: Scene, dashboard: DashboardServer, login: tuple[str, str]) -> str:
     return f"""
 Ballast demo — {scene.options.pods} pods of the demo workload, {scene.options.clients_per_group} \
 clients through each door.
 
+  Dashboard:                     {dashboard.url}
+                                 log in as {login[0]} / {login[1]}
+                                 (a new password every run; it is not shown again)
   L4 Service (kube-proxy-like):  {scene.l4.address}
   Ballast (gRPC L7):             {scene.balancer.listen_addresses[0]}
   admin API:                     {scene.balancer.admin_address}
                                  (authorization: Bearer {scene.admin_token})
 
-A per-pod table follows every few seconds; Ctrl-C stops everything.
+Ctrl-C stops everything.
 """
 
 
-async def run(args: argparse.Namespace) -> None:
+async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
+    from dashboard.app.collecting import collector_config, dashboard_collector
+
     scene = Scene(options_from(args))
+    dashboard = DashboardServer(port=args.dashboard_port)
+    dashboard.bind()  # a taken port fails before the pods start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -118,20 +138,37 @@ async def run(args: argparse.Namespace) -> None:
     await scene.start()
     try:
         assert scene.via_l4 is not None and scene.via_ballast is not None
-        print(banner(scene), flush=True)
-        l4_rates, ballast_rates = Rates(scene.via_l4), Rates(scene.via_ballast)
-        last = loop.time()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.every_s)
-            now = loop.time()
-            pods = await scene.platform.list_pods("inventory")
-            l4, ballast = l4_rates.per_pod(now - last), ballast_rates.per_pod(now - last)
-            last = now
-            print(table(scene, pods, l4, ballast), end="\n\n", flush=True)
+        replicas = {scene.balancer.config.id: scene.balancer.admin_address or ""}
+        collector = dashboard_collector(
+            collector_config(replicas, scene.admin_token), platform=scene.platform
+        )
+        dashboard.collector = collector
+        await dashboard.start()
+        print(banner(scene, dashboard, login), flush=True)
+        if args.table:
+            await print_tables(scene, stop, args.every_s)
+        else:
+            await stop.wait()
         _print_errors(scene)
     finally:
+        await dashboard.stop()
         await scene.stop()
+
+
+async def print_tables(scene: Scene, stop: asyncio.Event, every_s: float) -> None:
+    """A per-pod table every `every_s` until `stop` is set."""
+    assert scene.via_l4 is not None and scene.via_ballast is not None
+    loop = asyncio.get_running_loop()
+    l4_rates, ballast_rates = Rates(scene.via_l4), Rates(scene.via_ballast)
+    last = loop.time()
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        now = loop.time()
+        pods = await scene.platform.list_pods("inventory")
+        l4, ballast = l4_rates.per_pod(now - last), ballast_rates.per_pod(now - last)
+        last = now
+        print(table(scene, pods, l4, ballast), end="\n\n", flush=True)
 
 
 def _print_errors(scene: Scene) -> None:
@@ -145,11 +182,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(run(args))
-    except OSError as err:
+        login = prepare_dashboard()
+        asyncio.run(run(args, login))
+    except OSError as err:  # a port taken (ListenError is one) or a pod that cannot start
         print(f"ballast demo: {err}")
         return 1
     return 0
+
+
+def prepare_dashboard() -> tuple[str, str]:
+    """Sets Django up for a laptop run (SQLite, in-memory channel layer, a key per
+    process), migrates, and returns the operator's login with a new password."""
+    setup_django(BALLAST_DEV="1", BALLAST_SERVICES=SERVICE)
+    migrate()
+    from dashboard.app.accounts import OPERATOR, reset_operator
+
+    return OPERATOR, reset_operator()
 
 
 if __name__ == "__main__":

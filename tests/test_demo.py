@@ -1,7 +1,8 @@
-"""`make demo` runs `python -m demo`: pods, the L4 Service, Ballast and clients, live."""
+"""`make demo` runs `python -m demo`: pods, the L4 Service, Ballast, clients and the dashboard."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -13,11 +14,12 @@ import psutil
 ROW = re.compile(r"^(inventory-\w+-\w+)\s+yes\s+READY\s+100\s+([\d.]+)\s+([\d.]+)")
 
 
-def test_it_shows_both_client_groups_reaching_every_pod_and_stops_cleanly():
+def test_it_shows_both_client_groups_reaching_every_pod_and_stops_cleanly(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--port", "0", "--admin-port", "0", "--l4-port", "0",
-         "--pods", "3", "--clients", "4", "--every-s", "1"],
+         "--dashboard-port", "0", "--pods", "3", "--clients", "4", "--table", "--every-s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "BALLAST_DB_PATH": str(tmp_path / "db.sqlite3")},
     )  # fmt: skip
     lines: list[str] = []
     try:

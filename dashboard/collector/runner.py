@@ -167,7 +167,7 @@ class Collector:
         history: FrameHistory | None = None,
     ) -> None:
         self.config = config
-        self.history = history or FrameHistory(config.history_capacity)
+        self.history = history if history is not None else FrameHistory(config.history_capacity)
         self._publish = publish
         self._platform = platform
         self._clock = clock

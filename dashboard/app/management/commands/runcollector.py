@@ -13,13 +13,11 @@ import logging
 import signal
 from typing import Any
 
-from channels.layers import get_channel_layer
-from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.app.live import publish_frame
-from dashboard.collector.frames import ServiceFrame
-from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
+from dashboard.app.collecting import collector_config, dashboard_collector
+from dashboard.collector.runner import CollectorConfig
 
 
 class Command(BaseCommand):
@@ -41,32 +39,12 @@ class Command(BaseCommand):
     def collector_config(self) -> CollectorConfig:
         """The collector's config from the settings; CommandError when they do not fit."""
         try:
-            return CollectorConfig(
-                replicas=self.replica_targets(),
-                services=self.service_targets(),
-                interval_s=settings.BALLAST_COLLECTOR_INTERVAL_MS / 1000,
-            )
-        except ValueError as err:
+            return collector_config()
+        except ImproperlyConfigured as err:
             raise CommandError(str(err)) from None
 
-    def replica_targets(self) -> list[ReplicaTarget]:
-        balancers: dict[str, str] = settings.BALLAST_BALANCERS
-        if not balancers:
-            raise CommandError("BALLAST_BALANCERS is not set: name the balancers' admin APIs")
-        token = settings.BALLAST_ADMIN_TOKEN
-        if not token:
-            raise CommandError("BALLAST_ADMIN_TOKEN is not set: the admin API needs it")
-        return [ReplicaTarget(rid, address, token) for rid, address in balancers.items()]
-
-    def service_targets(self) -> dict[str, ServiceTarget]:
-        """Each service is the balancer cluster and the platform deployment of its name."""
-        return {name: ServiceTarget(name, name) for name in settings.BALLAST_SERVICES}
-
-    async def publish(self, frame: ServiceFrame) -> None:
-        await publish_frame(get_channel_layer(), frame)
-
     async def run(self, config: CollectorConfig) -> None:
-        await Collector(config, self.publish).run(self.shutdown_signal)
+        await dashboard_collector(config).run(self.shutdown_signal)
 
     async def shutdown_signal(self) -> None:
         """Returns on the first SIGINT or SIGTERM."""

@@ -1,0 +1,23 @@
+"""Accounts made for the operator rather than by them."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+
+OPERATOR = "operator"
+
+
+def reset_operator(username: str = OPERATOR) -> str:
+    """Creates the account `username`, or gives it a new password; returns the password.
+
+    The password is random and shown only to the caller: `make demo` prints it once
+    per run, and nothing keeps it but the password hash in the database.
+    """
+    password = secrets.token_urlsafe(12)
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.is_active = True
+    user.set_password(password)
+    user.save()
+    return password
