@@ -13,6 +13,8 @@ from typing import Literal, TypedDict
 from channels.layers import BaseChannelLayer
 
 SERVICE_GROUP_PREFIX = "service."
+# The first message on a service's socket: {"type": BACKFILL_TYPE, "frames": [frame, …]}.
+BACKFILL_TYPE = "service.backfill"
 
 # Close codes the browser sees (4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401

@@ -71,6 +71,11 @@ class FrameHistory:
         newest_first.reverse()
         return [e.json for e in newest_first]
 
+    def newest_t(self, service: str) -> int | None:
+        """The time of the newest frame kept, None when none is."""
+        frames = self._frames.get(service)
+        return frames[-1].t_unix_ms if frames else None
+
     def __len__(self) -> int:
         return sum(len(frames) for frames in self._frames.values())
 

@@ -7,6 +7,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dashboard.app.live import (
+    BACKFILL_TYPE,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNKNOWN_SERVICE,
     ServiceFrameMessage,
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost:8000")
 HOST = (b"host", b"localhost:8000")
+EMPTY_BACKFILL = {"type": BACKFILL_TYPE, "frames": []}
 
 
 def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
@@ -69,6 +71,8 @@ async def test_it_relays_frames_of_its_service_to_an_operator(session_cookie: by
     payments = communicator("/ws/services/payments/", ORIGIN, (b"cookie", session_cookie))
     assert (await inventory.connect())[0]
     assert (await payments.connect())[0]
+    assert await inventory.receive_json_from() == EMPTY_BACKFILL
+    assert await payments.receive_json_from() == EMPTY_BACKFILL
     layer = get_channel_layer()
     assert layer is not None
 
@@ -95,6 +99,7 @@ async def test_it_leaves_the_group_on_disconnect(session_cookie: bytes) -> None:
 async def test_it_ignores_what_the_browser_sends(session_cookie: bytes) -> None:
     socket = communicator("/ws/services/inventory/", ORIGIN, (b"cookie", session_cookie))
     assert (await socket.connect())[0]
+    assert await socket.receive_json_from() == EMPTY_BACKFILL
     await socket.send_to(text_data="not json")
     assert await socket.receive_nothing()
     await socket.disconnect()

@@ -8,6 +8,7 @@ what runs here.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from channels_redis.core import RedisChannelLayer
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
-from dashboard.app.live import ServiceFrameMessage, publish_frame, service_group
+from dashboard.app.live import BACKFILL_TYPE, ServiceFrameMessage, publish_frame, service_group
 from dashboard.asgi import application
 from dashboard.env import channel_layer_settings
 
@@ -74,7 +75,10 @@ async def test_it_relays_a_published_frame_to_an_operator_through_redis(
         headers=[HOST, ORIGIN, (b"cookie", session_cookie)],
     )
     assert (await socket.connect())[0]
-    frame = {"type": "service.frame", "service": "inventory", "t": 1, "pods": [{"name": "a"}]}
+    backfill = await socket.receive_json_from(timeout=RECEIVE_TIMEOUT_S)
+    assert backfill["type"] == BACKFILL_TYPE
+    t = int(time.time() * 1000)
+    frame = {"type": "service.frame", "service": "inventory", "t": t, "pods": [{"name": "a"}]}
 
     await publish_frame(redis_layer, frame)
 

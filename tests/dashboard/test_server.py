@@ -23,7 +23,7 @@ from django.test import override_settings
 from balancer.server import Balancer
 from dashboard.app.collecting import collector_config, dashboard_collector
 from dashboard.app.history import service_history
-from dashboard.app.live import CLOSE_UNAUTHENTICATED
+from dashboard.app.live import BACKFILL_TYPE, CLOSE_UNAUTHENTICATED
 from dashboard.server import DashboardServer, ListenError
 from tests.support import backend as be
 from tests.support.backend import Backend
@@ -54,7 +54,9 @@ async def dashboard(
     pods = [await backends("pod-a"), await backends("pod-b")]
     balancer = await balancers(config(pods, admin={}, cluster={"name": SERVICE}))
     with override_settings(BALLAST_SERVICES=[SERVICE], BALLAST_COLLECTOR_INTERVAL_MS=250):
-        collector = dashboard_collector(collector_config({"b0": balancer.admin_address or ""}, ADMIN_TOKEN))
+        collector = dashboard_collector(
+            collector_config({"b0": balancer.admin_address or ""}, ADMIN_TOKEN)
+        )
         server = DashboardServer(port=0, collector=collector)
         await server.start()
         traffic = asyncio.create_task(_calls(balancer))
@@ -90,6 +92,7 @@ async def test_a_browser_gets_live_frames_with_both_pods_busy(
 ) -> None:
     server, _ = dashboard
     async with _connect(server, session_cookie) as ws:
+        assert json.loads(await ws.recv())["type"] == BACKFILL_TYPE
         seen: dict[str, float] = {}
         async with asyncio.timeout(20):
             while not (seen.get("pod-a") and seen.get("pod-b")):
