@@ -11,6 +11,7 @@ from dashboard.app import views
 # need outgoing mail, and accounts are made with `manage.py createsuperuser`.
 urlpatterns: list[URLPattern] = [
     path("", views.index, name="index"),
+    path("overview/cards", views.overview_cards, name="overview_cards"),
     path("services/<str:service>/", views.service, name="service"),
     path(
         "services/<str:service>/history.json",

@@ -1,6 +1,6 @@
 """Scripts the pages load, served by the dashboard itself: no CDN, no collectstatic.
 
-Daphne serves only the ASGI application, so the scripts come through a view like
+The ASGI server serves only the application, so the scripts come through a view like
 the pages (and, like them, to logged-in users only). Each URL carries the script's
 content hash, which lets the browser keep it for a year and still pick up a new one
 after an upgrade.
@@ -43,12 +43,16 @@ def _plotly() -> Asset:
     return Asset.of("plotly.min.js", get_plotlyjs().encode())
 
 
-def _service_js() -> Asset:
-    # Read on every use: it is small, and an edit shows without a restart.
-    return Asset.of("service.js", (STATIC_DIR / "service.js").read_bytes())
+def _ours(name: str) -> Callable[[], Asset]:
+    # Read on every use: they are small, and an edit shows without a restart.
+    return lambda: Asset.of(name, (STATIC_DIR / name).read_bytes())
 
 
-ASSETS: dict[str, Callable[[], Asset]] = {"plotly.min.js": _plotly, "service.js": _service_js}
+ASSETS: dict[str, Callable[[], Asset]] = {
+    "plotly.min.js": _plotly,
+    "service.js": _ours("service.js"),
+    "overview.js": _ours("overview.js"),
+}
 
 
 def asset(name: str) -> Asset | None:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_safe
 
 from dashboard.app.assets import JAVASCRIPT, asset
 from dashboard.app.history import recent_frames, service_history
+from dashboard.app.overview import PALETTE, overview, replicas
 from dashboard.collector.history import json_array
 
 # The browser keeps a script for a year: its URL changes with its content.
@@ -22,8 +23,27 @@ IMMUTABLE = "private, max-age=31536000, immutable"
 
 @require_safe
 def index(request: HttpRequest) -> HttpResponse:
-    """The services configured with ``BALLAST_SERVICES``."""
-    return render(request, "ballast/index.html", {"services": settings.BALLAST_SERVICES})
+    """The overview: every service of ``BALLAST_SERVICES`` at a glance, refreshed in place."""
+    context = {
+        **_overview_context(),
+        "refresh_url": reverse("overview_cards"),
+        "refresh_ms": max(1000, settings.BALLAST_COLLECTOR_INTERVAL_MS),
+        "overview_js_url": _asset_url("overview.js"),
+        "palette": PALETTE,
+    }
+    return render(request, "ballast/index.html", context)
+
+
+@require_safe
+@never_cache
+def overview_cards(request: HttpRequest) -> HttpResponse:
+    """The overview's cards alone: what the page's script swaps in on every refresh."""
+    return render(request, "ballast/_overview.html", _overview_context())
+
+
+def _overview_context() -> dict[str, object]:
+    summaries = overview()
+    return {"summaries": summaries, "replicas": replicas(summaries)}
 
 
 def _known(service: str) -> str:
