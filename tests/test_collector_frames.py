@@ -14,6 +14,7 @@ from dashboard.collector.frames import (
     frame_size_bytes,
 )
 from dashboard.collector.rates import EndpointRates
+from dashboard.collector.scrape import PodRates
 from platforms.base import PodFacts
 
 T = 1_700_000_000_000
@@ -79,6 +80,7 @@ def test_it_joins_a_pods_rates_and_facts_by_name():
         [endpoint_rates("pod-a", 100 / 3, errors_per_s=1 / 3, latency={B_1_2MS: 10})],
         [pod_facts("pod-a", restart_count=4, last_termination_reason="OOMKilled")],
         UP,
+        pod_rates={"pod-a": PodRates(rps=52.3456, errors_per_s=0.5)},
     )
     assert (frame["type"], frame["service"], frame["t"], frame["replicas"]) == (
         FRAME_TYPE,
@@ -109,6 +111,9 @@ def test_it_joins_a_pods_rates_and_facts_by_name():
             "mem_limit": 268_435_456,
             "restarts": 4,
             "last_reason": "OOMKilled",
+            "started": 1_699_999_000_000,
+            "pod_rps": 52.35,
+            "pod_err_s": 0.5,
         }
     ]
 
@@ -121,6 +126,7 @@ def test_it_shows_a_pod_the_balancer_does_not_route_to():
     l4 = frame["pods"][1]
     assert (l4["rps"], l4["state"], l4["p99"], l4["in_flight"]) == (None, None, None, None)
     assert (l4["cpu_m"], l4["ready"]) == (252, True)
+    assert (l4["pod_rps"], l4["pod_err_s"]) == (None, None)  # no pod-reported rates given
 
 
 def test_it_joins_an_address_endpoint_to_its_pod_and_keeps_an_unknown_one():
@@ -162,7 +168,21 @@ def test_it_takes_total_percentiles_from_the_services_merged_histogram():
 def test_it_sends_null_ratios_for_a_service_without_traffic():
     frame = build_frame("svc", T, [endpoint_rates("pod-a", 0, latency={})], [], UP)
     assert (frame["totals"]["err_ratio"], frame["totals"]["p99"]) == (None, None)
-    assert frame["imbalance"] == {"max_mean": None, "cv": None, "busiest": None, "flagged": False}
+    none = {"max_mean": None, "cv": None, "busiest": None, "flagged": False}
+    assert frame["imbalance"] == frame["pod_imbalance"] == none
+    assert frame["totals"]["pod_rps"] is None  # no pod reports
+
+
+def test_it_stamps_each_pod_with_its_start_in_unix_ms():
+    frame = build_frame(
+        "svc",
+        T,
+        [endpoint_rates("pod-a")],
+        [pod_facts("pod-b", started_at_s=1_700_000_000.25), pod_facts("pod-c", started_at_s=None)],
+        UP,
+    )
+    started = {p["pod"]: p["started"] for p in frame["pods"]}
+    assert started == {"pod-a": None, "pod-b": 1_700_000_000_250, "pod-c": None}
 
 
 def test_it_flags_a_pinned_service():
@@ -194,12 +214,75 @@ def test_it_scores_imbalance_by_weight_over_pods_in_rotation():
     assert (score["max_mean"], score["cv"], score["flagged"]) == (1.0, 0.0, False)
 
 
+def test_it_flags_pods_that_report_a_skew_the_balancer_does_not_see():
+    # Ballast spreads its share evenly; clients pinned through the L4 Service do not.
+    carried = [endpoint_rates(name, 50) for name in ("pod-a", "pod-b", "pod-c")]
+    pods = [pod_facts(name) for name in ("pod-a", "pod-b", "pod-c")]
+    reported = {"pod-a": PodRates(450, 0), "pod-b": PodRates(50, 0), "pod-c": PodRates(50, 1)}
+    frame = build_frame("svc", T, carried, pods, UP, pod_rates=reported)
+    assert frame["imbalance"]["flagged"] is False
+    assert frame["pod_imbalance"] == {
+        "max_mean": 2.455,
+        "cv": 1.029,
+        "busiest": "pod-a",
+        "flagged": True,
+    }
+    assert frame["totals"]["pod_rps"] == 550
+    assert [p["pod_err_s"] for p in frame["pods"]] == [0, 0, 1]
+
+
+def test_it_scores_pod_reported_load_unweighted_over_running_pods_that_report():
+    pods = [
+        pod_facts("pod-a"),
+        pod_facts("pod-b"),
+        pod_facts("pod-c"),
+        pod_facts("pod-new", phase="Pending"),
+        pod_facts("pod-quiet"),  # no figure yet
+    ]
+    reported = {
+        "pod-a": PodRates(100, 0),
+        "pod-b": PodRates(100, 0),
+        "pod-c": PodRates(100, 0),
+        "pod-new": PodRates(900, 0),
+    }
+    # Weights 200/100/100 would make pod-a's equal share look light; the pods' own
+    # counts include traffic that ignores weights, so they are compared as they are.
+    carried = [
+        endpoint_rates("pod-a", 40, weight=200),
+        endpoint_rates("pod-b", 20, weight=100),
+        endpoint_rates("pod-c", 20, weight=100),
+    ]
+    frame = build_frame("svc", T, carried, pods, UP, pod_rates=reported)
+    assert frame["pod_imbalance"] == {
+        "max_mean": 1.0,
+        "cv": 0.0,
+        "busiest": "pod-a",
+        "flagged": False,
+    }
+    assert frame["totals"]["pod_rps"] == 1200  # every pod that reports, whatever its phase
+
+
+def test_it_joins_pod_reported_rates_to_an_endpoint_named_by_address():
+    frame = build_frame(
+        "svc",
+        T,
+        [endpoint_rates("10.0.0.7:50051")],
+        [pod_facts("pod-a", address="10.0.0.7:50051")],
+        UP,
+        pod_rates={"pod-a": PodRates(12, 0)},
+    )
+    (pod,) = frame["pods"]
+    assert (pod["pod"], pod["rps"], pod["pod_rps"]) == ("10.0.0.7:50051", 100, 12)
+    assert frame["pod_imbalance"]["busiest"] == "10.0.0.7:50051"
+
+
 def test_it_keeps_a_frame_of_twenty_busy_pods_small():
     rates = [
         endpoint_rates(f"svc-7d9f8c6b5-{i:05d}", 123.456 + i, errors_per_s=1.234) for i in range(20)
     ]
     pods = [pod_facts(f"svc-7d9f8c6b5-{i:05d}", restart_count=i) for i in range(20)]
-    frame = build_frame("svc", T, rates, pods, UP)
+    reported = {p.name: PodRates(234.567 + i, 1.234) for i, p in enumerate(pods)}
+    frame = build_frame("svc", T, rates, pods, UP, pod_rates=reported)
     assert len(frame["pods"]) == 20
     assert frame_size_bytes(frame) < 8_000
     assert json.loads(encode_frame(frame)) == frame

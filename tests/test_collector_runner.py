@@ -9,14 +9,19 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc.aio
 import pytest
 
 from balancer.server import Balancer
-from dashboard.collector.frames import ServiceFrame
+from dashboard.collector.frames import PodFrame, ServiceFrame
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
+from demo.scene import SceneOptions, workload_spec
+from demo.v1 import workload_pb2 as pb
+from demo.v1 import workload_pb2_grpc as pb_grpc
 from platforms.base import PodFacts
+from platforms.local import LocalPlatform
 from tests.support import backend as be
 from tests.support.backend import Backend
 from tests.support.balancing import ADMIN_TOKEN, config
@@ -53,6 +58,12 @@ class Sink:
         if frame is None:
             return 0.0
         return next((p["rps"] or 0.0 for p in frame["pods"] if p["pod"] == pod), 0.0)
+
+    def pod(self, name: str) -> PodFrame | None:
+        frame = self.last()
+        if frame is None:
+            return None
+        return next((p for p in frame["pods"] if p["pod"] == name), None)
 
 
 def collector_config(*replicas: tuple[str, str], **kwargs: object) -> CollectorConfig:
@@ -260,3 +271,78 @@ def test_it_sizes_the_history_for_fifteen_minutes_by_default() -> None:
     cfg = CollectorConfig(replicas=[], services={})
     assert cfg.history_capacity == 900
     assert CollectorConfig(replicas=[], services={}, interval_s=0.25).history_capacity == 3600
+
+
+# ---- the rates pods report themselves, from a real demo workload pod -------------------
+
+# Pods start slowly on a loaded machine; the deadline is generous, the waits are not.
+SLOW_S = 30.0
+
+
+@pytest.fixture
+async def workload_pod(tmp_path: Path) -> AsyncIterator[tuple[LocalPlatform, PodFacts]]:
+    """One `python -m demo.workload` pod on the local platform, failing half its Inventory calls.
+
+    The failures show that the figures are its clients' calls (readiness probes, which
+    never fail, are left out of the rates anyway).
+    """
+    knobs = {"BALLAST_KNOB_ERROR_RATE": "0.5", "BALLAST_KNOB_ERROR_CODE": "UNAVAILABLE"}
+    spec = workload_spec(SceneOptions(pods=1, knobs=knobs))  # the demo's own deployment
+    platform = LocalPlatform([spec], rng=random.Random(7), log_dir=tmp_path)
+    await platform.start()
+    try:
+        await platform.wait_ready(spec.name, SLOW_S)
+        (pod,) = await platform.list_pods(spec.name)
+        yield platform, pod
+    finally:
+        await platform.stop()
+
+
+async def call_directly(address: str) -> None:
+    """Calls the pod itself in a loop, as a client that bypasses Ballast does."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.InventoryStub(channel)
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):  # the injected failures
+                await stub.GetItem(pb.GetItemRequest(id="a"), timeout=5)
+
+
+async def test_it_shows_the_traffic_a_pod_reports_that_bypasses_the_balancer(
+    pods: tuple[Backend, Backend],
+    balancers: Callable[..., Awaitable[Balancer]],
+    collectors: Callable[..., Awaitable[Collector]],
+    workload_pod: tuple[LocalPlatform, PodFacts],
+) -> None:
+    platform, pod = workload_pod
+    assert pod.address is not None and pod.metrics_address is not None
+    balancer = await balancers(config(pods, admin={}))  # routes to pod-a and pod-b only
+    sink = Sink()
+    cfg = CollectorConfig(
+        replicas=[ReplicaTarget("b0", balancer.admin_address, ADMIN_TOKEN)],
+        services={SERVICE: ServiceTarget(cluster="echo", deployment=pod.deployment)},
+        interval_s=0.25,
+        pods_interval_s=0.25,
+        backoff_s=FAST_BACKOFF_S,
+    )
+    await collectors(cfg, sink, platform=platform)
+
+    def reported() -> bool:
+        row = sink.pod(pod.name)
+        if row is None or not sink.replica_up("b0"):
+            return False
+        return (row["pod_rps"] or 0) > 0 and (row["pod_err_s"] or 0) > 0
+
+    traffic = asyncio.create_task(call_directly(pod.address))
+    try:
+        await wait_for(reported, timeout_s=SLOW_S, what="the pod's own rates in a frame")
+    finally:
+        traffic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await traffic
+    row = sink.pod(pod.name)
+    assert row is not None
+    assert row["rps"] is None and row["state"] is None  # the balancer never saw these calls
+    assert row["phase"] == "Running" and row["started"] is not None
+    frame = sink.last()
+    assert frame is not None
+    assert frame["totals"]["pod_rps"] == row["pod_rps"]  # the only pod that reports

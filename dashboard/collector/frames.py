@@ -5,21 +5,34 @@ Channels group; its `type` names the consumer's handler (`service_frame`).
 Floats are rounded to what a chart can show, and a missing figure is null:
 a pod the balancer does not route to (reached only through the L4 Service)
 has no rates, and a pod not yet measured has no CPU or memory.
+
+Two views of traffic sit side by side. `rps`, `err_s` and `imbalance` are
+what the balancer carried (its snapshots). `pod_rps`, `pod_err_s` and
+`pod_imbalance` are what the pods say they handled (their /metrics, see
+`scrape`): every client's calls, those that bypass Ballast included. So
+`pod_imbalance` is scored on raw requests per second of the Running pods that
+report, not normalised by weight as `imbalance` is: traffic that bypasses
+Ballast ignores its weights, and a pod pinned by long-lived L4 connections
+should show as busy whatever weight the balancer gives it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Literal, TypedDict
 
 from balancer.stats import quantile_ms
-from dashboard.collector.imbalance import imbalance
+from dashboard.collector.imbalance import Imbalance, imbalance
 from dashboard.collector.rates import EndpointRates
+from dashboard.collector.scrape import PodRates
 from platforms.base import PodFacts
 
 FRAME_TYPE: Literal["service.frame"] = "service.frame"
 READY = "READY"
+RUNNING = "Running"
+_NO_POD_RATES: Mapping[str, PodRates] = MappingProxyType({})
 
 
 class PodFrame(TypedDict):
@@ -44,6 +57,10 @@ class PodFrame(TypedDict):
     mem_limit: int | None
     restarts: int | None
     last_reason: str | None  # last termination: OOMKilled, Error, Completed
+    started: int | None  # unix ms the pod (its current process) started
+    # From the pod's own /metrics (null until two scrapes succeeded, or if it has none):
+    pod_rps: float | None  # calls it handled per second, from every client
+    pod_err_s: float | None  # of which not OK
 
 
 class TotalsFrame(TypedDict):
@@ -57,6 +74,7 @@ class TotalsFrame(TypedDict):
     in_flight: int
     in_b_s: int
     out_b_s: int
+    pod_rps: float | None  # the pods' own figures added up; null when no pod reports
 
 
 class ImbalanceFrame(TypedDict):
@@ -77,7 +95,8 @@ class ServiceFrame(TypedDict):
     t: int  # unix ms of the interval's end
     pods: list[PodFrame]
     totals: TotalsFrame
-    imbalance: ImbalanceFrame
+    imbalance: ImbalanceFrame  # balancer-carried rps, weight-normalised, READY endpoints
+    pod_imbalance: ImbalanceFrame  # pod-reported rps, not normalised, Running pods
     replicas: list[ReplicaFrame]
 
 
@@ -87,24 +106,31 @@ def build_frame(
     endpoints: Iterable[EndpointRates],
     pods: Iterable[PodFacts],
     replicas: Sequence[ReplicaFrame],
+    *,
+    pod_rates: Mapping[str, PodRates] = _NO_POD_RATES,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
     Endpoints and pods are joined on the endpoint id (the pod name; failing
     that, the endpoint's pod name or the pod's address). Every endpoint and
-    every pod appears once, ordered by name.
+    every pod appears once, ordered by name. `pod_rates` are the pods' own
+    figures by pod name (`PodScraper.rates`).
     """
     rates = list(endpoints)
     facts = _join(rates, list(pods))
+    reported = {name: pod_rates[p.name] for name, p in facts.items() if p.name in pod_rates}
     by_id = {r.endpoint_id: r for r in rates}
     names = sorted(by_id.keys() | facts.keys())
     return {
         "type": FRAME_TYPE,
         "service": service,
         "t": t_unix_ms,
-        "pods": [_pod(name, by_id.get(name), facts.get(name)) for name in names],
-        "totals": _totals(rates, len(names)),
-        "imbalance": _imbalance(rates),
+        "pods": [
+            _pod(name, by_id.get(name), facts.get(name), reported.get(name)) for name in names
+        ],
+        "totals": _totals(rates, len(names), reported.values()),
+        "imbalance": _imbalance(imbalance(weighted_load(rates))),
+        "pod_imbalance": _imbalance(imbalance(running_load(facts, reported))),
         "replicas": list(replicas),
     }
 
@@ -124,7 +150,7 @@ def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str,
     return joined
 
 
-def _pod(name: str, r: EndpointRates | None, p: PodFacts | None) -> PodFrame:
+def _pod(name: str, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None) -> PodFrame:
     return {
         "pod": name,
         "state": r.state if r else None,
@@ -145,10 +171,15 @@ def _pod(name: str, r: EndpointRates | None, p: PodFacts | None) -> PodFrame:
         "mem_limit": p.memory_limit_bytes if p else None,
         "restarts": p.restart_count if p else None,
         "last_reason": p.last_termination_reason if p else None,
+        "started": None if p is None or p.started_at_s is None else round(p.started_at_s * 1000),
+        "pod_rps": round(own.rps, 2) if own else None,
+        "pod_err_s": round(own.errors_per_s, 2) if own else None,
     }
 
 
-def _totals(rates: Sequence[EndpointRates], pods: int) -> TotalsFrame:
+def _totals(
+    rates: Sequence[EndpointRates], pods: int, reported: Collection[PodRates]
+) -> TotalsFrame:
     rps = sum(r.rps for r in rates)
     errors = sum(r.errors_per_s for r in rates)
     bounds = next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
@@ -165,11 +196,11 @@ def _totals(rates: Sequence[EndpointRates], pods: int) -> TotalsFrame:
         "in_flight": sum(r.in_flight for r in rates),
         "in_b_s": round(sum(r.bytes_in_per_s for r in rates)),
         "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
+        "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
     }
 
 
-def _imbalance(rates: Sequence[EndpointRates]) -> ImbalanceFrame:
-    score = imbalance(weighted_load(rates))
+def _imbalance(score: Imbalance) -> ImbalanceFrame:
     return {
         "max_mean": _round(score.max_over_mean, 3),
         "cv": _round(score.cv, 3),
@@ -191,6 +222,17 @@ def weighted_load(rates: Iterable[EndpointRates]) -> dict[str, float]:
         return {}
     mean_weight = sum(r.weight for r in ready) / len(ready)
     return {r.endpoint_id: r.rps * mean_weight / r.weight for r in ready}
+
+
+def running_load(
+    facts: Mapping[str, PodFacts], reported: Mapping[str, PodRates]
+) -> dict[str, float]:
+    """Requests per second each Running pod reports, by the pod's name in the frame.
+
+    Not weight-normalised (see the module docstring). A pod starting, finished
+    or failed is left out, as is one that has no figure yet.
+    """
+    return {name: own.rps for name, own in reported.items() if facts[name].phase == RUNNING}
 
 
 def _round(x: float | None, digits: int) -> float | None:

@@ -1,7 +1,8 @@
 """The collector's network part: snapshot streams and pod facts in, one frame per service out.
 
 One task per balancer replica follows its `WatchSnapshots` stream and turns
-each snapshot into rates; one task polls the platform for pod facts; a ticker
+each snapshot into rates; one task polls the platform for pod facts and then
+scrapes every pod's /metrics (all at once) for the rates the pods report; a ticker
 builds a frame per service every interval, keeps it in the history and hands
 it to the `publish` sink. A replica that goes away is shown as down and
 retried with backoff; a failing platform call or publish is logged and tried
@@ -36,6 +37,7 @@ from dashboard.collector.rates import (
     merge,
     sample_from_snapshot,
 )
+from dashboard.collector.scrape import PodScraper
 from platforms.base import Platform, PodFacts, UnknownDeployment
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,8 @@ class CollectorConfig:
 
     `history_window_s` of frames are kept per service (15 minutes by default).
     A broken replica stream is retried after `backoff_s[0]`, then the next step,
-    staying at the last one. Pod facts are polled every `pods_interval_s`, but
-    never more often than frames are sent.
+    staying at the last one. Pod facts are polled, and pods' /metrics scraped,
+    every `pods_interval_s`, but never more often than frames are sent.
     """
 
     replicas: Sequence[ReplicaTarget]
@@ -153,7 +155,7 @@ class Collector:
     `clock` gives the wall time frames are stamped with; `rng` jitters the
     retry delays. `history` holds every frame built; `platform` is None where
     the collector runs without one (a separate process): frames then have no
-    pod facts.
+    pod facts and no pod-reported rates.
     """
 
     def __init__(
@@ -174,6 +176,7 @@ class Collector:
         self._rng = rng or random.Random()
         self._replicas = {r.id: _Replica(r) for r in config.replicas}
         self._pods: dict[str, list[PodFacts]] = {}
+        self._scraper = PodScraper(clock=clock)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -221,7 +224,14 @@ class Collector:
         merged = merge(r.rates for r in self._replicas.values() if r.up)
         endpoints = [rates for (cluster, _), rates in merged.items() if cluster == target.cluster]
         pods = self._pods.get(target.deployment, [])
-        return build_frame(service, t_unix_ms, endpoints, pods, self.replica_frames())
+        return build_frame(
+            service,
+            t_unix_ms,
+            endpoints,
+            pods,
+            self.replica_frames(),
+            pod_rates=self._scraper.rates,
+        )
 
     async def tick(self) -> None:
         """Builds, keeps and publishes one frame per service; a failed publish is logged."""
@@ -296,9 +306,19 @@ class Collector:
 
     async def _poll_pods(self) -> None:
         interval_s = max(self.config.pods_interval_s, self.config.interval_s)
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             await self.poll_pods()
-            await asyncio.sleep(interval_s)
+            await self.scrape_pods()
+            # Keep the cadence: a round's own time (a scrape can take its 1 s timeout)
+            # does not stretch the interval, and a slow round skips rather than bursts.
+            next_at = max(next_at + interval_s, loop.time())
+            await asyncio.sleep(next_at - loop.time())
+
+    async def scrape_pods(self) -> None:
+        """Scrapes the /metrics of every pod last listed; a failing pod only loses its figures."""
+        await self._scraper.scrape(pod for pods in self._pods.values() for pod in pods)
 
     async def poll_pods(self) -> None:
         """Refreshes every service's pod facts; a failed call keeps the last ones and is logged."""

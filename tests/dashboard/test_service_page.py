@@ -49,6 +49,9 @@ def frame(service: str, t_unix_ms: int, rps: float = 10.0) -> ServiceFrame:
                 "mem_limit": 128 << 20,
                 "restarts": 1,
                 "last_reason": "OOMKilled",
+                "started": t_unix_ms - 3_600_000,
+                "pod_rps": rps * 2,
+                "pod_err_s": 0.0,
             }
         ],
         "totals": {
@@ -62,8 +65,15 @@ def frame(service: str, t_unix_ms: int, rps: float = 10.0) -> ServiceFrame:
             "in_flight": 1,
             "in_b_s": 10,
             "out_b_s": 20,
+            "pod_rps": rps * 2,
         },
         "imbalance": {"max_mean": 1.0, "cv": 0.0, "busiest": "inventory-0", "flagged": False},
+        "pod_imbalance": {
+            "max_mean": 1.0,
+            "cv": 0.0,
+            "busiest": "inventory-0",
+            "flagged": False,
+        },
         "replicas": [{"id": "b0", "up": True}],
     }
 

@@ -1,7 +1,8 @@
 // The service page: per-pod charts and table, first painted from the history and then
 // extended by the live frames of ws/services/<service>/. Plain script, no build step.
-// A frame is {type, service, t, pods: [...], totals, imbalance, replicas}; see
-// dashboard/collector/frames.py.
+// A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance, replicas}; see
+// dashboard/collector/frames.py. `rps` is what Ballast carried to a pod; `pod_rps` what the pod
+// says it handled, from every client (those that bypass Ballast included).
 (function () {
   "use strict";
 
@@ -14,7 +15,8 @@
 
   // One chart per figure; `limit` draws a second, dashed line per pod.
   const CHARTS = [
-    { key: "rps", title: "Requests/s" },
+    { key: "rps", title: "Requests/s via Ballast" },
+    { key: "pod_rps", title: "Requests/s reported by pods (all clients)" },
     { key: "p99", title: "p99 latency (ms)" },
     { key: "err_s", title: "Errors/s" },
     { key: "in_flight", title: "In flight" },
@@ -45,12 +47,13 @@
   function mib(v) {
     return v == null ? dash : (v / MIB).toFixed(0);
   }
+  // An age as kubectl shows it: whole units, truncated (45s, 12m, 3h, 2d).
   function duration(s) {
-    if (s == null || s < 0) return dash;
-    if (s < 120) return Math.round(s) + "s";
-    if (s < 7200) return Math.round(s / 60) + "m";
-    if (s < 172800) return Math.round(s / 3600) + "h";
-    return Math.round(s / 86400) + "d";
+    if (s == null || !(s >= 0)) return dash;
+    if (s < 120) return Math.floor(s) + "s";
+    if (s < 7200) return Math.floor(s / 60) + "m";
+    if (s < 172800) return Math.floor(s / 3600) + "h";
+    return Math.floor(s / 86400) + "d";
   }
 
   // ---- colors follow the page's CSS variables (light and dark) ----------------------
@@ -227,14 +230,15 @@
       cell(row, pct(expected));
       cell(row, pct(p.rps != null && totalRps > 0 ? p.rps / totalRps : null));
       cell(row, num(p.rps, 1));
+      cell(row, num(p.pod_rps, 1));
       cell(row, num(p.p50, 1) + " / " + num(p.p99, 1));
       cell(row, num(p.err_s, 2), p.err_s > 0 ? "err" : "");
       cell(row, p.cpu_m == null ? dash : String(p.cpu_m));
       cell(row, mib(p.mem) + " / " + mib(p.mem_limit) + " MiB");
       cell(row, p.restarts == null ? dash : String(p.restarts));
       cell(row, p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : ""));
-      // Age needs the pod's start time in the frame (`started_s`, unix seconds).
-      cell(row, p.started_s == null ? dash : duration(frame.t / 1000 - p.started_s));
+      // `started` is unix ms; measured against the frame's time, so it moves with each frame.
+      cell(row, p.started == null ? dash : duration((frame.t - p.started) / 1000));
       return row;
     });
     body.replaceChildren(...rows);
@@ -254,17 +258,35 @@
       badge.className = "badge ok";
       badge.textContent = "balanced: max/mean " + im.max_mean.toFixed(2) + ", CV " + num(im.cv, 2);
     }
+    renderPodBadge(frame);
     const up = frame.replicas.filter((r) => r.up).length;
     const replicas = document.getElementById("replicas");
     replicas.textContent = "balancers " + up + "/" + frame.replicas.length + " up";
     replicas.className = "badge" + (up < frame.replicas.length ? " bad" : "");
   }
 
+  // The skew the pods report: all clients, not weight-normalised (frames.py says why).
+  function renderPodBadge(frame) {
+    const im = frame.pod_imbalance;
+    const badge = document.getElementById("pod-imbalance");
+    badge.className = "badge";
+    if (!im || frame.totals.pod_rps == null) {
+      badge.textContent = "pods report: no figures";
+    } else if (im.max_mean == null) {
+      badge.textContent = "pods report: no traffic";
+    } else {
+      if (im.flagged) badge.className = "badge bad";
+      badge.textContent = "pods report: busiest " + im.max_mean.toFixed(1) + "× mean" +
+        (im.flagged ? " (" + im.busiest + ")" : "");
+    }
+  }
+
   function renderTotals(frame) {
     const t = frame.totals;
     const items = [
       ["pods ready", t.ready + "/" + t.pods],
-      ["req/s", num(t.rps, 1)],
+      ["req/s via Ballast", num(t.rps, 1)],
+      ["req/s at pods", num(t.pod_rps, 1)],
       ["errors", pct(t.err_ratio)],
       ["p50", num(t.p50, 1) + " ms"],
       ["p99", num(t.p99, 1) + " ms"],
