@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.collector.imbalance import CV_LIMIT, MAX_OVER_MEAN_LIMIT, imbalance
+from dashboard.collector.imbalance import CV_LIMIT, MAX_OVER_MEAN_LIMIT, LoadWindow, imbalance
 
 
 def test_it_scores_one_hot_pod():
@@ -69,3 +69,28 @@ def test_it_takes_other_limits():
     load = {"pod-a": 140.0, "pod-b": 60.0}
     assert imbalance(load).flagged
     assert not imbalance(load, max_over_mean_limit=1.5, cv_limit=0.5).flagged
+
+
+def test_a_load_window_averages_each_pod_over_the_intervals_it_was_in() -> None:
+    window = LoadWindow(3)
+    assert window.add({"a": 30.0, "b": 50.0}) == {"a": 30.0, "b": 50.0}
+    assert window.add({"a": 50.0, "b": 30.0}) == {"a": 40.0, "b": 40.0}
+    assert window.add({"a": 40.0, "b": 40.0, "c": 10.0}) == {"a": 40.0, "b": 40.0, "c": 10.0}
+    # The oldest interval leaves; "b" has gone and drops out at once.
+    assert window.add({"a": 60.0, "c": 20.0}) == {"a": 50.0, "c": 15.0}
+
+
+def test_chance_spread_per_second_is_not_flagged_once_averaged() -> None:
+    """Two pods taking turns at 30 and 50 req/s: each second looks skewed, the window even."""
+    window = LoadWindow(10)
+    seconds = [{"a": 30.0, "b": 50.0}, {"a": 50.0, "b": 30.0}] * 5
+    assert imbalance(seconds[-1]).flagged
+    for load in seconds:
+        smoothed = window.add(load)
+    assert not imbalance(smoothed).flagged
+    assert imbalance(smoothed).max_over_mean == 1.0
+
+
+def test_a_load_window_holds_at_least_one_interval() -> None:
+    with pytest.raises(ValueError, match="at least one interval"):
+        LoadWindow(0)

@@ -57,7 +57,6 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
     """One service's live per-pod charts and table; 404 for a service not configured."""
     page = {
         "service": _known(service),
-        "history_url": reverse("service_history", args=[service]),
         "ws_path": f"/ws/services/{service}/",
         "login_url": f"{reverse('login')}?{urlencode({'next': request.path})}",
         # The charts keep as many points as the history holds: its window.

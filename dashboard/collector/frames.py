@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Literal, TypedDict
 
 from balancer.stats import quantile_ms
-from dashboard.collector.imbalance import Imbalance, imbalance
+from dashboard.collector.imbalance import Imbalance, LoadWindow, imbalance
 from dashboard.collector.rates import EndpointRates
 from dashboard.collector.scrape import PodRates
 from platforms.base import PodFacts
@@ -108,13 +108,16 @@ def build_frame(
     replicas: Sequence[ReplicaFrame],
     *,
     pod_rates: Mapping[str, PodRates] = _NO_POD_RATES,
+    windows: tuple[LoadWindow, LoadWindow] | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
     Endpoints and pods are joined on the endpoint id (the pod name; failing
     that, the endpoint's pod name or the pod's address). Every endpoint and
     every pod appears once, ordered by name. `pod_rates` are the pods' own
-    figures by pod name (`PodScraper.rates`).
+    figures by pod name (`PodScraper.rates`). With `windows` (the balancer's
+    and the pods' view, kept per service across frames) both imbalance scores are
+    taken over the windows' mean loads instead of this interval's alone.
     """
     rates = list(endpoints)
     facts = _join(rates, list(pods))
@@ -129,8 +132,8 @@ def build_frame(
             _pod(name, by_id.get(name), facts.get(name), reported.get(name)) for name in names
         ],
         "totals": _totals(rates, len(names), reported.values()),
-        "imbalance": _imbalance(imbalance(weighted_load(rates))),
-        "pod_imbalance": _imbalance(imbalance(running_load(facts, reported))),
+        "imbalance": _imbalance(imbalance(_smooth(weighted_load(rates), windows, 0))),
+        "pod_imbalance": _imbalance(imbalance(_smooth(running_load(facts, reported), windows, 1))),
         "replicas": list(replicas),
     }
 
@@ -198,6 +201,12 @@ def _totals(
         "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
         "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
     }
+
+
+def _smooth(
+    load: dict[str, float], windows: tuple[LoadWindow, LoadWindow] | None, which: int
+) -> dict[str, float]:
+    return load if windows is None else windows[which].add(load)
 
 
 def _imbalance(score: Imbalance) -> ImbalanceFrame:

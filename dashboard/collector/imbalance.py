@@ -9,6 +9,7 @@ only the top one).
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,10 @@ CV_LIMIT = 0.2
 # Poisson noise alone gives a CV of about 1 / sqrt(requests per pod and window).
 # Pass rates averaged over several seconds for a steadier score.
 MIN_MEAN_RPS = 5.0
+# The window `LoadWindow` averages over before scoring: per-second counts of a few
+# dozen requests per pod spread by chance alone (40/s gives a CV near 0.16), enough
+# to flag a balanced service now and then; over 10 s the spread is a third of that.
+WINDOW_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +67,25 @@ def imbalance(
     cv = stdev / mean
     crossed = ratio > max_over_mean_limit or cv > cv_limit
     return Imbalance(pods, mean, ratio, cv, busiest, flagged=crossed and mean >= min_mean_rps)
+
+
+class LoadWindow:
+    """Each pod's mean load over the last `size` intervals, for a steadier score.
+
+    `add` takes one interval's loads and returns the mean of every pod in it
+    over the intervals (of the window) it was present in. A pod that left (gone,
+    drained) drops out at once; a new pod counts from its first interval.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"a load window holds at least one interval, got {size}")
+        self._loads: deque[Mapping[str, float]] = deque(maxlen=size)
+
+    def add(self, load: Mapping[str, float]) -> dict[str, float]:
+        self._loads.append(dict(load))
+        means: dict[str, float] = {}
+        for pod in load:
+            values = [interval[pod] for interval in self._loads if pod in interval]
+            means[pod] = sum(values) / len(values)
+        return means

@@ -30,6 +30,7 @@ import grpc.aio
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
 from dashboard.collector.history import FrameHistory
+from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.rates import (
     EndpointKey,
     EndpointRates,
@@ -177,6 +178,9 @@ class Collector:
         self._replicas = {r.id: _Replica(r) for r in config.replicas}
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
+        # Imbalance is scored over WINDOW_S of frames (the balancer's view, the pods').
+        size = max(1, round(WINDOW_S / config.interval_s))
+        self._windows = {s: (LoadWindow(size), LoadWindow(size)) for s in config.services}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -231,6 +235,7 @@ class Collector:
             pods,
             self.replica_frames(),
             pod_rates=self._scraper.rates,
+            windows=self._windows[service],
         )
 
     async def tick(self) -> None:

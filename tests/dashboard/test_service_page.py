@@ -120,7 +120,7 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
     assert all(url.startswith("/assets/") for url in urls)
     config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
     assert config is not None
-    assert json.loads(config.group(1))["history_url"] == "/services/inventory/history.json"
+    assert json.loads(config.group(1))["ws_path"] == "/ws/services/inventory/"
 
 
 def test_it_serves_plotly_from_the_installed_package(operator_client: Client) -> None:

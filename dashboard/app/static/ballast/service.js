@@ -1,5 +1,5 @@
-// The service page: per-pod charts and table, first painted from the history and then
-// extended by the live frames of ws/services/<service>/. Plain script, no build step.
+// The service page: per-pod charts and table, first painted from the backfill that
+// ws/services/<service>/ sends and then extended by its live frames. Plain script, no build step.
 // A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance, replicas}; see
 // dashboard/collector/frames.py. `rps` is what Ballast carried to a pod; `pod_rps` what the pod
 // says it handled, from every client (those that bypass Ballast included).
@@ -31,8 +31,6 @@
     drawn: false,
     socket: null,
     retryMs: 1000,
-    catchingUp: false,
-    queued: [],
   };
 
   // ---- formatting -------------------------------------------------------------------
@@ -323,23 +321,6 @@
     return el;
   }
 
-  // The history fills the gap a (re)connection left; live frames wait until it has.
-  async function catchUp() {
-    state.catchingUp = true;
-    try {
-      const response = await fetch(page.history_url, { credentials: "same-origin" });
-      if (response.redirected || response.status === 401 || response.status === 403) {
-        return expired();
-      }
-      if (response.ok) apply(await response.json());
-    } catch (err) {
-      console.warn("history", err);
-    } finally {
-      state.catchingUp = false;
-      apply(state.queued.splice(0));
-    }
-  }
-
   function expired() {
     const el = status("session expired — ", true);
     const link = document.createElement("a");
@@ -350,18 +331,23 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + page.ws_path);
+    // The server sends the frames after `since` first (the last 15 minutes on the first
+    // connection, the gap on a reconnection), then each live frame.
+    const url = scheme + location.host + page.ws_path + "?since=" + state.lastT;
+    const socket = new WebSocket(url);
     state.socket = socket;
     socket.onopen = () => {
       state.retryMs = 1000;
       status("live");
-      if (state.drawn) catchUp();
     };
     socket.onmessage = (event) => {
-      const frame = JSON.parse(event.data);
-      if (frame.type !== "service.frame") return;
-      if (state.catchingUp) state.queued.push(frame);
-      else apply([frame]);
+      const message = JSON.parse(event.data);
+      if (message.type === "service.backfill") {
+        apply(message.frames);
+        if (!state.drawn) status("live — waiting for the first frame…");
+      } else if (message.type === "service.frame") {
+        apply([message]);
+      }
     };
     socket.onclose = (event) => {
       if (event.code === CLOSE_UNAUTHENTICATED) return expired();
@@ -374,12 +360,7 @@
     };
   }
 
-  async function start() {
-    await catchUp();
-    if (!state.drawn) status("waiting for frames…");
-    connect();
-  }
 
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", retheme);
-  start();
+  connect();
 })();
