@@ -67,7 +67,8 @@
       paper_bgcolor: cssVar("--card"),
       plot_bgcolor: cssVar("--card"),
       font: { color: fg, size: 11 },
-      xaxis: Object.assign({ type: "date" }, axis),
+      // Time of day only: the date would need a second label line under the axis.
+      xaxis: Object.assign({ type: "date", tickformat: "%H:%M:%S" }, axis),
       yaxis: Object.assign({ rangemode: "tozero" }, axis),
     };
   }
@@ -242,41 +243,36 @@
     body.replaceChildren(...rows);
   }
 
-  function renderBadges(frame) {
-    const im = frame.imbalance;
-    const badge = document.getElementById("imbalance");
-    if (im.max_mean == null) {
+  // An imbalance badge, worded as on the overview: "via Ballast: balanced, max/mean 1.04,
+  // CV 0.03" or, flagged, "pods report: imbalanced, busiest 2.10× mean, CV 0.52".
+  function renderImbalance(id, label, im, hasFigures) {
+    const badge = document.getElementById(id);
+    if (!hasFigures) {
       badge.className = "badge";
-      badge.textContent = "no traffic";
+      badge.textContent = label + ": no figures";
+    } else if (im.max_mean == null) {
+      badge.className = "badge";
+      badge.textContent = label + ": no traffic";
     } else if (im.flagged) {
       badge.className = "badge warn";
-      badge.textContent = "imbalanced: " + im.busiest + " at " + im.max_mean.toFixed(2) +
+      badge.textContent = label + ": imbalanced, busiest " + im.max_mean.toFixed(2) +
         "× mean, CV " + num(im.cv, 2);
     } else {
       badge.className = "badge ok";
-      badge.textContent = "balanced: max/mean " + im.max_mean.toFixed(2) + ", CV " + num(im.cv, 2);
+      badge.textContent = label + ": balanced, max/mean " + im.max_mean.toFixed(2) +
+        ", CV " + num(im.cv, 2);
     }
-    renderPodBadge(frame);
+  }
+
+  function renderBadges(frame) {
+    renderImbalance("imbalance", "via Ballast", frame.imbalance, true);
+    // The skew the pods report: all clients, not weight-normalised (frames.py says why).
+    renderImbalance("pod-imbalance", "pods report", frame.pod_imbalance || {},
+                    frame.totals.pod_rps != null);
     const up = frame.replicas.filter((r) => r.up).length;
     const replicas = document.getElementById("replicas");
     replicas.textContent = "balancers " + up + "/" + frame.replicas.length + " up";
     replicas.className = "badge" + (up < frame.replicas.length ? " bad" : "");
-  }
-
-  // The skew the pods report: all clients, not weight-normalised (frames.py says why).
-  function renderPodBadge(frame) {
-    const im = frame.pod_imbalance;
-    const badge = document.getElementById("pod-imbalance");
-    badge.className = "badge";
-    if (!im || frame.totals.pod_rps == null) {
-      badge.textContent = "pods report: no figures";
-    } else if (im.max_mean == null) {
-      badge.textContent = "pods report: no traffic";
-    } else {
-      if (im.flagged) badge.className = "badge bad";
-      badge.textContent = "pods report: busiest " + im.max_mean.toFixed(1) + "× mean" +
-        (im.flagged ? " (" + im.busiest + ")" : "");
-    }
   }
 
   function renderTotals(frame) {

@@ -1,0 +1,67 @@
+"""What an operator sees in a real browser: log in, watch the charts fill with live data
+from a running demo, and see the pods pinned by L4 clients flagged while Ballast's share
+stays even."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Demo, log_in
+
+# Generous: on a busy machine the demo's pods take seconds to start and the pods'
+# own rates need two scrapes. Waits end as soon as the page shows what is expected.
+LIVE_TIMEOUT_MS = 45_000
+
+CHARTS_FILLED = """() => {
+  const div = document.getElementById("chart-rps");
+  return !!div && Array.isArray(div.data) && div.data.length >= 2
+    && div.data.every((trace) => trace.x.length >= 3 && trace.y.at(-1) > 0);
+}"""
+
+
+def test_every_page_needs_a_login_and_a_wrong_password_is_refused(page: Page, demo: Demo) -> None:
+    page.goto(demo.url + "services/inventory/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/services/inventory/"))
+    page.fill("#id_username", demo.username)
+    page.fill("#id_password", demo.password + "-wrong")
+    page.click("button[type=submit]")
+    expect(page.get_by_text("did not match")).to_be_visible()
+
+
+def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -> None:
+    log_in(page, demo, "services/inventory/")
+    expect(page).to_have_url(re.compile(r"/services/inventory/$"))
+    page.wait_for_function(CHARTS_FILLED, timeout=LIVE_TIMEOUT_MS)
+
+    expect(page.locator("#status")).to_have_text(re.compile("^live"))
+    rows = page.locator("#pods tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text(re.compile(r"inventory-\w+-\w+"))
+    expect(rows.first).to_contain_text("READY")
+    # Every chart drew one line per pod (memory: the usage and the dashed limit).
+    lines = page.evaluate(
+        "() => [...document.querySelectorAll('.chart')].map((d) => [d.id, d.data.length])"
+    )
+    assert dict(lines) == {
+        "chart-rps": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+        "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
+    }  # fmt: skip
+
+
+def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> None:
+    """One L4 client holds one connection, so one pod takes all its calls; Ballast's
+    client is spread over both pods."""
+    log_in(page, demo)
+    card = page.locator('section[data-service="inventory"]')
+    pods_report = card.locator(".badge", has_text="pods report")
+    expect(pods_report).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
+    expect(pods_report).to_have_class(re.compile(r"\bwarn\b"))
+    expect(card).to_have_class(re.compile(r"\bflagged\b"))
+    expect(card.locator(".badge", has_text="via Ballast")).to_contain_text("via Ballast: balanced")
+
+    card.get_by_role("link", name="inventory").click()
+    badge = page.locator("#pod-imbalance")
+    expect(badge).to_contain_text("pods report: imbalanced", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#imbalance")).to_contain_text("via Ballast: balanced")
