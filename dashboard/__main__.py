@@ -3,7 +3,7 @@ embedded when ``BALLAST_BALANCERS`` names the balancers to watch.
 
 Configured from the environment (see `dashboard/settings.py`). Without an embedded
 collector the pages show the frames that a `manage.py runcollector` process sends
-through the (Redis) channel layer.
+through the (Redis) channel layer, and keep them for the pages' first paint.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from dashboard.server import DashboardServer, ListenError, migrate, setup_django
+from dashboard.server import Background, DashboardServer, ListenError, migrate, setup_django
 
 log = logging.getLogger("dashboard")
 
@@ -37,19 +37,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     from django.conf import settings
 
-    from dashboard.app.collecting import collector_config, dashboard_collector
+    from dashboard.app.collecting import FrameFollower, collector_config, dashboard_collector
 
-    collector = None
-    if args.no_collector:
-        log.info("no embedded collector: frames come through the channel layer")
-    elif not settings.BALLAST_BALANCERS:
-        log.warning(
-            "BALLAST_BALANCERS is not set, so no collector runs here: set it (id=host:port,...)"
-            " or run `manage.py runcollector` beside this process"
-        )
+    background: Background
+    if args.no_collector or not settings.BALLAST_BALANCERS:
+        if not args.no_collector:
+            log.warning(
+                "BALLAST_BALANCERS is not set, so no collector runs here: set it"
+                " (id=host:port,...) or run `manage.py runcollector` beside this process"
+            )
+        background = FrameFollower(settings.BALLAST_SERVICES)
     else:
-        collector = dashboard_collector(collector_config())
-    server = DashboardServer(host=args.host, port=args.port, collector=collector)
+        background = dashboard_collector(collector_config())
+    server = DashboardServer(host=args.host, port=args.port, background=background)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,14 +13,21 @@ import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol
 
 import uvicorn
-
-from dashboard.collector.runner import Collector
 
 # Connections get this long to finish once stop() is called; websockets are closed
 # with 1012 (service restart) at once, so browsers reconnect to the next process.
 SHUTDOWN_GRACE_S = 2
+
+
+class Background(Protocol):
+    """What runs beside the web server in its loop: the collector, or a frame follower."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class ListenError(OSError):
@@ -48,18 +55,19 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class DashboardServer:
-    """Serves the dashboard on `host:port` (port 0: a free one) and runs `collector` if given.
+    """Serves the dashboard on `host:port` (port 0: a free one) with `background` (the
+    embedded collector, or what fills the page history from the channel layer).
 
     `start()` returns once the port accepts connections; `stop()` closes
-    websockets, lets requests finish for `SHUTDOWN_GRACE_S` and stops the collector.
+    websockets, lets requests finish for `SHUTDOWN_GRACE_S` and stops the background.
     """
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 8000, collector: Collector | None = None
+        self, *, host: str = "127.0.0.1", port: int = 8000, background: Background | None = None
     ) -> None:
         self.host = host
         self.port = port
-        self.collector = collector
+        self.background = background
         self._socket: socket.socket | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -98,8 +106,8 @@ class DashboardServer:
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         )
         self._server = _Server(config)
-        if self.collector is not None:
-            await self.collector.start()
+        if self.background is not None:
+            await self.background.start()
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="dashboard")
         # uvicorn tells it has started by a flag only, no event to wait on.
         while not self._server.started and not self._task.done():  # noqa: ASYNC110
@@ -109,7 +117,7 @@ class DashboardServer:
             raise RuntimeError("the dashboard server stopped while starting; see the log above")
 
     async def stop(self) -> None:
-        """Stops serving and the collector. Idempotent."""
+        """Stops serving and the background. Idempotent."""
         if self._socket is not None:  # bound, never started
             self._socket.close()
             self._socket = None
@@ -119,8 +127,8 @@ class DashboardServer:
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self.collector is not None:
-            await self.collector.stop()
+        if self.background is not None:
+            await self.background.stop()
 
     async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""

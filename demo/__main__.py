@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
         collector = dashboard_collector(
             collector_config(replicas, scene.admin_token), platform=scene.platform
         )
-        dashboard.collector = collector
+        dashboard.background = collector
         await dashboard.start()
         print(banner(scene, dashboard, login), flush=True)
         if args.table:

@@ -2,22 +2,29 @@
 the channel layer and into the page history.
 
 Both ways of running it use this: embedded in the dashboard process (`python -m
-dashboard`, `make demo`) and alone (`manage.py runcollector`).
+dashboard`, `make demo`) and alone (`manage.py runcollector`), when `FrameFollower`
+fills each dashboard process's page history from the channel layer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.app.history import HISTORY_WINDOW_S, service_history
-from dashboard.app.live import publish_frame
-from dashboard.collector.frames import ServiceFrame
+from dashboard.app.live import publish_frame, service_group
+from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from platforms.base import Platform
+
+log = logging.getLogger(__name__)
 
 
 def collector_config(
@@ -66,3 +73,53 @@ def dashboard_collector(config: CollectorConfig, platform: Platform | None = Non
     """A collector that publishes to the channel layer and keeps its frames in this
     process's page history (what a service page paints first)."""
     return Collector(config, publish, platform=platform, history=service_history())
+
+
+class FrameFollower:
+    """Keeps this process's page history filled when the collector runs elsewhere
+    (``manage.py runcollector``): it joins every service's group on the channel layer
+    and appends the frames that arrive, so pages and websocket backfills here have
+    the last 15 minutes too. `start()`, then `stop()`."""
+
+    # Channel layers forget group members after a day (channels-redis' group_expiry);
+    # joining again every hour keeps the membership.
+    REJOIN_S = 3600.0
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self.services = list(services)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await self._join(layer, channel)
+        self._task = asyncio.create_task(self._follow(layer, channel), name="frame follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _join(self, layer: Any, channel: str) -> None:
+        for service in self.services:
+            await layer.group_add(service_group(service), channel)
+
+    async def _follow(self, layer: Any, channel: str) -> None:
+        history = service_history()
+        loop = asyncio.get_running_loop()
+        joined_at = loop.time()
+        while True:
+            try:
+                message = await layer.receive(channel)
+                if message.get("type") == FRAME_TYPE and message.get("service") in self.services:
+                    history.append(message)
+                if loop.time() - joined_at > self.REJOIN_S:
+                    await self._join(layer, channel)
+                    joined_at = loop.time()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis away for a moment: keep following
+                log.warning("following the frames failed; retrying in 1 s", exc_info=True)
+                await asyncio.sleep(1.0)

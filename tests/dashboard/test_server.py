@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 
 import pytest
 import websockets
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from balancer.server import Balancer
-from dashboard.app.collecting import collector_config, dashboard_collector
+from dashboard.app.collecting import FrameFollower, collector_config, dashboard_collector
 from dashboard.app.history import service_history
-from dashboard.app.live import BACKFILL_TYPE, CLOSE_UNAUTHENTICATED
+from dashboard.app.live import BACKFILL_TYPE, CLOSE_UNAUTHENTICATED, publish_frame
 from dashboard.server import DashboardServer, ListenError
 from tests.support import backend as be
 from tests.support.backend import Backend
@@ -57,7 +59,7 @@ async def dashboard(
         collector = dashboard_collector(
             collector_config({"b0": balancer.admin_address or ""}, ADMIN_TOKEN)
         )
-        server = DashboardServer(port=0, collector=collector)
+        server = DashboardServer(port=0, background=collector)
         await server.start()
         traffic = asyncio.create_task(_calls(balancer))
         try:
@@ -189,3 +191,22 @@ def test_python_m_dashboard_without_a_secret_key_says_what_to_set(tmp_path: Path
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 2
     assert "SECRET_KEY is not set" in output
+
+
+async def test_without_a_collector_here_the_history_fills_from_the_channel_layer(
+    fresh_history: None,
+) -> None:
+    """A separate `runcollector` publishes; this process keeps the frames for first paint."""
+    follower = FrameFollower(["inventory"])
+    await follower.start()
+    try:
+        layer = get_channel_layer()
+        t = int(time.time() * 1000)
+        frame = {"type": "service.frame", "service": "inventory", "t": t, "pods": []}
+        await publish_frame(layer, {**frame, "service": "payments"})  # not followed
+        await publish_frame(layer, frame)
+        await wait_for(lambda: service_history().count("inventory") == 1, what="the frame")
+        assert service_history().count("payments") == 0
+        assert json.loads(service_history().latest("inventory", 1)[0]) == frame
+    finally:
+        await follower.stop()
