@@ -114,7 +114,7 @@ class FrameFollower:
             try:
                 message = await layer.receive(channel)
                 if message.get("type") == FRAME_TYPE and message.get("service") in self.services:
-                    history.append(message)
+                    history.append_encoded(message["service"], message["t"], message["json"])
                 if loop.time() - joined_at > self.REJOIN_S:
                     await self._join(layer, channel)
                     joined_at = loop.time()

@@ -97,8 +97,8 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
         """The stream is one-way: what the browser sends is ignored, never decoded."""
 
     async def service_frame(self, message: ServiceFrameMessage) -> None:
-        """Queues a frame of this service (``type`` included) for the browser."""
-        t = message.get("t", 0)  # type: ignore[misc]
+        """Queues a frame of this service for the browser."""
+        t = message["t"]
         if t <= self._last_t:
             return  # already sent with the backfill
         self._last_t = t
@@ -118,7 +118,7 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
                 text, self._backfill = self._backfill, None
                 await self.send(text_data=text)
             while self._latest is not None:
-                frame, self._latest = self._latest, None
-                await self.send_json(frame)
+                message, self._latest = self._latest, None
+                await self.send(text_data=message["json"])
         except Exception:  # the browser went away mid-send; disconnect() follows
             log.debug("sending to a browser of %s failed", self.service, exc_info=True)

@@ -1,16 +1,21 @@
 """The live stream's contract: group names, close codes and the group message.
 
 The sending side (the collector, ``dashboard/collector/frames.py``) sends one frame
-per service and interval with ``publish_frame``; ``ServiceConsumer`` relays it to each
-browser watching the service unchanged, so a live frame has the same shape as the
-frames a page gets from the history for its first paint.
+per service and interval with ``publish_frame``, encoded to JSON once: the group
+message carries the text, and ``ServiceConsumer`` sends that text to each browser
+watching the service as it is. A live frame thus has the same shape as the frames a
+page gets in its backfill, and a hundred browsers cost a hundred socket writes, not
+a hundred copies and encodings of the frame.
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict
 
 from channels.layers import BaseChannelLayer
+
+from dashboard.collector.frames import FRAME_TYPE, encode_frame
 
 SERVICE_GROUP_PREFIX = "service."
 # The first message on a service's socket: {"type": BACKFILL_TYPE, "frames": [frame, …]}.
@@ -22,11 +27,13 @@ CLOSE_UNKNOWN_SERVICE = 4404
 
 
 class ServiceFrameMessage(TypedDict):
-    """What the stream relies on in a frame; the collector's ``ServiceFrame`` adds the
-    per-pod series. ``type`` names the consumer's handler (``service_frame``)."""
+    """A frame on the channel layer. ``type`` names the consumer's handler
+    (``service_frame``); ``json`` is the whole frame (``ServiceFrame``), encoded."""
 
     type: Literal["service.frame"]
     service: str
+    t: int  # unix ms, as in the frame
+    json: str
 
 
 def service_group(service: str) -> str:
@@ -34,7 +41,17 @@ def service_group(service: str) -> str:
     return f"{SERVICE_GROUP_PREFIX}{service}"
 
 
-async def publish_frame(layer: BaseChannelLayer, frame: ServiceFrameMessage) -> None:
+def frame_message(frame: Mapping[str, Any]) -> ServiceFrameMessage:
+    """The group message of a frame (a ``ServiceFrame``: ``service`` and ``t`` at least)."""
+    return {
+        "type": FRAME_TYPE,
+        "service": frame["service"],
+        "t": frame["t"],
+        "json": encode_frame(frame),
+    }
+
+
+async def publish_frame(layer: BaseChannelLayer, frame: Mapping[str, Any]) -> None:
     """Send one frame to every browser watching ``frame["service"]``, in any dashboard
-    process that shares ``layer``. The frame must be JSON- and msgpack-encodable."""
-    await layer.group_send(service_group(frame["service"]), dict(frame))
+    process that shares ``layer``."""
+    await layer.group_send(service_group(frame["service"]), dict(frame_message(frame)))

@@ -47,11 +47,14 @@ class FrameHistory:
         return cls(math.ceil(window_s / interval_s))
 
     def append(self, frame: ServiceFrame) -> None:
-        frames = self._frames.setdefault(frame["service"], deque(maxlen=self.capacity))
-        t = frame["t"]
+        self.append_encoded(frame["service"], frame["t"], encode_frame(frame))
+
+    def append_encoded(self, service: str, t: int, encoded: str) -> None:
+        """Keeps a frame already encoded (`encode_frame`) as it came."""
+        frames = self._frames.setdefault(service, deque(maxlen=self.capacity))
         while frames and frames[-1].t_unix_ms >= t:
             frames.pop()
-        frames.append(Entry(t, encode_frame(frame)))
+        frames.append(Entry(t, encoded))
 
     def since(self, service: str, t_unix_ms: int) -> list[str]:
         """Frames later than `t_unix_ms` (a page's last seen frame), oldest first."""

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
@@ -12,6 +13,15 @@ from django.test import Client
 from tests.support.redis import MISSING, running_redis
 
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own in-memory channel layer: groups and queues another test
+    left behind (a consumer cut off at server shutdown) do not leak into it."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from dashboard.app.live import (
     BACKFILL_TYPE,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNKNOWN_SERVICE,
-    ServiceFrameMessage,
     publish_frame,
     service_group,
 )
@@ -109,8 +108,14 @@ async def test_it_sends_the_frame_to_the_service_group() -> None:
     layer = InMemoryChannelLayer()
     channel = await layer.new_channel()
     await layer.group_add("service.payments", channel)
-    frame: ServiceFrameMessage = {"type": "service.frame", "service": "payments"}
+    frame = {"type": "service.frame", "service": "payments", "t": 7, "pods": [{"pod": "a"}]}
 
     await publish_frame(layer, frame)
 
-    assert await layer.receive(channel) == {"type": "service.frame", "service": "payments"}
+    # Encoded once, for every browser: the text is the frame.
+    assert await layer.receive(channel) == {
+        "type": "service.frame",
+        "service": "payments",
+        "t": 7,
+        "json": '{"type":"service.frame","service":"payments","t":7,"pods":[{"pod":"a"}]}',
+    }

@@ -19,7 +19,7 @@ from channels_redis.core import RedisChannelLayer
 from django.test import override_settings
 from django.utils.module_loading import import_string
 
-from dashboard.app.live import BACKFILL_TYPE, ServiceFrameMessage, publish_frame, service_group
+from dashboard.app.live import BACKFILL_TYPE, frame_message, publish_frame, service_group
 from dashboard.asgi import application
 from dashboard.env import channel_layer_settings
 
@@ -91,11 +91,11 @@ async def test_it_reaches_a_group_member_in_another_process(redis_url: str) -> N
     try:
         channel = await watching.new_channel()
         await watching.group_add(service_group("payments"), channel)
-        frame: ServiceFrameMessage = {"type": "service.frame", "service": "payments"}
+        frame = {"type": "service.frame", "service": "payments", "t": 7}
 
         await publish_frame(collecting, frame)
 
-        assert await receive(watching, channel) == {"type": "service.frame", "service": "payments"}
+        assert await receive(watching, channel) == frame_message(frame)
     finally:
         await watching.close_pools()
         await collecting.close_pools()
