@@ -17,8 +17,18 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 UNARY_METHOD = "/bench.Echo/Unary"
 
 
-def balancer_toml(backend_addresses: list[str], *, record_stats: bool) -> str:
-    """The bench config: one listener on a free port, one round-robin cluster, no admin API."""
+def admin_toml(admin_token: str | None) -> str:
+    """No admin API, or one on a free port taking ``admin_token``."""
+    if admin_token is None:
+        return "enabled = false"
+    return f'address = "127.0.0.1:0"\ntoken = {json.dumps(admin_token)}'
+
+
+def balancer_toml(
+    backend_addresses: list[str], *, record_stats: bool, admin_token: str | None = None
+) -> str:
+    """The bench config: one listener on a free port, one round-robin cluster, and the admin
+    API only when ``admin_token`` is given."""
     endpoints = ", ".join(json.dumps(address) for address in backend_addresses)
     return f"""\
 [balancer]
@@ -26,7 +36,7 @@ id = "bench"
 record_stats = {str(record_stats).lower()}
 
 [admin]
-enabled = false
+{admin_toml(admin_token)}
 
 [[listeners]]
 address = "127.0.0.1:0"
@@ -73,7 +83,12 @@ async def wait_until_ready(child: Child, ready_path: Path) -> str:
 
 
 async def launch_balancer(
-    name: str, work_dir: Path, backend_addresses: list[str], *, record_stats: bool
+    name: str,
+    work_dir: Path,
+    backend_addresses: list[str],
+    *,
+    record_stats: bool,
+    admin_token: str | None = None,
 ) -> tuple[Child, Path]:
     """Starts a balancer; returns it and the ready file to pass to ``wait_until_ready``.
 
@@ -81,7 +96,8 @@ async def launch_balancer(
     """
     config_path = work_dir / f"{name}.toml"
     ready_path = work_dir / f"{name}.ready.json"
-    config_path.write_text(balancer_toml(backend_addresses, record_stats=record_stats))
+    toml = balancer_toml(backend_addresses, record_stats=record_stats, admin_token=admin_token)
+    config_path.write_text(toml)
     with contextlib.suppress(FileNotFoundError):
         ready_path.unlink()
     argv = [sys.executable, "-m", "balancer", "--config", str(config_path)]

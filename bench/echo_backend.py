@@ -7,9 +7,10 @@ Methods (registered without serializers, so handlers see raw bytes):
 
 It also serves ``grpc.health.v1.Health`` (SERVING for "" and "bench.Echo") so a
 balancer can health check it. Once serving it prints one JSON line to stdout,
-``{"port": 12345}``, and then runs until SIGTERM or SIGINT.
+``{"port": 12345, "ports": [12345]}``, and then runs until SIGTERM or SIGINT.
+``--ports N`` serves the same server on N free ports, as N backends in one process.
 
-Run: ``python bench/echo_backend.py [--port 0]``.
+Run: ``python bench/echo_backend.py [--port 0] [--ports 1]``.
 """
 
 from __future__ import annotations
@@ -65,14 +66,15 @@ async def health_servicer() -> health.aio.HealthServicer:
     return servicer
 
 
-async def start_server(port: int) -> tuple[grpc.aio.Server, int]:
-    """Starts the server on 127.0.0.1:port (0 picks a free port); returns it and its port."""
+async def start_server(port: int, count: int = 1) -> tuple[grpc.aio.Server, list[int]]:
+    """Starts the server on ``count`` ports of 127.0.0.1 (``port``, or free ports when it is
+    0); returns it and its ports."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((echo_handler(),))
     health_pb2_grpc.add_HealthServicer_to_server(await health_servicer(), server)
-    bound_port = server.add_insecure_port(f"127.0.0.1:{port}")
+    bound_ports = [server.add_insecure_port(f"127.0.0.1:{port}") for _ in range(count)]
     await server.start()
-    return server, bound_port
+    return server, bound_ports
 
 
 def stop_event() -> asyncio.Event:
@@ -84,10 +86,10 @@ def stop_event() -> asyncio.Event:
     return event
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, count: int) -> None:
     stopping = stop_event()
-    server, bound_port = await start_server(port)
-    print(json.dumps({"port": bound_port}), flush=True)
+    server, bound_ports = await start_server(port, count)
+    print(json.dumps({"port": bound_ports[0], "ports": bound_ports}), flush=True)
     try:
         await stopping.wait()
     finally:
@@ -97,13 +99,17 @@ async def serve(port: int) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = pick)")
-    return parser.parse_args(argv)
+    parser.add_argument("--ports", type=int, default=1, help="how many ports (with --port 0)")
+    args = parser.parse_args(argv)
+    if args.ports < 1 or (args.ports > 1 and args.port != 0):
+        parser.error("--ports must be >= 1, and more than 1 needs --port 0")
+    return args
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+        asyncio.run(serve(args.port, args.ports))
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ async def start_child(
     stdout: int | IO[Any] | None = asyncio.subprocess.PIPE,
     log_path: Path | None = None,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Child:
-    """Starts ``argv``; stderr goes to ``log_path`` when given, else to ours."""
+    """Starts ``argv`` (with ``env``, else our environment); stderr goes to ``log_path`` when
+    given, else to ours."""
     with contextlib.ExitStack() as stack:
         stderr = stack.enter_context(log_path.open("wb")) if log_path else None
         process = await asyncio.create_subprocess_exec(
@@ -73,6 +75,7 @@ async def start_child(
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
+            env=env,
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
