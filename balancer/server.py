@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -23,6 +23,7 @@ from balancer.config import BalancerConfig, ClusterConfig
 from balancer.discovery import Discovery, StaticDiscovery
 from balancer.endpoint import Address, State, StateChange
 from balancer.health import HealthChecker
+from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.proxy import ProxyHandler, Router
 
 if TYPE_CHECKING:
@@ -244,10 +245,6 @@ class Balancer:
         self._tasks.clear()
         await asyncio.gather(*(c.close() for c in self.clusters.values()))
 
-    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+    async def serve(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns, then stops gracefully."""
-        await self.start()
-        try:
-            await shutdown_trigger()
-        finally:
-            await self.stop()
+        await serve_until(self, shutdown_trigger)

@@ -12,22 +12,19 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
 
 import uvicorn
+
+from balancer.lifecycle import Service, ShutdownTrigger, serve_until
 
 # Connections get this long to finish once stop() is called; websockets are closed
 # with 1012 (service restart) at once, so browsers reconnect to the next process.
 SHUTDOWN_GRACE_S = 2
 
 
-class Background(Protocol):
-    """What runs beside the web server in its loop: the collector, or a frame follower."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+# What runs beside the web server in its loop: the collector, or a frame follower.
+Background = Service
 
 
 class ListenError(OSError):
@@ -130,13 +127,9 @@ class DashboardServer:
         if self.background is not None:
             await self.background.stop()
 
-    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+    async def serve(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
-        await self.start()
-        try:
-            await shutdown_trigger()
-        finally:
-            await self.stop()
+        await serve_until(self, shutdown_trigger)
 
 
 def setup_django(**defaults: str) -> None:

@@ -28,6 +28,7 @@ import grpc
 import grpc.aio
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.lifecycle import ShutdownTrigger, serve_until
 from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
@@ -210,13 +211,9 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
 
-    async def run(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+    async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
-        await self.start()
-        try:
-            await shutdown_trigger()
-        finally:
-            await self.stop()
+        await serve_until(self, shutdown_trigger)
 
     def replica_frames(self) -> list[ReplicaFrame]:
         """Every configured replica and whether its stream is up, in configuration order."""

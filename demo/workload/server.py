@@ -21,6 +21,7 @@ from grpc_channelz.v1 import channelz, channelz_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.metrics_http import MetricsServer
 from balancer.server import bind
 from demo.v1 import workload_pb2 as pb
@@ -175,10 +176,6 @@ class Workload:
         if metrics_server is not None:
             await asyncio.to_thread(metrics_server.stop)
 
-    async def serve(self, shutdown_trigger: Callable[[], Awaitable[object]]) -> None:
+    async def serve(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns, then stops gracefully."""
-        await self.start()
-        try:
-            await shutdown_trigger()
-        finally:
-            await self.stop()
+        await serve_until(self, shutdown_trigger)
