@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     from django.conf import settings
 
-    from dashboard.app.collecting import FrameFollower, collector_config, dashboard_collector
+    from dashboard.app.collecting import ControlPlane, FrameFollower, collector_config
 
     background: Background
     if args.no_collector or not settings.BALLAST_BALANCERS:
@@ -48,7 +48,7 @@ async def run(args: argparse.Namespace) -> None:
             )
         background = FrameFollower(settings.BALLAST_SERVICES)
     else:
-        background = dashboard_collector(collector_config())
+        background = ControlPlane(collector_config())
     server = DashboardServer(host=args.host, port=args.port, background=background)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -126,7 +126,7 @@ Ctrl-C stops everything.
 
 
 async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
-    from dashboard.app.collecting import collector_config, dashboard_collector
+    from dashboard.app.collecting import ControlPlane, collector_config
 
     scene = Scene(options_from(args))
     dashboard = DashboardServer(port=args.dashboard_port)
@@ -139,10 +139,10 @@ async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
     try:
         assert scene.via_l4 is not None and scene.via_ballast is not None
         replicas = {scene.balancer.config.id: scene.balancer.admin_address or ""}
-        collector = dashboard_collector(
+        control = ControlPlane(
             collector_config(replicas, scene.admin_token), platform=scene.platform
         )
-        dashboard.background = collector
+        dashboard.background = control
         await dashboard.start()
         print(banner(scene, dashboard, login), flush=True)
         if args.table:

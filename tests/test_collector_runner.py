@@ -241,7 +241,7 @@ async def test_it_stamps_frames_with_the_injected_clock() -> None:
     await collector.tick()
     (frame,) = sink.frames
     assert frame["t"] == 1_700_000_000_500
-    assert frame["replicas"] == [{"id": "b0", "up": False}]
+    assert frame["replicas"] == [{"id": "b0", "up": False, "converged": None}]
     assert frame["pods"] == []
 
 

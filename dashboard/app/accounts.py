@@ -5,12 +5,16 @@ from __future__ import annotations
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from dashboard.control.roles import OPERATOR as OPERATOR_ROLE
 
 OPERATOR = "operator"
 
 
 def reset_operator(username: str = OPERATOR) -> str:
-    """Creates the account `username`, or gives it a new password; returns the password.
+    """Creates the account `username` with the operator role, or gives it a new password;
+    returns the password.
 
     The password is random and shown only to the caller: `make demo` prints it once
     per run, and nothing keeps it but the password hash in the database.
@@ -20,4 +24,5 @@ def reset_operator(username: str = OPERATOR) -> str:
     user.is_active = True
     user.set_password(password)
     user.save()
+    user.groups.add(Group.objects.get(name=OPERATOR_ROLE))
     return password

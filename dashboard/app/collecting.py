@@ -22,6 +22,8 @@ from dashboard.app.history import HISTORY_WINDOW_S, service_history
 from dashboard.app.live import publish_frame, service_group
 from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
+from dashboard.control import runtime
+from dashboard.control.reconciler import Reconciler
 from platforms.base import Platform
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,32 @@ def dashboard_collector(config: CollectorConfig, platform: Platform | None = Non
     """A collector that publishes to the channel layer and keeps its frames in this
     process's page history (what a service page paints first)."""
     return Collector(config, publish, platform=platform, history=service_history())
+
+
+class ControlPlane:
+    """The collector and the reconciler that keeps the replicas at the desired state,
+    started and stopped together; while it runs, the API reaches them (and the
+    platform, for restarts) through `dashboard.control.runtime`."""
+
+    def __init__(self, config: CollectorConfig, platform: Platform | None = None) -> None:
+        self.collector = dashboard_collector(config, platform)
+        self.reconciler = Reconciler(self.collector, config.replicas)
+        self.platform = platform
+
+    async def start(self) -> None:
+        runtime.install(
+            loop=asyncio.get_running_loop(),
+            replicas=tuple(self.collector.config.replicas),
+            collector=self.collector,
+            platform=self.platform,
+        )
+        await self.collector.start()
+        await self.reconciler.start()
+
+    async def stop(self) -> None:
+        await self.reconciler.stop()
+        await self.collector.stop()
+        runtime.reset()
 
 
 class FrameFollower:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from balancer.stats import quantile_ms
 from dashboard.collector.imbalance import Imbalance, LoadWindow, imbalance
@@ -87,6 +87,7 @@ class ImbalanceFrame(TypedDict):
 class ReplicaFrame(TypedDict):
     id: str  # the balancer replica's id
     up: bool  # its snapshot stream is connected
+    converged: NotRequired[bool | None]  # holds the operator's desired state; null: not judged
 
 
 class ServiceFrame(TypedDict):
@@ -98,6 +99,7 @@ class ServiceFrame(TypedDict):
     imbalance: ImbalanceFrame  # balancer-carried rps, weight-normalised, READY endpoints
     pod_imbalance: ImbalanceFrame  # pod-reported rps, not normalised, Running pods
     replicas: list[ReplicaFrame]
+    policy: str | None  # the balancers' policy for the service; null before any snapshot
 
 
 def build_frame(
@@ -109,6 +111,7 @@ def build_frame(
     *,
     pod_rates: Mapping[str, PodRates] = _NO_POD_RATES,
     windows: tuple[LoadWindow, LoadWindow] | None = None,
+    policy: str | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -135,6 +138,7 @@ def build_frame(
         "imbalance": _imbalance(imbalance(_smooth(weighted_load(rates), windows, 0))),
         "pod_imbalance": _imbalance(imbalance(_smooth(running_load(facts, reported), windows, 1))),
         "replicas": list(replicas),
+        "policy": policy,
     }
 
 

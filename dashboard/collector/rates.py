@@ -81,8 +81,13 @@ def sample_from_snapshot(snapshot: admin_pb2.Snapshot) -> Sample:
     )
 
 
+def state_name(state: int) -> str:
+    """An admin API endpoint state as the dashboard names it: READY, DRAINING, …"""
+    return str(admin_pb2.EndpointState.Name(state)).removeprefix(_STATE_PREFIX)
+
+
 def _counters(cluster: str, ep: admin_pb2.EndpointSnapshot) -> EndpointCounters:
-    state = admin_pb2.EndpointState.Name(ep.state).removeprefix(_STATE_PREFIX)
+    state = state_name(ep.state)
     return EndpointCounters(
         cluster=cluster,
         endpoint_id=ep.endpoint_id,

@@ -137,9 +137,12 @@ class _Replica:
     up: bool = False
     tracker: RateTracker = field(default_factory=RateTracker)
     rates: Mapping[EndpointKey, EndpointRates] = field(default_factory=dict)
+    snapshot: admin_pb2.Snapshot | None = None
+    converged: bool | None = None  # holds the operator's desired state; None: not judged
 
     def observe(self, snapshot: admin_pb2.Snapshot) -> None:
         self.up = True
+        self.snapshot = snapshot
         rates = self.tracker.observe(sample_from_snapshot(snapshot))
         if rates is not None:
             self.rates = rates
@@ -149,6 +152,8 @@ class _Replica:
         self.up = False
         self.tracker.reset()
         self.rates = {}
+        self.snapshot = None
+        self.converged = None
 
 
 class Collector:
@@ -216,8 +221,32 @@ class Collector:
         await serve_until(self, shutdown_trigger)
 
     def replica_frames(self) -> list[ReplicaFrame]:
-        """Every configured replica and whether its stream is up, in configuration order."""
-        return [{"id": r.target.id, "up": r.up} for r in self._replicas.values()]
+        """Every configured replica, whether its stream is up and whether it holds the
+        desired state (`note_convergence`), in configuration order."""
+        return [
+            {"id": r.target.id, "up": r.up, "converged": r.converged}
+            for r in self._replicas.values()
+        ]
+
+    def snapshots(self) -> dict[str, admin_pb2.Snapshot | None]:
+        """The latest snapshot of every replica by id; None for one that is down."""
+        return {rid: r.snapshot if r.up else None for rid, r in self._replicas.items()}
+
+    def note_convergence(self, replica_id: str, converged: bool | None) -> None:
+        """Records whether a replica holds the desired state (the reconciler judges);
+        frames carry it. A replica that goes down loses its note."""
+        replica = self._replicas.get(replica_id)
+        if replica is not None and replica.up:
+            replica.converged = converged
+
+    def policy(self, cluster: str) -> str | None:
+        """The cluster's policy as the first replica that is up reports it."""
+        for replica in self._replicas.values():
+            if replica.up and replica.snapshot is not None:
+                for c in replica.snapshot.clusters:
+                    if c.name == cluster:
+                        return str(c.policy)
+        return None
 
     def frame(self, service: str, t_unix_ms: int) -> ServiceFrame:
         """The frame of `service` from the replicas that are up and the last pod facts."""
@@ -233,6 +262,7 @@ class Collector:
             self.replica_frames(),
             pod_rates=self._scraper.rates,
             windows=self._windows[service],
+            policy=self.policy(target.cluster),
         )
 
     async def tick(self) -> None:

@@ -101,7 +101,7 @@ async def test_a_browser_gets_live_frames_with_both_pods_busy(
                 frame = json.loads(await ws.recv())
                 assert frame["service"] == SERVICE
                 seen = {p["pod"]: p["rps"] or 0.0 for p in frame["pods"]}
-        assert frame["replicas"] == [{"id": "b0", "up": True}]
+        assert frame["replicas"] == [{"id": "b0", "up": True, "converged": None}]
         assert frame["totals"]["rps"] > 0
 
 

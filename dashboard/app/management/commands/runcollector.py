@@ -16,7 +16,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from dashboard.app.collecting import collector_config, dashboard_collector
+from balancer.lifecycle import serve_until
+from dashboard.app.collecting import ControlPlane, collector_config
 from dashboard.collector.runner import CollectorConfig
 
 
@@ -44,7 +45,7 @@ class Command(BaseCommand):
             raise CommandError(str(err)) from None
 
     async def run(self, config: CollectorConfig) -> None:
-        await dashboard_collector(config).run(self.shutdown_signal)
+        await serve_until(ControlPlane(config), self.shutdown_signal)
 
     async def shutdown_signal(self) -> None:
         """Returns on the first SIGINT or SIGTERM."""

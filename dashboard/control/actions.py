@@ -1,0 +1,367 @@
+"""What an operator (or a token) can do, in one place: the REST API and through it the
+dashboard's buttons call these.
+
+Each action checks its input (unknown service or pod, weight out of range, unknown
+policy), saves the desired state in a transaction (so two operators acting at once
+leave one consistent row and two audit entries), pushes it to every balancer replica
+that is up, and records an audit event with what it was before and after and how
+the replicas took it. A replica that is down (or does not answer) does not fail the
+action: the state is saved and marked pending for it, and the reconciler applies it
+when the replica is back. Acting twice (draining a drained pod) is not an error.
+
+Actions run in a worker thread (Django's sync views); the admin calls run on an event
+loop through `async_to_sync`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import transaction
+
+from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
+from balancer.picker import POLICIES
+from dashboard.app.history import service_history
+from dashboard.collector.runner import ReplicaTarget
+from dashboard.control import runtime
+from dashboard.control.desired import Command
+from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride
+from dashboard.control.push import PushResult, push_all
+
+DEFAULT_WEIGHT = 100
+
+
+class ActionError(Exception):
+    """An action refused, with the HTTP status the API answers with."""
+
+    status = 400
+
+
+class Invalid(ActionError):
+    status = 400
+
+
+class NotFound(ActionError):
+    status = 404
+
+
+class Conflict(ActionError):
+    status = 409
+
+
+class Unavailable(ActionError):
+    status = 503
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, and how: from the dashboard (a session) or the API (a token)."""
+
+    name: str
+    source: str = AuditEvent.Source.UI
+    token: str = ""
+    user: Any = None
+
+
+@dataclass
+class Outcome:
+    """How an action ended: its audit event, the desired state after it, and per replica
+    whether it took it (`applied`), or the state waits for it (`pending`)."""
+
+    audit: AuditEvent
+    state: dict[str, Any]
+    replicas: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def pending_everywhere(self) -> bool:
+        """No replica took it: saved, but nothing balances by it yet."""
+        return bool(self.replicas) and not any(r["applied"] for r in self.replicas)
+
+
+# ---- what the balancers report -----------------------------------------------------------
+
+
+def latest_frame(service: str) -> dict[str, Any] | None:
+    newest = service_history().latest(service, 1)
+    return json.loads(newest[0]) if newest else None
+
+
+def known_service(service: str) -> str:
+    if service not in settings.BALLAST_SERVICES:
+        known = ", ".join(settings.BALLAST_SERVICES) or "none (set BALLAST_SERVICES)"
+        raise NotFound(f"unknown service {service!r}: the services are {known}")
+    return service
+
+
+def balanced_pod(service: str, pod: str) -> dict[str, Any]:
+    """The pod as the balancers last reported it; NotFound when they route to no such pod."""
+    frame = latest_frame(known_service(service))
+    pods = [p for p in (frame or {}).get("pods", []) if p.get("state") is not None]
+    for p in pods:
+        if p["pod"] == pod:
+            return dict(p)
+    names = ", ".join(p["pod"] for p in pods) or "none reported yet"
+    raise NotFound(f"service {service!r} has no pod {pod!r} behind its balancers: {names}")
+
+
+def replicas() -> tuple[ReplicaTarget, ...]:
+    """The balancer replicas to push to: the embedded collector's, else the settings'."""
+    installed = runtime.current().replicas
+    if installed:
+        return installed
+    token = settings.BALLAST_ADMIN_TOKEN or ""
+    return tuple(
+        ReplicaTarget(rid, addr, token) for rid, addr in settings.BALLAST_BALANCERS.items()
+    )
+
+
+def _down_replicas(service: str) -> set[str]:
+    """Replicas the collector knows to be down: not worth a call that would time out."""
+    collector = runtime.current().collector
+    if collector is not None:
+        return {rid for rid, snap in collector.snapshots().items() if snap is None}
+    frame = latest_frame(service) or {}
+    return {r["id"] for r in frame.get("replicas", []) if not r.get("up")}
+
+
+def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
+    """Sends `commands` to every replica that is up; one result per configured replica."""
+    targets = replicas()
+    if not targets:
+        raise Unavailable(
+            "no balancer replica is configured: set BALLAST_BALANCERS (id=host:port,...)"
+        )
+    down = _down_replicas(service)
+    reachable = [t for t in targets if t.id not in down]
+    results: dict[str, PushResult] = {
+        t.id: PushResult(t.id, applied=False, unreachable=True, error="replica is down")
+        for t in targets
+        if t.id in down
+    }
+    if reachable:
+        results.update({r.replica: r for r in async_to_sync(push_all)(reachable, commands)})
+    return [_result_dict(results[t.id]) for t in targets]
+
+
+def _result_dict(r: PushResult) -> dict[str, Any]:
+    return {
+        "replica": r.replica,
+        "applied": r.applied,
+        "pending": not r.applied and r.unreachable,
+        "error": r.error,
+    }
+
+
+# ---- the actions -------------------------------------------------------------------------
+
+
+def validate_weight(weight: object) -> int:
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise Invalid(f"weight must be a whole number from {MIN_WEIGHT} to {MAX_WEIGHT}")
+    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+        raise Invalid(f"weight {weight} is out of range: use {MIN_WEIGHT} to {MAX_WEIGHT}")
+    return weight
+
+
+def validate_policy(policy: object) -> str:
+    if policy not in POLICIES:
+        raise Invalid(f"policy {policy!r} is unknown: use one of {', '.join(POLICIES)}")
+    return str(policy)
+
+
+def _endpoint_state(o: EndpointOverride | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    return {
+        "weight": o.weight,
+        "drained": o.drained,
+        "drain_timeout_s": o.drain_timeout_s,
+        "expires_at": o.expires_at.isoformat() if o.expires_at else None,
+    }
+
+
+def _override_for_update(service: str, pod: str, observed: dict[str, Any]) -> EndpointOverride:
+    rows = EndpointOverride.objects.select_for_update().filter(service=service, endpoint_id=pod)
+    override: EndpointOverride | None = rows.first()
+    if override is None:
+        weight = observed.get("weight")
+        override = EndpointOverride(
+            service=service,
+            endpoint_id=pod,
+            base_weight=weight if isinstance(weight, int) else DEFAULT_WEIGHT,
+        )
+    return override
+
+
+def _audit(
+    actor: Actor,
+    action: str,
+    service: str,
+    target: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    result: str = AuditEvent.Result.OK,
+    detail: str = "",
+) -> AuditEvent:
+    event: AuditEvent = AuditEvent.objects.create(
+        actor=actor.name, source=actor.source, token=actor.token, action=action,
+        service=service, target=target, before=before, after=after, result=result,
+        detail=detail,
+    )  # fmt: skip
+    return event
+
+
+def _finish(audit: AuditEvent, results: list[dict[str, Any]]) -> None:
+    """Marks the audit event with how the replicas took the change."""
+    failed = [r for r in results if not r["applied"] and not r["pending"]]
+    pending = [r for r in results if r["pending"]]
+    if failed:
+        audit.result = AuditEvent.Result.FAILED
+    elif pending:
+        audit.result = AuditEvent.Result.PENDING
+    notes = [f"{r['replica']}: {r['error']}" for r in failed + pending]
+    audit.detail = "; ".join(notes)
+    audit.save(update_fields=["result", "detail"])
+
+
+def _change_endpoint(
+    actor: Actor,
+    action: str,
+    service: str,
+    pod: str,
+    change: Any,
+    commands: Any,
+) -> Outcome:
+    observed = balanced_pod(service, pod)
+    with transaction.atomic():
+        override = _override_for_update(service, pod, observed)
+        before = _endpoint_state(override if override.pk else None)
+        change(override)
+        override.updated_by = actor.user if getattr(actor.user, "pk", None) else None
+        if override.is_empty:
+            if override.pk:
+                override.delete()
+            after = None
+        else:
+            override.save()
+            after = _endpoint_state(override)
+        audit = _audit(actor, action, service, pod, before, after)
+    results = push(service, commands(override))
+    _finish(audit, results)
+    return Outcome(audit, after or {}, results)
+
+
+def set_weight(
+    actor: Actor, service: str, pod: str, weight: object, expires_at: datetime | None = None
+) -> Outcome:
+    value = validate_weight(weight)
+
+    def change(o: EndpointOverride) -> None:
+        o.weight = value
+        o.expires_at = expires_at
+
+    return _change_endpoint(
+        actor, "set_weight", service, pod, change,
+        lambda o: [Command("weight", service, pod, weight=value)],
+    )  # fmt: skip
+
+
+def drain(
+    actor: Actor,
+    service: str,
+    pod: str,
+    timeout_s: float | None = None,
+    expires_at: datetime | None = None,
+) -> Outcome:
+    if timeout_s is not None and not timeout_s > 0:
+        raise Invalid("timeout_s must be positive (seconds until calls left are cancelled)")
+
+    def change(o: EndpointOverride) -> None:
+        o.drained = True
+        o.drain_timeout_s = timeout_s
+        o.expires_at = expires_at
+
+    return _change_endpoint(
+        actor, "drain", service, pod, change,
+        lambda o: [Command("drain", service, pod, timeout_s=timeout_s)],
+    )  # fmt: skip
+
+
+def undrain(actor: Actor, service: str, pod: str) -> Outcome:
+    def change(o: EndpointOverride) -> None:
+        o.drained = False
+        o.drain_timeout_s = None
+
+    return _change_endpoint(
+        actor, "undrain", service, pod, change, lambda o: [Command("undrain", service, pod)]
+    )
+
+
+def clear_endpoint(actor: Actor, service: str, pod: str) -> Outcome:
+    """Drops the pod's override: its weight back to what it was before, drained or not
+    as before (undrained)."""
+    base: dict[str, int] = {}
+
+    def change(o: EndpointOverride) -> None:
+        base["weight"] = o.base_weight
+        o.weight = None
+        o.drained = False
+        o.drain_timeout_s = None
+        o.expires_at = None
+
+    return _change_endpoint(
+        actor, "clear", service, pod, change,
+        lambda o: [Command("weight", service, pod, weight=base["weight"]),
+                   Command("undrain", service, pod)],
+    )  # fmt: skip
+
+
+def set_policy(
+    actor: Actor, service: str, policy: object, expires_at: datetime | None = None
+) -> Outcome:
+    value = validate_policy(policy)
+    frame = latest_frame(known_service(service)) or {}
+    with transaction.atomic():
+        override = ClusterOverride.objects.select_for_update().filter(service=service).first()
+        before = {"policy": override.policy} if override else None
+        if override is None:
+            override = ClusterOverride(service=service, base_policy=frame.get("policy") or "")
+        override.policy = value
+        override.expires_at = expires_at
+        override.updated_by = actor.user if getattr(actor.user, "pk", None) else None
+        override.save()
+        after = {"policy": value, "expires_at": expires_at.isoformat() if expires_at else None}
+        audit = _audit(actor, "set_policy", service, service, before, after)
+    results = push(service, [Command("policy", service, policy=value)])
+    _finish(audit, results)
+    return Outcome(audit, after, results)
+
+
+def clear_policy(actor: Actor, service: str) -> Outcome:
+    known_service(service)
+    with transaction.atomic():
+        override = ClusterOverride.objects.select_for_update().filter(service=service).first()
+        if override is None:
+            audit = _audit(actor, "clear_policy", service, service, None, None)
+            return Outcome(audit, {}, [])
+        before = {"policy": override.policy}
+        base = override.base_policy
+        override.delete()
+        audit = _audit(actor, "clear_policy", service, service, before, None)
+    results = push(service, [Command("policy", service, policy=base)]) if base else []
+    _finish(audit, results)
+    return Outcome(audit, {}, results)
+
+
+def deny(actor: Actor, action: str, service: str = "", target: str = "") -> AuditEvent:
+    """Records an attempt the actor's role does not allow."""
+    return _audit(
+        actor, action, service, target, None, None, AuditEvent.Result.DENIED,
+        "the operator role is needed to act",
+    )  # fmt: skip

@@ -1,0 +1,7 @@
+"""The REST API's URLs, under /api/."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver
+
+urlpatterns: list[URLPattern | URLResolver] = []
