@@ -11,8 +11,10 @@ waiting_ready → done), which the API and the dashboard show.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -96,10 +98,31 @@ def start_rollout_restart(actor: Actor, service: str) -> Operation:
     return operation
 
 
-def _schedule(coroutine: Awaitable[None]) -> None:
+_tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+
+def _schedule(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Runs `coroutine` on the platform's loop, from the API's worker thread.
+
+    In a fresh context: one copied from this worker thread would tell asgiref the task
+    runs inside the worker, and its database calls would refuse to deadlock.
+    """
     loop = runtime.current().loop
     assert loop is not None
-    asyncio.run_coroutine_threadsafe(coroutine, loop)  # type: ignore[arg-type]
+
+    def create() -> None:
+        task = loop.create_task(coroutine)
+        _tasks.add(task)
+        task.add_done_callback(_forget)
+
+    loop.call_soon_threadsafe(create, context=contextvars.Context())
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    """`_run` records every failure on the operation; what escapes it is a bug."""
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("an operation's task failed", exc_info=task.exception())
 
 
 async def _run(
