@@ -3,8 +3,9 @@ Ballast, clients through it), the control plane beside it, and the operations' s
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -47,35 +48,17 @@ def _ready_pods() -> list[str]:
     newest = service_history().latest(SERVICE, 1)
     if not newest:
         return []
-    import json
-
     return [p["pod"] for p in json.loads(newest[0])["pods"] if p["state"] == "READY"]
 
 
-async def _finished(operation_id: int) -> Operation | None:
-    op = await Operation.objects.aget(pk=operation_id)
-    return None if op.running else op
-
-
 async def _wait_finished(operation_id: int) -> Operation:
-    done: dict[str, Any] = {}
-
-    async def check() -> bool:
-        done["op"] = await _finished(operation_id)
-        return done["op"] is not None
-
-    # wait_for takes a plain predicate; poll the database between its checks.
-    import asyncio
-
+    """Polls the operation's row until it is done or failed (wait_for takes no coroutine)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SLOW_S
-    while not await check():
+    while (op := await Operation.objects.aget(pk=operation_id)).running:
         if loop.time() > deadline:
-            op = await Operation.objects.aget(pk=operation_id)
             raise AssertionError(f"the operation did not finish: {op.step} {op.detail}")
         await asyncio.sleep(0.2)
-    op = done["op"]
-    assert isinstance(op, Operation)
     return op
 
 
@@ -85,7 +68,7 @@ async def test_a_restart_drains_replaces_the_pod_and_loses_no_call(scene: Scene)
     scene.reset_load()
 
     operation = await sync_to_async(start_restart)(ALICE, SERVICE, old)
-    with pytest.raises(Conflict, match="restart of .* is running"):
+    with pytest.raises(Conflict, match=r"restart of .* is running"):
         await sync_to_async(start_restart)(ALICE, SERVICE, _ready_pods()[1])
     op = await _wait_finished(operation.pk)
 
