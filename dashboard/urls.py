@@ -19,6 +19,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         views.service_history_json,
         name="service_history",
     ),
+    path("audit/", views.audit, name="audit"),
     path("assets/<str:digest>/<str:name>", views.script, name="asset"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -51,6 +51,7 @@ def _ours(name: str) -> Callable[[], Asset]:
 ASSETS: dict[str, Callable[[], Asset]] = {
     "plotly.min.js": _plotly,
     "service.js": _ours("service.js"),
+    "controls.js": _ours("controls.js"),
     "overview.js": _ours("overview.js"),
 }
 

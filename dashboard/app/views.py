@@ -6,19 +6,29 @@ import time
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
+from balancer.picker import POLICIES
 from dashboard.app.assets import JAVASCRIPT, asset
 from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview, replicas
 from dashboard.collector.history import json_array
+from dashboard.control.models import AuditEvent, Operation
+from dashboard.control.roles import can_act, role_of
 
 # The browser keeps a script for a year: its URL changes with its content.
 IMMUTABLE = "private, max-age=31536000, immutable"
+AUDIT_PAGE_SIZE = 50
+# The audit page's filters: GET parameter → the AuditEvent field it must equal.
+AUDIT_FILTERS = ("service", "target", "actor", "action", "result")
+OPERATIONS_SHOWN = 20
 
 
 @require_safe
@@ -61,11 +71,21 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "login_url": f"{reverse('login')}?{urlencode({'next': request.path})}",
         # The charts keep as many points as the history holds: its window.
         "max_points": service_history().capacity,
+        # Viewers get no buttons; the API refuses them anyway (and audits the attempt).
+        "can_act": can_act(request.user),
+        "role": role_of(request.user),
+        "api": f"/api/v1/services/{service}/",
+        "operations_api": "/api/v1/operations/",
+        "policies": list(POLICIES),
+        "min_weight": MIN_WEIGHT,
+        "max_weight": MAX_WEIGHT,
+        "audit_url": f"{reverse('audit')}?{urlencode({'service': service})}",
     }
     context = {
         "service": service,
         "page": page,
         "plotly_url": _asset_url("plotly.min.js"),
+        "controls_js_url": _asset_url("controls.js"),
         "service_js_url": _asset_url("service.js"),
     }
     return render(request, "ballast/service.html", context)
@@ -77,6 +97,81 @@ def service_history_json(request: HttpRequest, service: str) -> HttpResponse:
     """The service's frames of the last ``HISTORY_WINDOW_S`` as a JSON array, oldest first."""
     frames = recent_frames(_known(service), int(time.time() * 1000))
     return HttpResponse(json_array(frames), content_type="application/json")
+
+
+@require_safe
+def audit(request: HttpRequest) -> HttpResponse:
+    """The audit log, newest first, 50 a page, filtered by the GET parameters of
+    ``AUDIT_FILTERS``; the operations, running ones first, above it."""
+    filters = {name: request.GET.get(name, "").strip() for name in AUDIT_FILTERS}
+    events = _filtered_events(filters)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    for event in page:
+        event.change = change_text(event.before, event.after)  # type: ignore[attr-defined]
+    kept = urlencode({name: value for name, value in filters.items() if value})
+    context = {
+        "page": page,
+        "filters": filters,
+        "query": kept,
+        "choices": _audit_choices(),
+        "operations": _operations(filters["service"]),
+    }
+    return render(request, "ballast/audit.html", context)
+
+
+def _filtered_events(filters: dict[str, str]) -> QuerySet[AuditEvent]:
+    wanted = {name: value for name, value in filters.items() if value}
+    return AuditEvent.objects.filter(**wanted).order_by("-at", "-id")
+
+
+def change_text(before: object, after: object) -> str:
+    """What an audit event changed, compactly: the fields that differ ("weight 100 →
+    300, drained no → yes"), what a new override holds ("— → weight 300") or what a
+    cleared one held ("weight 300 → cleared"); "" when nothing changed."""
+    old = before if isinstance(before, dict) else {}
+    new = after if isinstance(after, dict) else {}
+    if old and after is None:
+        return f"{_held(old) or 'override'} → cleared"
+    if new and before is None:
+        return f"— → {_held(new)}" if _held(new) else ""
+    keys = [*old, *(k for k in new if k not in old)]
+    return ", ".join(
+        f"{k} {_shown(old.get(k))} → {_shown(new.get(k))}" for k in keys if old.get(k) != new.get(k)
+    )
+
+
+def _held(state: dict[str, object]) -> str:
+    """The fields that ask for something (neither unset nor false)."""
+    return ", ".join(f"{k} {_shown(v)}" for k, v in state.items() if v not in (None, False))
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _audit_choices() -> dict[str, list[str]]:
+    """What the filter form offers: the services configured and the results, actions
+    there are."""
+    actions = AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct()
+    return {
+        "service": list(settings.BALLAST_SERVICES),
+        "action": list(actions),
+        "result": list(AuditEvent.Result.values),
+    }
+
+
+def _operations(service: str) -> list[Operation]:
+    """Running operations first, then the newest finished ones."""
+    operations = Operation.objects.all()
+    if service:
+        operations = operations.filter(service=service)
+    running = list(operations.exclude(step__in=Operation.FINISHED).order_by("-started_at"))
+    finished = operations.filter(step__in=Operation.FINISHED).order_by("-started_at")
+    return running + list(finished[: max(0, OPERATIONS_SHOWN - len(running))])
 
 
 @require_safe

@@ -101,13 +101,23 @@ def known_service(service: str) -> str:
 
 def balanced_pod(service: str, pod: str) -> dict[str, Any]:
     """The pod as the balancers last reported it; NotFound when they route to no such pod."""
-    frame = latest_frame(known_service(service))
-    pods = [p for p in (frame or {}).get("pods", []) if p.get("state") is not None]
+    pods = _last_balanced_pods(known_service(service))
     for p in pods:
         if p["pod"] == pod:
             return dict(p)
     names = ", ".join(p["pod"] for p in pods) or "none reported yet"
     raise NotFound(f"service {service!r} has no pod {pod!r} behind its balancers: {names}")
+
+
+def _last_balanced_pods(service: str) -> list[dict[str, Any]]:
+    """The pods the balancers routed to in the newest frame that has any: while every
+    replica is down the frames have none, and an action is still saved (pending)."""
+    history = service_history()
+    for encoded in reversed(history.latest(service, history.capacity)):
+        pods = [p for p in json.loads(encoded).get("pods", []) if p.get("state") is not None]
+        if pods:
+            return pods
+    return []
 
 
 def replicas() -> tuple[ReplicaTarget, ...]:
@@ -186,17 +196,18 @@ def _endpoint_state(o: EndpointOverride | None) -> dict[str, Any] | None:
     }
 
 
-def _override_for_update(service: str, pod: str, observed: dict[str, Any]) -> EndpointOverride:
-    rows = EndpointOverride.objects.select_for_update().filter(service=service, endpoint_id=pod)
-    override: EndpointOverride | None = rows.first()
-    if override is None:
-        weight = observed.get("weight")
-        override = EndpointOverride(
-            service=service,
-            endpoint_id=pod,
-            base_weight=weight if isinstance(weight, int) else DEFAULT_WEIGHT,
-        )
-    return override
+def _override_for_update(
+    service: str, pod: str, observed: dict[str, Any]
+) -> tuple[EndpointOverride, bool]:
+    """The pod's override row, locked for this transaction (created when it had none:
+    two first acts on a pod at once then wait for each other instead of both inserting).
+    Returns the row and whether it existed before."""
+    weight = observed.get("weight")
+    base = weight if isinstance(weight, int) else DEFAULT_WEIGHT
+    override, created = EndpointOverride.objects.select_for_update().get_or_create(
+        service=service, endpoint_id=pod, defaults={"base_weight": base}
+    )
+    return override, not created
 
 
 def _audit(
@@ -240,13 +251,12 @@ def _change_endpoint(
 ) -> Outcome:
     observed = balanced_pod(service, pod)
     with transaction.atomic():
-        override = _override_for_update(service, pod, observed)
-        before = _endpoint_state(override if override.pk else None)
+        override, existed = _override_for_update(service, pod, observed)
+        before = _endpoint_state(override) if existed else None
         change(override)
         override.updated_by = actor.user if getattr(actor.user, "pk", None) else None
         if override.is_empty:
-            if override.pk:
-                override.delete()
+            override.delete()
             after = None
         else:
             override.save()

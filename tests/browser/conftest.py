@@ -9,6 +9,7 @@ skip them. Each test leaves a full-page screenshot in `test-artifacts/`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -58,14 +59,32 @@ def chromium_path() -> str:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m demo` with two pods and one client per door: the L4 client pins one pod,
     so the pods' own figures are skewed while Ballast's are even."""
+    with running_demo(tmp_path_factory, pods=2, clients=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def busy_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`python -m demo` with three pods and two clients per door: enough traffic that a
+    drained pod's share visibly moves to its siblings."""
+    with running_demo(tmp_path_factory, pods=3, clients=2) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_demo(
+    tmp_path_factory: pytest.TempPathFactory, *, pods: int, clients: int
+) -> Iterator[Demo]:
+    """The demo on free ports with its database in a temporary directory, stopped
+    (SIGINT, then SIGKILL after 30 s) on the way out."""
     workdir = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BALLAST_", "SECRET"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["BALLAST_DB_PATH"] = str(workdir / "db.sqlite3")
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo", "--pods", "2", "--clients", "1", "--rate", "20",
-         "--port", "0", "--admin-port", "0", "--l4-port", "0", "--dashboard-port", "0",
-         "--log-dir", str(workdir)],
+        [sys.executable, "-m", "demo", "--pods", str(pods), "--clients", str(clients),
+         "--rate", "20", "--port", "0", "--admin-port", "0", "--l4-port", "0",
+         "--dashboard-port", "0", "--log-dir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:

@@ -29,6 +29,7 @@
     colors: new Map(), // pod → color, the same in every chart
     traces: new Map(), // chart key → [{pod, field}] in trace order
     drawn: false,
+    frame: null, // the newest frame, which the table and the controls show
     socket: null,
     retryMs: 1000,
   };
@@ -204,44 +205,114 @@
 
   // ---- table, badges and totals -----------------------------------------------------
 
-  function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
+  // The table is updated in place, row by row and cell by cell: a frame never replaces
+  // the slider an operator is dragging or the number they are typing.
+  const COLUMNS = [
+    (p) => [p.pod, "text"],
+    (p) => [p.state || p.phase || dash,
+            "text " + (p.state === "READY" ? "state-READY" : "state-other")],
+    null, // the weight and the override marker: renderWeightCell
+    (p, f) => [pct(p.state === "READY" && f.readyWeight > 0 ? (p.weight || 0) / f.readyWeight : null)],
+    (p, f) => [pct(p.rps != null && f.totalRps > 0 ? p.rps / f.totalRps : null)],
+    (p) => [num(p.rps, 1)],
+    (p) => [num(p.pod_rps, 1)],
+    (p) => [num(p.p50, 1) + " / " + num(p.p99, 1)],
+    (p) => [num(p.err_s, 2), p.err_s > 0 ? "err" : ""],
+    (p) => [p.cpu_m == null ? dash : String(p.cpu_m)],
+    (p) => [mib(p.mem) + " / " + mib(p.mem_limit) + " MiB"],
+    (p) => [p.restarts == null ? dash : String(p.restarts)],
+    (p) => [p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : "")],
+    // `started` is unix ms; measured against the frame's time, so it moves with each frame.
+    (p, f) => [p.started == null ? dash : duration((f.t - p.started) / 1000)],
+  ];
+  const WEIGHT_COLUMN = 2;
+  const rows = new Map(); // pod → {row, cells, controls}
+
+  function setCell(td, text, className) {
+    if (td.textContent !== text) td.textContent = text;
+    const cls = className || "";
+    if (td.className !== cls) td.className = cls;
+  }
+
+  function newRow(pod) {
+    const row = document.createElement("tr");
+    row.dataset.pod = pod;
+    const cells = COLUMNS.map(() => row.appendChild(document.createElement("td")));
+    cells[0].style.borderLeft = "4px solid " + colorOf(pod);
+    const entry = { row, cells, controls: null };
+    if (page.can_act) {
+      const td = row.appendChild(document.createElement("td"));
+      entry.controls = controls.newControls(pod);
+      td.appendChild(entry.controls.box);
+    }
+    return entry;
+  }
+
+  function renderWeightCell(td, p) {
+    const desired = controls.overrideOf(p.pod);
+    const text = p.weight == null ? dash : String(p.weight);
+    const note = desired ? controls.overrideNote(desired) : "";
+    if (td.dataset.shown === text + "|" + note) return;
+    td.dataset.shown = text + "|" + note;
+    td.replaceChildren(text);
+    if (desired) {
+      const marker = document.createElement("span");
+      marker.className = "override";
+      marker.textContent = "override";
+      marker.title = note;
+      td.appendChild(marker);
+    }
   }
 
   function renderTable(frame) {
     const ready = frame.pods.filter((p) => p.state === "READY");
-    const readyWeight = ready.reduce((sum, p) => sum + (p.weight || 0), 0);
-    const totalRps = frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0);
+    const figures = {
+      t: frame.t,
+      readyWeight: ready.reduce((sum, p) => sum + (p.weight || 0), 0),
+      totalRps: frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0),
+    };
     const body = document.querySelector("#pods tbody");
-    const rows = frame.pods.map((p) => {
-      const row = document.createElement("tr");
-      if (p.pod === frame.imbalance.busiest) row.className = "busiest";
-      const name = cell(row, p.pod);
-      name.style.borderLeft = "4px solid " + colorOf(p.pod);
-      const st = p.state || p.phase || dash;
-      cell(row, st, "text " + (p.state === "READY" ? "state-READY" : "state-other"));
-      cell(row, p.weight == null ? dash : String(p.weight));
-      const expected = p.state === "READY" && readyWeight > 0 ? (p.weight || 0) / readyWeight : null;
-      cell(row, pct(expected));
-      cell(row, pct(p.rps != null && totalRps > 0 ? p.rps / totalRps : null));
-      cell(row, num(p.rps, 1));
-      cell(row, num(p.pod_rps, 1));
-      cell(row, num(p.p50, 1) + " / " + num(p.p99, 1));
-      cell(row, num(p.err_s, 2), p.err_s > 0 ? "err" : "");
-      cell(row, p.cpu_m == null ? dash : String(p.cpu_m));
-      cell(row, mib(p.mem) + " / " + mib(p.mem_limit) + " MiB");
-      cell(row, p.restarts == null ? dash : String(p.restarts));
-      cell(row, p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : ""));
-      // `started` is unix ms; measured against the frame's time, so it moves with each frame.
-      cell(row, p.started == null ? dash : duration((frame.t - p.started) / 1000));
-      return row;
-    });
-    body.replaceChildren(...rows);
+    const present = new Set(frame.pods.map((p) => p.pod));
+    for (const [pod, entry] of rows) {
+      if (!present.has(pod)) {
+        entry.row.remove();
+        rows.delete(pod);
+        controls.forget(pod);
+      }
+    }
+    // Rows already shown keep their order (pods come sorted by name); new ones are slotted
+    // in, so no row an operator is working in is taken out of the page and put back.
+    let next = body.firstElementChild;
+    for (const p of frame.pods) {
+      let entry = rows.get(p.pod);
+      if (!entry) rows.set(p.pod, (entry = newRow(p.pod)));
+      if (entry.row === next) next = next.nextElementSibling;
+      else body.insertBefore(entry.row, next);
+      entry.row.className = p.pod === frame.imbalance.busiest ? "busiest" : "";
+      COLUMNS.forEach((column, i) => {
+        if (column) setCell(entry.cells[i], ...column(p, figures));
+      });
+      renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
+      if (entry.controls) controls.updateControls(entry.controls, p);
+    }
   }
+
+  // The weight cells and controls again, between frames (an edit, an act, an override).
+  function refreshRows() {
+    if (!state.frame) return;
+    for (const p of state.frame.pods) {
+      const entry = rows.get(p.pod);
+      if (!entry) continue;
+      if (entry.controls) controls.updateControls(entry.controls, p);
+      renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
+    }
+  }
+
+  const controls = window.ballastControls(page, {
+    frame: () => state.frame,
+    controlsOf: (pod) => rows.get(pod).controls,
+    refreshRows,
+  });
 
   // An imbalance badge, worded as on the overview: "via Ballast: balanced, max/mean 1.04,
   // CV 0.03" or, flagged, "pods report: imbalanced, busiest 2.10× mean, CV 0.52".
@@ -269,10 +340,22 @@
     // The skew the pods report: all clients, not weight-normalised (frames.py says why).
     renderImbalance("pod-imbalance", "pods report", frame.pod_imbalance || {},
                     frame.totals.pod_rps != null);
-    const up = frame.replicas.filter((r) => r.up).length;
-    const replicas = document.getElementById("replicas");
-    replicas.textContent = "balancers " + up + "/" + frame.replicas.length + " up";
-    replicas.className = "badge" + (up < frame.replicas.length ? " bad" : "");
+    renderReplicas(frame.replicas);
+    controls.renderPolicy(frame.policy);
+  }
+
+  // "balancers 1/1 up, in sync": every replica that is up holds the operator's desired
+  // state; "…, 1 pending" while one does not yet (the reconciler is applying it).
+  function renderReplicas(replicas) {
+    const up = replicas.filter((r) => r.up);
+    const pending = up.filter((r) => r.converged === false).length;
+    const judged = up.some((r) => r.converged != null);
+    let text = "balancers " + up.length + "/" + replicas.length + " up";
+    if (pending) text += ", " + pending + " pending";
+    else if (judged) text += ", in sync";
+    const badge = document.getElementById("replicas");
+    badge.textContent = text;
+    badge.className = "badge" + (up.length < replicas.length ? " bad" : pending ? " warn" : "");
   }
 
   function renderTotals(frame) {
@@ -305,6 +388,7 @@
     if (state.drawn) extend(fresh);
     else drawFirst(fresh);
     const latest = fresh[fresh.length - 1];
+    state.frame = latest;
     renderTable(latest);
     renderBadges(latest);
     renderTotals(latest);
@@ -358,5 +442,6 @@
 
 
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", retheme);
+  controls.start();
   connect();
 })();
