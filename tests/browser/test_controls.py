@@ -195,10 +195,29 @@ def test_more_weight_gives_a_pod_a_bigger_share(page: Page, busy_demo: Demo) -> 
     expect(row.locator("td").nth(WEIGHT)).to_have_text("100", timeout=LIVE_TIMEOUT_MS)
 
 
+def test_a_policy_is_switched_and_then_cleared_from_the_page(page: Page, busy_demo: Demo) -> None:
+    open_service_page(page, busy_demo)
+    select, clear = page.locator("#policy"), page.locator("#policy-clear")
+    expect(select).to_have_value("least_request")  # the demo's policy, from the frames
+    expect(clear).to_be_hidden()
+
+    select.select_option("round_robin")
+    page.locator("#policy-apply").click()
+    status = page.locator("#action-status")
+    expect(status).to_contain_text("policy of inventory to round_robin: ok")
+    expect(select).to_have_value("round_robin", timeout=LIVE_TIMEOUT_MS)
+    expect(clear).to_be_visible()
+
+    clear.click()
+    expect(status).to_contain_text("clear the policy override of inventory: ok")
+    expect(select).to_have_value("least_request", timeout=LIVE_TIMEOUT_MS)
+    expect(clear).to_be_hidden()
+
+
 def test_the_audit_page_lists_what_the_operator_did(page: Page, busy_demo: Demo) -> None:
     log_in(page, busy_demo, "audit/?service=inventory")
     events = page.locator("#audit tbody tr")
-    for action in ("drain", "undrain", "restart", "set_weight", "clear"):
+    for action in ("drain", "undrain", "restart", "set_weight", "clear", "set_policy"):
         expect(events.filter(has_text=action).first).to_be_visible()
     expect(events.first.locator("td").nth(1)).to_have_text(busy_demo.username)
     expect(page.locator("#operations tbody tr").first).to_contain_text("Done")

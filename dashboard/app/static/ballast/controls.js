@@ -26,6 +26,7 @@ window.ballastControls = function (page, view) {
     overrides: new Map(), // pod → its desired state (the API's `desired`), when it has one
     serviceBusy: false, // a policy change or a rollout request is running
     policyEdit: null, // the policy chosen in the select, until applied
+    policyOverride: null, // the service's policy override (the API's), when it has one
     operation: null, // the newest operation seen, polled each second while it runs
     pollTimer: null,
   };
@@ -260,6 +261,18 @@ window.ballastControls = function (page, view) {
     select.classList.toggle("edited", edited);
     select.disabled = controls.serviceBusy;
     document.getElementById("policy-apply").disabled = controls.serviceBusy || !edited;
+    const clear = document.getElementById("policy-clear");
+    clear.hidden = !controls.policyOverride;
+    clear.disabled = controls.serviceBusy;
+    const override = controls.policyOverride;
+    if (override) clear.title = "clear the policy override (" + override.policy + ")";
+  }
+
+  async function clearPolicy() {
+    const what = "clear the policy override of " + page.service;
+    const response = await serviceAction(what, "DELETE", page.api + "policy");
+    outcome(what, response);
+    await loadOverrides();
   }
 
   async function serviceAction(what, method, url, body) {
@@ -282,7 +295,7 @@ window.ballastControls = function (page, view) {
     const response = await serviceAction(what, "PUT", page.api + "policy", { policy });
     if (response.status === 200 || response.status === 503) controls.policyEdit = null;
     outcome(what, response);
-    if (view.frame()) renderPolicy(view.frame().policy);
+    await loadOverrides();
   }
 
   async function rolloutRestart() {
@@ -371,12 +384,16 @@ window.ballastControls = function (page, view) {
   }
 
   async function loadOverrides() {
-    const response = await call("GET", page.api + "pods/");
-    if (response.status !== 200) return;
-    const pods = Array.isArray(response.data) ? response.data : response.data.results || [];
-    controls.overrides = new Map(
-      pods.filter((p) => p.desired).map((p) => [p.pod || p.name || p.endpoint_id, p.desired]));
+    const [pods, service] = await Promise.all([call("GET", page.api + "pods/"),
+                                               call("GET", page.api)]);
+    if (pods.status === 200) {
+      const list = Array.isArray(pods.data) ? pods.data : pods.data.results || [];
+      controls.overrides = new Map(list.filter((p) => p.desired).map((p) => [p.pod, p.desired]));
+    }
+    if (service.status === 200) controls.policyOverride = service.data.policy_override;
     refreshControls();
+    const frame = view.frame();
+    if (frame) renderPolicy(frame.policy);
   }
 
   function startControls() {
@@ -394,6 +411,7 @@ window.ballastControls = function (page, view) {
       if (view.frame()) renderPolicy(view.frame().policy);
     });
     document.getElementById("policy-apply").addEventListener("click", applyPolicy);
+    document.getElementById("policy-clear").addEventListener("click", clearPolicy);
     document.getElementById("rollout").addEventListener("click", rolloutRestart);
   }
 
