@@ -185,7 +185,8 @@ def validate_policy(policy: object) -> str:
     return str(policy)
 
 
-def _endpoint_state(o: EndpointOverride | None) -> dict[str, Any] | None:
+def endpoint_state(o: EndpointOverride | None) -> dict[str, Any] | None:
+    """An endpoint's desired state as the audit log and the API show it."""
     if o is None:
         return None
     return {
@@ -252,7 +253,7 @@ def _change_endpoint(
     observed = balanced_pod(service, pod)
     with transaction.atomic():
         override, existed = _override_for_update(service, pod, observed)
-        before = _endpoint_state(override) if existed else None
+        before = endpoint_state(override) if existed else None
         change(override)
         override.updated_by = actor.user if getattr(actor.user, "pk", None) else None
         if override.is_empty:
@@ -260,7 +261,7 @@ def _change_endpoint(
             after = None
         else:
             override.save()
-            after = _endpoint_state(override)
+            after = endpoint_state(override)
         audit = _audit(actor, action, service, pod, before, after)
     results = push(service, commands(override))
     _finish(audit, results)

@@ -63,16 +63,10 @@ def _replica_status(replicas: Sequence[dict[str, Any]] | None) -> list[dict[str,
 
 
 def desired(o: EndpointOverride | None) -> dict[str, Any] | None:
-    if o is None:
+    state = actions.endpoint_state(o)
+    if o is None or state is None:
         return None
-    return {
-        "weight": o.weight,
-        "drained": o.drained,
-        "drain_timeout_s": o.drain_timeout_s,
-        "expires_at": o.expires_at,
-        "updated_by": _username(o.updated_by),
-        "updated_at": o.updated_at,
-    }
+    return {**state, "updated_by": _username(o.updated_by), "updated_at": o.updated_at}
 
 
 def pods(service: str) -> list[dict[str, Any]]:
