@@ -98,12 +98,25 @@ def overview() -> list[ServiceSummary]:
 
 def replicas(summaries: Sequence[ServiceSummary]) -> list[dict[str, Any]]:
     """The configured balancer replicas (``BALLAST_BALANCERS``) with the status the newest
-    frames report: up, down, or unknown while no frame names them."""
+    frames report: up, down, or unknown while no frame names them, and whether each
+    holds the desired state."""
     seen: dict[str, bool] = {}
+    converged: dict[str, bool | None] = {}
     for summary in summaries:
         if summary.has_data and not summary.stale:
             for replica in summary.replicas:
-                seen[replica["id"]] = seen.get(replica["id"], False) or replica["up"]
+                rid = replica["id"]
+                seen[rid] = seen.get(rid, False) or replica["up"]
+                converged[rid] = replica.get("converged")
     configured: Mapping[str, str] = settings.BALLAST_BALANCERS
     ids = list(configured) + [rid for rid in seen if rid not in configured]
-    return [{"id": rid, "address": configured.get(rid, ""), "up": seen.get(rid)} for rid in ids]
+    return [
+        {
+            "id": rid,
+            "address": configured.get(rid, ""),
+            "up": seen.get(rid),
+            # Whether it holds the operator's desired state; None: not judged yet.
+            "converged": converged.get(rid),
+        }
+        for rid in ids
+    ]

@@ -17,11 +17,20 @@ from tests.test_collector_frames import endpoint_rates
 pytestmark = pytest.mark.django_db
 
 
-def keep(service: str, pods: dict[str, float], *, age_s: float = 0.5, up: bool = True) -> None:
+def keep(
+    service: str,
+    pods: dict[str, float],
+    *,
+    age_s: float = 0.5,
+    up: bool = True,
+    converged: bool | None = None,
+) -> None:
     """A frame of `service` with these per-pod rates, `age_s` old, into the page history."""
     t_ms = int((time.time() - age_s) * 1000)
     endpoints = [endpoint_rates(pod, rps) for pod, rps in pods.items()]
-    frame: Any = build_frame(service, t_ms, endpoints, [], [{"id": "b0", "up": up}])
+    frame: Any = build_frame(
+        service, t_ms, endpoints, [], [{"id": "b0", "up": up, "converged": converged}]
+    )
     service_history().append(frame)
 
 
@@ -93,3 +102,13 @@ def test_the_page_loads_its_refresh_script(operator_client: Client) -> None:
     assert script.status_code == 200
     assert b"/overview/cards" not in script.content  # the URL comes from the page
     assert 'data-refresh-url="/overview/cards"' in body
+
+
+@pytest.mark.parametrize(("converged", "shown"), [(True, "in sync"), (False, "pending")])
+def test_a_replica_that_is_up_says_whether_it_holds_the_desired_state(
+    operator_client: Client, converged: bool, shown: str
+) -> None:
+    keep("inventory", {"pod-a": 10.0}, converged=converged)
+    body = operator_client.get("/").content.decode()
+    replicas = re.search(r'<table class="replicas".*?</table>', body, re.S)
+    assert replicas and shown in replicas[0]
