@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from balancer.stats import LATENCY_BOUNDS_MS
@@ -286,3 +287,13 @@ def test_it_keeps_a_frame_of_twenty_busy_pods_small():
     assert len(frame["pods"]) == 20
     assert frame_size_bytes(frame) < 8_000
     assert json.loads(encode_frame(frame)) == frame
+
+
+def test_a_pod_ramping_up_in_slow_start_is_not_flagged_for_taking_less() -> None:
+    """Slow start gives a new pod a quarter of its weight for now: a quarter of the calls
+    is what it should take."""
+    ramping = dataclasses.replace(endpoint_rates("new", 25.0), effective_weight=25.0)
+    rates = [endpoint_rates("a", 100.0), endpoint_rates("b", 100.0), ramping]
+    frame = build_frame("svc", 1, rates, [], [])
+    assert frame["imbalance"]["flagged"] is False
+    assert frame["imbalance"]["max_mean"] == 1.0

@@ -227,14 +227,20 @@ def weighted_load(rates: Iterable[EndpointRates]) -> dict[str, float]:
 
     An operator's weights are meant to be uneven (DESIGN.md: the share of new
     requests follows weight / sum of weights), so a pod at weight 200 taking
-    twice the requests of one at 100 is balanced. Draining, ejected or
-    unhealthy pods take no new requests by design and are left out.
+    twice the requests of one at 100 is balanced. The weight that counts is the
+    effective one: a new pod in slow start takes less by design. Draining,
+    ejected or unhealthy pods take no new requests by design and are left out.
     """
-    ready = [r for r in rates if r.state == READY and r.weight > 0]
+    ready = [r for r in rates if r.state == READY and _weight_now(r) > 0]
     if not ready:
         return {}
-    mean_weight = sum(r.weight for r in ready) / len(ready)
-    return {r.endpoint_id: r.rps * mean_weight / r.weight for r in ready}
+    mean_weight = sum(_weight_now(r) for r in ready) / len(ready)
+    return {r.endpoint_id: r.rps * mean_weight / _weight_now(r) for r in ready}
+
+
+def _weight_now(r: EndpointRates) -> float:
+    """The weight the balancer picks by now: slow start scales a new endpoint's down."""
+    return r.effective_weight if r.effective_weight > 0 else float(r.weight)
 
 
 def running_load(

@@ -212,7 +212,7 @@
     (p) => [p.state || p.phase || dash,
             "text " + (p.state === "READY" ? "state-READY" : "state-other")],
     null, // the weight and the override marker: renderWeightCell
-    (p, f) => [pct(p.state === "READY" && f.readyWeight > 0 ? (p.weight || 0) / f.readyWeight : null)],
+    (p, f) => [pct(p.state === "READY" && f.readyWeight > 0 ? weightNow(p) / f.readyWeight : null)],
     (p, f) => [pct(p.rps != null && f.totalRps > 0 ? p.rps / f.totalRps : null)],
     (p) => [num(p.rps, 1)],
     (p) => [num(p.pod_rps, 1)],
@@ -227,6 +227,11 @@
   ];
   const WEIGHT_COLUMN = 2;
   const rows = new Map(); // pod → {row, cells, controls}
+
+  // The weight the balancers pick by now: slow start ramps a new pod's up to its weight.
+  function weightNow(p) {
+    return p.eff_weight != null ? p.eff_weight : p.weight || 0;
+  }
 
   function setCell(td, text, className) {
     if (td.textContent !== text) td.textContent = text;
@@ -268,7 +273,7 @@
     const ready = frame.pods.filter((p) => p.state === "READY");
     const figures = {
       t: frame.t,
-      readyWeight: ready.reduce((sum, p) => sum + (p.weight || 0), 0),
+      readyWeight: ready.reduce((sum, p) => sum + weightNow(p), 0),
       totalRps: frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0),
     };
     const body = document.querySelector("#pods tbody");
