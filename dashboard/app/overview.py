@@ -1,4 +1,5 @@
-"""The overview: one summary per service from its newest frame, and the balancer replicas."""
+"""The overview: one summary per service from its newest frame (the balancer replicas'
+status comes from `dashboard.control.api.observed.replicas`, as the API shows it)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ class ServiceSummary:
     pod_imbalance: Mapping[str, Any] = field(default_factory=dict)  # all clients
     shares: Sequence[Share] = ()
     pod_shares: Sequence[Share] = ()
-    replicas: Sequence[Mapping[str, Any]] = ()
 
     @property
     def flagged(self) -> bool:
@@ -78,7 +78,6 @@ def summarize(service: str, now_s: float | None = None) -> ServiceSummary:
         pod_imbalance=frame.get("pod_imbalance") or {},
         shares=_shares(pods, "rps"),
         pod_shares=_shares(pods, "pod_rps"),
-        replicas=frame.get("replicas", []),
     )
 
 
@@ -94,29 +93,3 @@ def overview() -> list[ServiceSummary]:
     """Every configured service, in configuration order."""
     now_s = time.time()
     return [summarize(service, now_s) for service in settings.BALLAST_SERVICES]
-
-
-def replicas(summaries: Sequence[ServiceSummary]) -> list[dict[str, Any]]:
-    """The configured balancer replicas (``BALLAST_BALANCERS``) with the status the newest
-    frames report: up, down, or unknown while no frame names them, and whether each
-    holds the desired state."""
-    seen: dict[str, bool] = {}
-    converged: dict[str, bool | None] = {}
-    for summary in summaries:
-        if summary.has_data and not summary.stale:
-            for replica in summary.replicas:
-                rid = replica["id"]
-                seen[rid] = seen.get(rid, False) or replica["up"]
-                converged[rid] = replica.get("converged")
-    configured: Mapping[str, str] = settings.BALLAST_BALANCERS
-    ids = list(configured) + [rid for rid in seen if rid not in configured]
-    return [
-        {
-            "id": rid,
-            "address": configured.get(rid, ""),
-            "up": seen.get(rid),
-            # Whether it holds the operator's desired state; None: not judged yet.
-            "converged": converged.get(rid),
-        }
-        for rid in ids
-    ]

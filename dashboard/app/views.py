@@ -18,8 +18,9 @@ from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
 from dashboard.app.assets import JAVASCRIPT, asset
 from dashboard.app.history import recent_frames, service_history
-from dashboard.app.overview import PALETTE, overview, replicas
+from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
+from dashboard.control.api import observed
 from dashboard.control.models import AuditEvent, Operation
 from dashboard.control.roles import can_act, role_of
 
@@ -53,7 +54,7 @@ def overview_cards(request: HttpRequest) -> HttpResponse:
 
 def _overview_context() -> dict[str, object]:
     summaries = overview()
-    return {"summaries": summaries, "replicas": replicas(summaries)}
+    return {"summaries": summaries, "replicas": observed.replicas()}
 
 
 def _known(service: str) -> str:

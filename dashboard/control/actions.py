@@ -25,7 +25,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 
-from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
+from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT, check_weight
 from balancer.picker import POLICIES
 from dashboard.app.history import service_history
 from dashboard.collector.runner import ReplicaTarget
@@ -120,12 +120,23 @@ def _last_balanced_pods(service: str) -> list[dict[str, Any]]:
     return []
 
 
+def replica_addresses() -> dict[str, str]:
+    """The balancer replicas by id and admin address: the embedded collector's, else the
+    settings' (``BALLAST_BALANCERS``)."""
+    installed = runtime.current().replicas
+    if installed:
+        return {t.id: t.address for t in installed}
+    return dict(settings.BALLAST_BALANCERS)
+
+
 def replicas() -> tuple[ReplicaTarget, ...]:
-    """The balancer replicas to push to: the embedded collector's, else the settings'."""
+    """The balancer replicas to push to, with the admin token; Unavailable without one."""
     installed = runtime.current().replicas
     if installed:
         return installed
     token = settings.BALLAST_ADMIN_TOKEN or ""
+    if settings.BALLAST_BALANCERS and not token:
+        raise Unavailable("BALLAST_ADMIN_TOKEN is not set: the balancers' admin API needs it")
     return tuple(
         ReplicaTarget(rid, addr, token) for rid, addr in settings.BALLAST_BALANCERS.items()
     )
@@ -172,11 +183,13 @@ def _result_dict(r: PushResult) -> dict[str, Any]:
 
 
 def validate_weight(weight: object) -> int:
+    """The balancer's own weight check, worded for an operator."""
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise Invalid(f"weight must be a whole number from {MIN_WEIGHT} to {MAX_WEIGHT}")
-    if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
-        raise Invalid(f"weight {weight} is out of range: use {MIN_WEIGHT} to {MAX_WEIGHT}")
-    return weight
+    try:
+        return check_weight(weight)
+    except ValueError as err:
+        raise Invalid(str(err)) from None
 
 
 def validate_policy(policy: object) -> str:

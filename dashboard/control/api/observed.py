@@ -11,12 +11,10 @@ from typing import Any
 from django.conf import settings
 
 from dashboard.app.history import service_history
+from dashboard.app.overview import STALE_INTERVALS
 from dashboard.control import actions
 from dashboard.control.models import ClusterOverride, EndpointOverride
 
-# A frame older than this many collector intervals no longer tells whether a replica is up
-# (the overview's rule).
-STALE_INTERVALS = 5
 POD_FIELDS = (
     "pod", "state", "weight", "rps", "err_s", "p50", "p99", "in_flight", "pod_rps", "cpu_m",
     "mem", "mem_limit", "restarts", "last_reason", "started", "phase", "ready",
@@ -126,8 +124,9 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def replicas(now_unix_ms: int | None = None) -> list[dict[str, Any]]:
-    """The configured replicas, up and converged as the services' fresh frames say (None:
-    no fresh frame names the replica)."""
+    """The configured replicas, then any other a fresh frame names (a collector elsewhere
+    may watch more), up and converged as the services' fresh frames say (None: no fresh
+    frame names the replica; a frame older than STALE_INTERVALS no longer tells)."""
     now = now_unix_ms if now_unix_ms is not None else int(time.time() * 1000)
     stale_ms = STALE_INTERVALS * settings.BALLAST_COLLECTOR_INTERVAL_MS
     up: dict[str, bool] = {}
@@ -139,14 +138,16 @@ def replicas(now_unix_ms: int | None = None) -> list[dict[str, Any]]:
         for r in frame.get("replicas", []):
             up[r["id"]] = up.get(r["id"], False) or r["up"]
             converged.setdefault(r["id"], []).append(r.get("converged"))
+    addresses = actions.replica_addresses()
+    ids = list(addresses) + [rid for rid in up if rid not in addresses]
     return [
         {
-            "id": t.id,
-            "address": t.address,
-            "up": up.get(t.id),
-            "converged": _all_converged(converged.get(t.id, [])),
+            "id": rid,
+            "address": addresses.get(rid, ""),
+            "up": up.get(rid),
+            "converged": _all_converged(converged.get(rid, [])),
         }
-        for t in actions.replicas()
+        for rid in ids
     ]
 
 

@@ -12,6 +12,7 @@ from rest_framework import serializers
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
+from dashboard.control.actions import Invalid, validate_weight
 from dashboard.control.models import AuditEvent, Operation
 
 MAX_EXPIRES_IN_S = 366 * 24 * 3600.0  # an override that outlives a year is a default
@@ -25,17 +26,11 @@ MAX_WINDOW_S = 900  # the page history holds 15 minutes
 class WeightField(serializers.IntegerField):
     """A JSON integer in the weight range and nothing else: not "300", 1.5, 300.0 or true."""
 
-    default_error_messages = {
-        "invalid": f"must be a whole number from {MIN_WEIGHT} to {MAX_WEIGHT}",
-        "range": f"{{input}} is out of range: use {MIN_WEIGHT} to {MAX_WEIGHT}",
-    }
-
     def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        if not MIN_WEIGHT <= data <= MAX_WEIGHT:
-            self.fail("range", input=data)
-        return int(super().to_internal_value(data))
+        try:
+            return validate_weight(data)
+        except Invalid as err:  # the field's name comes first in the error already
+            raise serializers.ValidationError(str(err).removeprefix("weight ")) from None
 
 
 class SecondsField(serializers.FloatField):
