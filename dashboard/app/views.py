@@ -21,6 +21,7 @@ from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
 from dashboard.control.api import observed
+from dashboard.control.api.filters import AuditFilter
 from dashboard.control.models import AuditEvent, Operation
 from dashboard.control.roles import can_act, role_of
 
@@ -121,8 +122,11 @@ def audit(request: HttpRequest) -> HttpResponse:
 
 
 def _filtered_events(filters: dict[str, str]) -> QuerySet[AuditEvent]:
-    wanted = {name: value for name, value in filters.items() if value}
-    return AuditEvent.objects.filter(**wanted).order_by("-at", "-id")
+    """The API's audit filters (`AuditFilter`), so the page and /api/v1/audit/ agree."""
+    events = AuditEvent.objects.order_by("-at", "-id")
+    found = AuditFilter({k: v for k, v in filters.items() if v}, queryset=events)
+    # A value no event can have (a hand-edited URL) matches nothing, as on the API.
+    return found.qs if found.is_valid() else events.none()
 
 
 def change_text(before: object, after: object) -> str:
