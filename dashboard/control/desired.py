@@ -9,7 +9,7 @@ restarts comes back undrained at its configured weights anyway.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,6 +96,3 @@ def endpoint_view(
             return {e.endpoint_id: e for e in c.endpoints if not e.removed}
     return {}
 
-
-def wants_by_cluster(wants: Iterable[ServiceWant]) -> dict[str, ServiceWant]:
-    return {w.cluster: w for w in wants}

@@ -11,7 +11,6 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 
 VIEWER = "viewer"
 OPERATOR = "operator"
-ROLES = (VIEWER, OPERATOR)
 
 
 def can_act(user: Any) -> bool:
