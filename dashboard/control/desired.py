@@ -95,4 +95,3 @@ def endpoint_view(
         if c.name == cluster:
             return {e.endpoint_id: e for e in c.endpoints if not e.removed}
     return {}
-
