@@ -42,6 +42,8 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         requests_total=view.requests_total,
         in_flight=view.in_flight,
         ready_endpoints=view.ready_endpoints,
+        default_weight=view.default_weight,
+        configured_policy=view.configured_policy,
     )
 
 

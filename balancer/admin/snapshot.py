@@ -67,6 +67,9 @@ class ClusterView:
     name: str
     policy: str
     endpoints: tuple[EndpointView, ...]
+    # From the config file: what an endpoint or the cluster has without an operator's change.
+    default_weight: int
+    configured_policy: str
 
     @property
     def requests_total(self) -> int:
@@ -140,6 +143,8 @@ class Reader:
             name=cluster.name,
             policy=cluster.policy,
             endpoints=tuple(self._endpoint(ep, now) for ep in endpoints),
+            default_weight=cluster.config.default_weight,
+            configured_policy=cluster.config.policy,
         )
 
     def _endpoint(self, ep: Endpoint, now: _Now) -> EndpointView:

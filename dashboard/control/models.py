@@ -78,8 +78,9 @@ class Operation(models.Model):
         WAITING_READY = "waiting_ready"
         DONE = "done"
         FAILED = "failed"
+        CANCELLED = "cancelled"
 
-    FINISHED = (Step.DONE, Step.FAILED)
+    FINISHED = (Step.DONE, Step.FAILED, Step.CANCELLED)
 
     kind = models.CharField(max_length=32, choices=Kind.choices)
     service = models.CharField(max_length=64)
@@ -91,6 +92,12 @@ class Operation(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The dashboard process running the steps (host, pid and a per-start id) and when it
+    # last said it still does: a running operation whose owner stopped beating is orphaned.
+    owner = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # An operator asked to stop it; the owner stops at its next step and undoes its drain.
+    cancel_requested = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-started_at"]
@@ -128,6 +135,9 @@ class AuditEvent(models.Model):
     after = models.JSONField(null=True, blank=True)
     result = models.CharField(max_length=16, choices=Result.choices)
     detail = models.TextField(blank=True)
+    # The balancer replicas that were down when it was pushed; each one is taken off
+    # (and the detail says when) once the reconciler sees it hold the desired state.
+    pending_replicas = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]

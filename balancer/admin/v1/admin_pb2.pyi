@@ -89,20 +89,24 @@ class Snapshot(_message.Message):
     def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints")
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     READY_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
     requests_total: int
     in_flight: int
     ready_endpoints: int
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ...) -> None: ...
+    default_weight: int
+    configured_policy: str
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
     __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier")
