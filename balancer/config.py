@@ -21,6 +21,7 @@ import grpc
 
 from balancer.endpoint import DEFAULT_WEIGHT, Address, check_weight
 from balancer.picker import POLICIES
+from balancer.tls import ClientTls, ServerTls
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
@@ -174,6 +175,8 @@ class ClusterConfig:
     unary_methods: frozenset[str] = frozenset()
     discover_unary_methods: bool = True
     drain_timeout_s: float | None = None
+    # Endpoints reached over TLS when set; plaintext (h2c) otherwise.
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -213,6 +216,7 @@ class Route:
 @dataclass(frozen=True)
 class ListenerConfig:
     address: str
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         parse_address(self.address)
@@ -226,6 +230,8 @@ class AdminConfig:
     address: str = "127.0.0.1:9901"
     token: str | None = None
     metrics_address: str | None = None
+    # Serves both the admin API and the metrics port over TLS when set.
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         parse_address(self.address)
@@ -411,13 +417,33 @@ def _cluster(t: _Table) -> ClusterConfig:
     ewma = _build(pe, PeakEwmaConfig, {k: pe.get(k, float) for k in (
         "default_rtt_ms", "decay_s", "failure_penalty_ms", "tolerance")})  # fmt: skip
     unary = t.strings("unary_methods")
+    tls = _client_tls(t)
     return _build(t, ClusterConfig, {
         "name": t.get("name", str, ""), "policy": t.get("policy", str),
         "discovery": discovery, "health_check": health, "outlier_detection": outlier,
         "slow_start": slow, "peak_ewma": ewma, "default_weight": t.get("default_weight", int),
         "unary_methods": frozenset(unary) if unary is not None else None,
         "discover_unary_methods": t.get("discover_unary_methods", bool),
-        "drain_timeout_s": t.get("drain_timeout_s", float)})  # fmt: skip
+        "drain_timeout_s": t.get("drain_timeout_s", float), "tls": tls})  # fmt: skip
+
+
+def _server_tls(parent: _Table) -> ServerTls | None:
+    """The `tls` sub-table of a listener or of `[admin]`; None when there is none."""
+    if parent.get("tls", dict) is None:
+        return None
+    t = parent.table("tls")
+    return _build(t, ServerTls, {"cert_file": t.get("cert_file", str, ""),
+        "key_file": t.get("key_file", str, ""),
+        "client_ca_file": t.get("client_ca_file", str)})  # fmt: skip
+
+
+def _client_tls(parent: _Table) -> ClientTls | None:
+    """A cluster's `tls` sub-table (how endpoints are reached); None when there is none."""
+    if parent.get("tls", dict) is None:
+        return None
+    t = parent.table("tls")
+    return _build(t, ClientTls, {k: t.get(k, str) for k in (
+        "ca_file", "cert_file", "key_file", "server_name")})  # fmt: skip
 
 
 def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
@@ -425,14 +451,15 @@ def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
     token = t.get("token", str) or environ.get(token_env) or None
     return _build(t, AdminConfig, {
         "enabled": t.get("enabled", bool), "address": t.get("address", str), "token": token,
-        "metrics_address": t.get("metrics_address", str)})  # fmt: skip
+        "metrics_address": t.get("metrics_address", str), "tls": _server_tls(t)})  # fmt: skip
 
 
 def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> BalancerConfig:
     """Builds and validates a BalancerConfig; raises ConfigError naming the bad key."""
     root = _Table(data, "")
     b, routing = root.table("balancer"), root.table("routing")
-    listeners = tuple(_build(t, ListenerConfig, {"address": t.get("address", str, "")})
+    listeners = tuple(_build(t, ListenerConfig, {"address": t.get("address", str, ""),
+                                                 "tls": _server_tls(t)})
                       for t in root.tables("listeners"))  # fmt: skip
     routes = tuple(_build(t, Route, {k: t.get(k, str) for k in ("cluster", "service", "prefix")})
                    for t in routing.tables("routes"))  # fmt: skip

@@ -18,13 +18,14 @@ import grpc
 import grpc.aio
 
 from balancer import connections, reflection
-from balancer.cluster import Clock, Cluster
+from balancer.cluster import ChannelFactory, Clock, Cluster
 from balancer.config import BalancerConfig, ClusterConfig
 from balancer.discovery import Discovery, StaticDiscovery
 from balancer.endpoint import Address, State, StateChange
 from balancer.health import HealthChecker
 from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.proxy import ProxyHandler, Router
+from balancer.tls import ServerTls, open_channel, server_credentials
 
 if TYPE_CHECKING:
     from balancer.admin.server import AdminServer
@@ -43,10 +44,14 @@ class ListenError(OSError):
     """An address could not be bound (in use, or not an address of this machine)."""
 
 
-def bind(server: grpc.aio.Server, address: str, what: str) -> str:
-    """Adds an insecure port; returns the bound `host:port` (port 0 → the chosen one)."""
+def bind(server: grpc.aio.Server, address: str, what: str, tls: ServerTls | None = None) -> str:
+    """Adds a port, over TLS when `tls` is set; returns the bound `host:port` (port 0 → the
+    chosen one). Raises ListenError, or TlsError when a certificate file cannot be read."""
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, server_credentials(tls))
     except RuntimeError:
         raise ListenError(
             f"cannot listen on {address} ({what}): the port is in use or the host is not"
@@ -77,6 +82,11 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def _channel_factory(config: ClusterConfig, options: list[tuple[str, Any]]) -> ChannelFactory:
+    """Channels to a cluster's endpoints: over TLS when the cluster has a `tls` table."""
+    return lambda address: open_channel(address.target, config.tls, options)
+
+
 class Balancer:
     """One balancer replica."""
 
@@ -101,7 +111,7 @@ class Balancer:
                 c,
                 clock=clock,
                 rng=rng,
-                channel_factory=lambda a: grpc.aio.insecure_channel(a.target, options=options),
+                channel_factory=_channel_factory(c, options),
                 on_change=self._state_changed,
             )
             for c in config.clusters
@@ -136,7 +146,7 @@ class Balancer:
         server.add_generic_rpc_handlers([self.proxy])
         self._server = server
         for listener in self.config.listeners:
-            self.listen_addresses.append(bind(server, listener.address, "listener"))
+            self.listen_addresses.append(bind(server, listener.address, "listener", listener.tls))
         await server.start()
         self._server_id = min(connections.server_ids() - before, default=None)
         fetched = {name: asyncio.Event() for name in self.clusters}

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from balancer.tls import ClientTls, check_ca, check_key_pair
+
 Environ = Mapping[str, str]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -122,6 +124,35 @@ def envsecret(name: str, environ: Environ = os.environ) -> str | None:
     if not value:
         raise ImproperlyConfigured(f"{name}_FILE={path!r}: the file is empty")
     return value
+
+
+def envtls(prefix: str, environ: Environ = os.environ) -> ClientTls | None:
+    """How to reach a TLS server, from ``<prefix>_CA_FILE``, ``<prefix>_CERT_FILE`` +
+    ``<prefix>_KEY_FILE`` (a client certificate, for mTLS) and ``<prefix>_SERVER_NAME``
+    (the name the server's certificate carries, when not the address's host).
+
+    None (plaintext) when none is set. The files are checked now: a missing or unreadable
+    file, or a key that does not match its certificate, names the variable.
+    """
+    keys = ("ca_file", "cert_file", "key_file", "server_name")
+    names = {k: f"{prefix}_{k.upper()}" for k in keys}
+    values = {k: environ.get(name, "").strip() or None for k, name in names.items()}
+    if not any(values.values()):
+        return None
+    cert, key = values["cert_file"], values["key_file"]
+    if (cert is None) != (key is None):
+        raise ImproperlyConfigured(
+            f"{names['cert_file']} and {names['key_file']} go together: set both for a"
+            " client certificate, or neither"
+        )
+    try:
+        if values["ca_file"] is not None:
+            check_ca(names["ca_file"], values["ca_file"])
+        if cert is not None and key is not None:
+            check_key_pair(cert, key, cert_name=names["cert_file"], key_name=names["key_file"])
+        return ClientTls(**values)
+    except ValueError as err:
+        raise ImproperlyConfigured(str(err)) from None
 
 
 def database_settings(url: str | None, sqlite_path: Path) -> dict[str, Any]:

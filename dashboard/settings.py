@@ -20,6 +20,10 @@ Variables (all optional unless noted):
 - ``BALLAST_BALANCERS`` — the balancer replicas the collector watches, comma-separated
   ``id=host:port`` of their admin APIs (e.g. ``b0=127.0.0.1:9901,b1=10.0.0.2:9901``).
 - ``BALLAST_ADMIN_TOKEN`` / ``BALLAST_ADMIN_TOKEN_FILE`` — the balancers' admin API token.
+- ``BALLAST_ADMIN_CA_FILE`` — the balancers' admin API serves TLS: the CA (PEM) that signed
+  its certificate. ``BALLAST_ADMIN_CERT_FILE`` + ``BALLAST_ADMIN_KEY_FILE``: a client
+  certificate (admin ``tls.client_ca_file``, mTLS). ``BALLAST_ADMIN_SERVER_NAME``: the name
+  its certificate carries when not the host of ``BALLAST_BALANCERS``. Plaintext when unset.
 - ``BALLAST_COLLECTOR_INTERVAL_MS`` — how often frames are sent: 1000 by default, 250 at least.
 """
 
@@ -40,6 +44,7 @@ from dashboard.env import (
     envmap,
     envsecret,
     envstr,
+    envtls,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -68,6 +73,7 @@ BALLAST_DASHBOARD_PROCESSES = envint("BALLAST_DASHBOARD_PROCESSES", 1, minimum=1
 # The collector: balancer replica id → admin API address; the token they all take.
 BALLAST_BALANCERS = envmap("BALLAST_BALANCERS", "", key=SERVICE_NAME)
 BALLAST_ADMIN_TOKEN = envsecret("BALLAST_ADMIN_TOKEN")
+BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
 
 INSTALLED_APPS = [

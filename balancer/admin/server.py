@@ -27,6 +27,7 @@ from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.config import AdminConfig, parse_address
 from balancer.metrics_http import MetricsServer
 from balancer.server import ListenError, bind
+from balancer.tls import is_loopback
 
 if TYPE_CHECKING:
     from balancer.server import Balancer
@@ -65,7 +66,7 @@ class AdminServer:
         admin_pb2_grpc.add_AdminServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.address = bind(server, self._config.address, "admin API")
+        self.address = bind(server, self._config.address, "admin API", self._config.tls)
         await server.start()
         self._server = server
         for service in ("", SERVICE_NAME):
@@ -73,7 +74,8 @@ class AdminServer:
         if self._config.metrics_address is not None:
             try:
                 host, port = parse_address(self._config.metrics_address)
-                self._metrics = MetricsServer(balancer_registry(self._reader), host, port)
+                registry = balancer_registry(self._reader)
+                self._metrics = MetricsServer(registry, host, port, self._config.tls)
                 port = self._metrics.start()
                 self.metrics_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             except OSError as err:
@@ -84,8 +86,30 @@ class AdminServer:
                     " pick another admin.metrics_address or stop what holds it"
                 ) from None
         log.info(
-            "admin API on %s; metrics on %s", self.address, self.metrics_address or "(disabled)"
+            "admin API on %s; metrics on %s%s",
+            self.address,
+            self.metrics_address or "(disabled)",
+            "" if self._config.tls is None else " (TLS)",
         )
+        self._warn_if_exposed()
+
+    def _warn_if_exposed(self) -> None:
+        """One warning line when a port of this server is reachable off this machine in clear."""
+        if self._config.tls is not None:
+            return
+        ports = [("admin API", self._config.address), ("metrics", self._config.metrics_address)]
+        exposed = [
+            f"{what} on {address}"
+            for what, address in ports
+            if address is not None and not is_loopback(parse_address(address)[0])
+        ]
+        if exposed:
+            log.warning(
+                "%s: not a loopback address and no TLS, so the bearer token and the"
+                " cluster's state cross the network in clear text; set [admin.tls]"
+                " cert_file and key_file, or bind to 127.0.0.1",
+                " and ".join(exposed),
+            )
 
     async def stop(self, grace_s: float = 0.5) -> None:
         """Stops both; open watch streams get `grace_s`, then they are cancelled."""

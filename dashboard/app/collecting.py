@@ -63,7 +63,8 @@ def collector_config(
 
 
 def _replicas(balancers: Mapping[str, str], token: str) -> Sequence[ReplicaTarget]:
-    return [ReplicaTarget(rid, address, token) for rid, address in balancers.items()]
+    tls = settings.BALLAST_ADMIN_TLS
+    return [ReplicaTarget(rid, address, token, tls) for rid, address in balancers.items()]
 
 
 async def publish(frame: ServiceFrame) -> None:

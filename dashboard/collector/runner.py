@@ -29,6 +29,7 @@ import grpc.aio
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.lifecycle import ShutdownTrigger, serve_until
+from balancer.tls import ClientTls, open_channel
 from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
@@ -58,11 +59,13 @@ WallClock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class ReplicaTarget:
-    """One balancer replica's admin API: its id in frames, `host:port`, and bearer token."""
+    """One balancer replica's admin API: its id in frames, `host:port`, and bearer token;
+    `tls` when the admin API serves TLS (plaintext when None)."""
 
     id: str
     address: str
     token: str
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
         if not self.id or not self.address:
@@ -316,7 +319,7 @@ class Collector:
         stall_s = max(STALL_MIN_S, STALL_INTERVALS * self.config.interval_s)
         request = admin_pb2.WatchSnapshotsRequest(interval_ms=self.config.interval_ms)
         metadata = (("authorization", f"Bearer {target.token}"),)
-        async with grpc.aio.insecure_channel(target.address) as channel:
+        async with open_channel(target.address, target.tls) as channel:
             stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
             call = stub.WatchSnapshots(request, metadata=metadata)
             try:

@@ -138,7 +138,8 @@ def replicas() -> tuple[ReplicaTarget, ...]:
     if settings.BALLAST_BALANCERS and not token:
         raise Unavailable("BALLAST_ADMIN_TOKEN is not set: the balancers' admin API needs it")
     return tuple(
-        ReplicaTarget(rid, addr, token) for rid, addr in settings.BALLAST_BALANCERS.items()
+        ReplicaTarget(rid, addr, token, settings.BALLAST_ADMIN_TLS)
+        for rid, addr in settings.BALLAST_BALANCERS.items()
     )
 
 

@@ -10,6 +10,7 @@ import grpc
 import grpc.aio
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.tls import TlsError, open_channel
 from dashboard.collector.runner import ReplicaTarget
 from dashboard.control.desired import Command
 
@@ -36,7 +37,7 @@ async def push(
         return PushResult(target.id, applied=True)
     metadata = (("authorization", f"Bearer {target.token}"),)
     try:
-        async with grpc.aio.insecure_channel(target.address) as channel:
+        async with open_channel(target.address, target.tls) as channel:
             stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
             for command in commands:
                 await _send(stub, command, metadata, timeout_s)
@@ -48,6 +49,8 @@ async def push(
             unreachable=code in UNREACHABLE,
             error=f"{code.name}: {err.details()}",
         )
+    except TlsError as err:  # a certificate file removed since start: say which
+        return PushResult(target.id, applied=False, error=str(err))
     return PushResult(target.id, applied=True)
 
 

@@ -157,8 +157,14 @@ class _Handler(grpc.GenericRpcHandler):
         await self._tracked(context, work())
 
 
-async def start_backend(name: str, *, with_reflection: bool = False) -> Backend:
-    """Starts a backend on 127.0.0.1, port 0, with grpc.health.v1 SERVING."""
+async def start_backend(
+    name: str,
+    *,
+    with_reflection: bool = False,
+    credentials: grpc.ServerCredentials | None = None,
+) -> Backend:
+    """Starts a backend on 127.0.0.1, port 0, with grpc.health.v1 SERVING (over TLS with
+    `credentials`)."""
     ref: list[Backend] = []
     server = grpc.aio.server(
         options=[
@@ -172,7 +178,10 @@ async def start_backend(name: str, *, with_reflection: bool = False) -> Backend:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if with_reflection:
         _add_echo_descriptor_reflection(server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    if credentials is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     backend = Backend(name=name, server=server, port=port, health=health_servicer)
     ref.append(backend)
