@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -214,6 +215,25 @@ async def test_it_serves_metrics_over_https_when_the_admin_api_has_tls(
     assert "ballast_" in body
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics")
+
+
+async def test_it_serves_metrics_over_https_while_a_client_sits_idle_before_its_handshake(
+    backends: Backends,
+    balancers: Balancers,
+    pki: Pki,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    balancer = await tls_admin(backends, balancers, pki, metrics_address="127.0.0.1:0")
+    port = int((balancer.metrics_address or "").rpartition(":")[2])
+    context = ssl.create_default_context(cafile=pki.ca.cert_file)
+    # Connected, and never a ClientHello: it must not hold up the scrapes of others.
+    with socket.create_connection(("127.0.0.1", port)):
+        for _ in range(3):
+            body = await asyncio.to_thread(fetch, f"https://127.0.0.1:{port}/metrics", context)
+            assert "ballast_" in body
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        await asyncio.to_thread(fetch, f"http://127.0.0.1:{port}/metrics")
+    assert "Traceback" not in capfd.readouterr().err
 
 
 # --- the warning for an exposed admin API --------------------------------------------------
