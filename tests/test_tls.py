@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -20,14 +22,17 @@ import grpc
 import grpc.aio
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.config import ConfigError, config_from_dict
 from balancer.endpoint import State
 from balancer.server import Balancer
-from balancer.tls import ClientTls
+from balancer.tls import ClientTls, TlsError
+from dashboard.app import collecting
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
+from dashboard.control import actions
 from dashboard.control.desired import Command
 from dashboard.control.push import push
 from dashboard.env import envtls
@@ -279,6 +284,33 @@ async def test_it_does_not_warn_with_tls_or_on_loopback(
     assert exposure_warnings(caplog) == []
 
 
+async def test_it_writes_the_exposure_warning_once_to_the_processs_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "ballast.toml"
+    path.write_text(
+        '[[listeners]]\naddress = "127.0.0.1:0"\n\n[admin]\naddress = "0.0.0.0:0"\n\n'
+        '[[clusters]]\nname = "echo"\ndiscovery.endpoints = ["127.0.0.1:1"]\n',
+        encoding="utf-8",
+    )
+    ready_file = tmp_path / "ready.json"
+    env = {**os.environ, "BALLAST_ADMIN_TOKEN": ADMIN_TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "balancer", "--config", str(path), "--ready-file", str(ready_file),
+        cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await wait_for(lambda: ready_file.exists() or proc.returncode is not None, 30, "ready")
+        assert proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    warnings = [line for line in stderr.decode().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1, stderr.decode()
+    assert "admin API on 0.0.0.0:0: not a loopback address and no TLS" in warnings[0]
+
+
 # --- upstream endpoints over TLS -----------------------------------------------------------
 
 
@@ -412,6 +444,21 @@ def test_it_names_the_admin_and_cluster_tls_keys(pki: Pki) -> None:
     assert config_error(data) == "clusters[0].tls.cafile: unknown key; did you mean 'ca_file'?"
 
 
+async def test_it_names_a_certificate_file_removed_between_check_and_start(
+    backends: Backends, pki: Pki
+) -> None:
+    backend = await backends("pod-a")
+    cfg = config([backend], admin={"tls": server_tls(pki)})
+    await asyncio.to_thread(Path(pki.server.key).unlink)
+    balancer = Balancer(cfg)
+    with pytest.raises(TlsError, match=r"^key_file: cannot read .*server\.key: No such file"):
+        await balancer.start()
+    # Nothing is left running: the listener bound before the admin API is closed again.
+    host, _, port = balancer.listen_addresses[0].rpartition(":")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+
+
 def write_toml(path: Path, tls: dict[str, str]) -> Path:
     lines = "".join(f'{key} = "{value}"\n' for key, value in tls.items())
     path.write_text(
@@ -506,6 +553,29 @@ async def test_it_collects_from_and_pushes_to_a_tls_admin_api(
         await wait_for(lambda: weight() == 7, what="the pushed weight in the collected snapshot")
     finally:
         await collector.stop()
+
+
+def test_it_takes_the_admin_tls_of_the_settings_from_the_environment(pki: Pki) -> None:
+    code = "from dashboard import settings; print(repr(settings.BALLAST_ADMIN_TLS))"
+    env = {**os.environ, "BALLAST_DEV": "1", **admin_environ(pki, pki.client)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr(envtls("BALLAST_ADMIN", admin_environ(pki, pki.client)))
+
+
+def test_it_gives_the_settings_admin_tls_to_every_replica_the_dashboard_reaches(pki: Pki) -> None:
+    tls = envtls("BALLAST_ADMIN", admin_environ(pki))
+    balancers = {"b0": "127.0.0.1:9901", "b1": "127.0.0.1:9902"}
+    with override_settings(
+        BALLAST_ADMIN_TLS=tls, BALLAST_BALANCERS=balancers, BALLAST_ADMIN_TOKEN=ADMIN_TOKEN
+    ):
+        collected = collecting.collector_config().replicas
+        pushed_to = actions.replicas()
+    assert [t.tls for t in collected] == [tls, tls]
+    assert [t.tls for t in pushed_to] == [tls, tls]
 
 
 async def test_it_reports_a_push_to_a_tls_admin_api_without_the_ca_as_unreachable(
