@@ -29,7 +29,7 @@ from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.config import ConfigError, config_from_dict
 from balancer.endpoint import State
 from balancer.server import Balancer
-from balancer.tls import ClientTls, TlsError
+from balancer.tls import ClientTls, TlsError, is_loopback
 from dashboard.app import collecting
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from dashboard.control import actions
@@ -260,7 +260,7 @@ async def test_it_warns_once_when_the_admin_api_listens_off_loopback_without_tls
     # 0.0.0.0 is bound, but no traffic is sent to it: the warning is the test.
     await balancers(config([backend], admin={"address": "0.0.0.0:0"}))
     (warning,) = exposure_warnings(caplog)
-    assert "admin API on 0.0.0.0:0" in warning
+    assert re.search(r"^admin API on 0\.0\.0\.0:[1-9][0-9]*: not a loopback address", warning)
     assert "no TLS" in warning and "[admin.tls]" in warning
 
 
@@ -271,7 +271,7 @@ async def test_it_warns_about_the_metrics_port_off_loopback_in_the_same_line(
     backend = await backends("pod-a")
     await balancers(config([backend], admin={"metrics_address": "0.0.0.0:0"}))
     (warning,) = exposure_warnings(caplog)
-    assert "metrics on 0.0.0.0:0" in warning and "admin API" not in warning
+    assert warning.startswith("metrics on 0.0.0.0:") and "admin API" not in warning
 
 
 async def test_it_does_not_warn_with_tls_or_on_loopback(
@@ -308,7 +308,9 @@ async def test_it_writes_the_exposure_warning_once_to_the_processs_stderr(tmp_pa
             await proc.wait()
     warnings = [line for line in stderr.decode().splitlines() if " WARNING " in line]
     assert len(warnings) == 1, stderr.decode()
-    assert "admin API on 0.0.0.0:0: not a loopback address and no TLS" in warnings[0]
+    assert re.search(
+        r"admin API on 0\.0\.0\.0:[1-9][0-9]*: not a loopback address and no TLS", warnings[0]
+    )
 
 
 # --- upstream endpoints over TLS -----------------------------------------------------------
@@ -590,3 +592,20 @@ async def test_it_reports_a_push_to_a_tls_admin_api_without_the_ca_as_unreachabl
 
 async def _ignore(frame: object) -> None:
     return None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("[::1]", True),
+     ("0.0.0.0", False), ("[::]", False), ("10.0.0.2", False), ("ballast.internal", False)],
+)  # fmt: skip
+def test_it_tells_loopback_hosts_from_the_rest(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_it_takes_an_empty_cluster_tls_table_as_tls_with_the_public_roots() -> None:
+    data = listener_config({})
+    del data["listeners"]
+    data["clusters"][0]["tls"] = {}
+    (cluster,) = config_from_dict(data, environ={}).clusters
+    assert cluster.tls == ClientTls()

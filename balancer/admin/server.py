@@ -97,7 +97,7 @@ class AdminServer:
         """One warning line when a port of this server is reachable off this machine in clear."""
         if self._config.tls is not None:
             return
-        ports = [("admin API", self._config.address), ("metrics", self._config.metrics_address)]
+        ports = [("admin API", self.address), ("metrics", self.metrics_address)]
         exposed = [
             f"{what} on {address}"
             for what, address in ports
