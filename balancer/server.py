@@ -103,6 +103,7 @@ class Balancer:
                 rng=rng,
                 channel_factory=lambda a: grpc.aio.insecure_channel(a.target, options=options),
                 on_change=self._state_changed,
+                watch_connectivity=True,
             )
             for c in config.clusters
         }
