@@ -39,7 +39,7 @@ SLOW_S = 60.0
 # Calls through the balancer once the dead pods are out, to show nothing more is lost.
 CALLS_AFTER = 400
 # Picks for a dead pod between its SIGKILL and its channel's TRANSIENT_FAILURE. The
-# window is one socket close on loopback: measured 0 to 4 (README); the bound leaves room
+# window is one socket close on loopback: measured 0 to 5 (README); the bound leaves room
 # for a loaded machine, where the killed process may take longer to be reaped.
 MAX_RACED = 25
 
