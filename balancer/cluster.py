@@ -3,11 +3,19 @@
 Membership comes from discovery (`apply`); states change through
 `Endpoint.transition`, and every change rebuilds the picker, so a drained or
 ejected endpoint gets no new request from the moment the change is made.
+
+Two signals decide whether a serving endpoint is READY or UNHEALTHY (`_settle`):
+health checks (or discovery's readiness without them) and its channel's
+connectivity, which a gRPC client uses too: a channel in TRANSIENT_FAILURE
+(connection refused or lost) takes the endpoint out at once, and READY again
+puts it back. Below the panic threshold (Envoy's) the picker spreads calls over
+every non-drained endpoint that can connect rather than fail them all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections import Counter
@@ -19,7 +27,7 @@ import grpc.aio
 from balancer.config import ClusterConfig
 from balancer.discovery import Add, Remove, Reset, Update
 from balancer.endpoint import Address, Endpoint, State, StateChange, check_weight
-from balancer.load import PeakEwma
+from balancer.load import FailureLoad, PeakEwma
 from balancer.picker import POLICIES, Picker, build_picker
 from balancer.stats import CODE_INDEX, EndpointStats
 
@@ -27,6 +35,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 ChannelFactory = Callable[[Address], grpc.aio.Channel]
+ConnectivityReport = Callable[[grpc.ChannelConnectivity], None]
+
+UNREACHABLE_REASON = "cannot connect: channel in TRANSIENT_FAILURE (connection refused or lost)"
+_SERVING = (State.PENDING, State.READY, State.EJECTED)
+# Endpoints the panic threshold counts: health is known, and no drain set them aside.
+_JUDGED = (State.READY, State.EJECTED, State.UNHEALTHY)
 
 
 class UnknownEndpoint(KeyError):
@@ -47,7 +61,10 @@ class Cluster:
         rng: random.Random,
         channel_factory: ChannelFactory,
         on_change: Callable[[Cluster, StateChange], None] | None = None,
+        watch_connectivity: bool = False,
     ) -> None:
+        """`watch_connectivity`: follow each endpoint's channel state (needs real
+        grpc.aio channels and a running loop when endpoints are added)."""
         self.config = config
         self.name = config.name
         self.policy = config.policy
@@ -66,6 +83,9 @@ class Cluster:
         self._penalty_s = config.peak_ewma.failure_penalty_ms / 1000
         self._picker: Picker = build_picker(self.policy, [], rng)
         self._closing: set[asyncio.Task[None]] = set()
+        self._watch_connectivity = watch_connectivity
+        # True while fewer than panic_threshold_percent of the endpoints are READY.
+        self.panic = False
 
     # --- picking (hot path) ---------------------------------------------------------------
 
@@ -84,6 +104,7 @@ class Cluster:
         if code_index in self._penalty_codes:
             # A fast failure must not look like a fast pod (linkerd's load biaser).
             ep.ewma.observe(max(latency_s, self._penalty_s), now)
+            ep.failure_load.add(now)
         else:
             ep.ewma.observe(latency_s, now)
         if code_index in self._failure_codes:
@@ -144,8 +165,14 @@ class Cluster:
             ),
             stats=EndpointStats(),
             on_change=self._changed,
+            failure_load=FailureLoad(penalty_s=self._penalty_s, now_s=now),
         )
         ep.channel = self._channel_factory(address)
+        if self._watch_connectivity:
+            report = functools.partial(self.set_connectivity, ep)
+            ep.connectivity_task = asyncio.get_running_loop().create_task(
+                follow_connectivity(ep.channel, report)
+            )
         self.endpoints[ep.id] = ep
         log.info("cluster %s: endpoint %s added (%s)", self.name, ep.id, address.target)
         return ep
@@ -175,6 +202,8 @@ class Cluster:
         if self.endpoints.get(ep.id) is ep:
             del self.endpoints[ep.id]
         ep.cancel_drain_timer()
+        if ep.connectivity_task is not None:
+            ep.connectivity_task.cancel()
         if ep.channel is not None:
             task = asyncio.get_running_loop().create_task(ep.channel.close())
             self._closing.add(task)
@@ -195,16 +224,45 @@ class Cluster:
     # --- health -----------------------------------------------------------------------------
 
     def set_healthy(self, ep: Endpoint, reason: str) -> None:
-        """Health passed: PENDING or UNHEALTHY endpoints become READY."""
+        """Health passed: PENDING or UNHEALTHY endpoints become READY if they can connect."""
         ep.healthy = True
-        if ep.state in (State.PENDING, State.UNHEALTHY):
-            ep.transition(State.READY, reason, self._clock())
+        self._settle(ep, reason)
 
     def set_unhealthy(self, ep: Endpoint, reason: str) -> None:
         """Health failed: serving or waiting endpoints become UNHEALTHY; drains are left alone."""
         ep.healthy = False
-        if ep.state in (State.PENDING, State.READY, State.EJECTED):
-            ep.transition(State.UNHEALTHY, reason, self._clock())
+        self._settle(ep, reason)
+
+    def set_connectivity(self, ep: Endpoint, connectivity: grpc.ChannelConnectivity) -> None:
+        """The endpoint's channel changed state, as a gRPC client's picker sees it.
+
+        TRANSIENT_FAILURE (refused, reset, unreachable) takes the endpoint out at
+        once; READY puts it back (if health allows). IDLE and CONNECTING change
+        nothing: a channel reconnecting after a failure stays out until it connects.
+        """
+        ep.connectivity = connectivity.name
+        if connectivity is grpc.ChannelConnectivity.TRANSIENT_FAILURE and ep.reachable:
+            ep.reachable = False
+            self._settle(ep, UNREACHABLE_REASON)
+        elif connectivity is grpc.ChannelConnectivity.READY and not ep.reachable:
+            ep.reachable = True
+            self._settle(ep, "connected again (channel READY)")
+        else:
+            return
+        self.rebuild()  # in panic, reachability alone decides whether it is picked
+
+    def _settle(self, ep: Endpoint, reason: str) -> None:
+        """READY when health and connectivity both allow it, else UNHEALTHY.
+
+        Only PENDING, READY, EJECTED (towards UNHEALTHY) and UNHEALTHY (towards
+        READY) move: a drain is the operator's, and an ejection ends by its timer.
+        """
+        if ep.healthy and ep.reachable:
+            if ep.state in (State.PENDING, State.UNHEALTHY):
+                ep.transition(State.READY, reason, self._clock())
+        elif ep.state in _SERVING:
+            why = reason if not ep.healthy else UNREACHABLE_REASON
+            ep.transition(State.UNHEALTHY, why, self._clock())
 
     def _maybe_eject(self, ep: Endpoint, now: float) -> None:
         config = self.config.outlier_detection
@@ -307,26 +365,56 @@ class Cluster:
         if ep.removed:
             raise UnknownEndpoint(f"endpoint {endpoint_id!r} was removed by discovery")
         if ep.state in (State.DRAINING, State.DRAINED):
-            state = State.READY if ep.healthy else State.UNHEALTHY
+            state = State.READY if ep.healthy and ep.reachable else State.UNHEALTHY
             ep.transition(state, "undrained by operator", self._clock())
         return ep
 
     # --- weights and the picker -------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """Recomputes effective weights (slow start) and the picker over READY endpoints."""
+        """Recomputes effective weights (slow start) and the picker over READY endpoints.
+
+        In panic (fewer than `panic_threshold_percent` of the judged endpoints —
+        not drained, not PENDING — are READY) the picker takes every judged
+        endpoint whose channel can connect, at its weight, as Envoy does: health
+        signals that fail everywhere at once are more likely wrong than the pods.
+        A channel in TRANSIENT_FAILURE stays out even then: a call on it fails at once.
+        """
         now = self._clock()
-        ready = [ep for ep in self.endpoints.values() if ep.state is State.READY]
+        endpoints = list(self.endpoints.values())
+        ready = [ep for ep in endpoints if ep.state is State.READY]
+        judged = [ep for ep in endpoints if ep.state in _JUDGED]
+        self._set_panic(len(ready), len(judged))
         ramping = self._slow_start_factors(ready, now)
+        for ep in endpoints:
+            ep.effective_weight = 0.0
         for ep in ready:
             ep.effective_weight = ep.weight * ramping.get(ep.id, 1.0)
-        for ep in self.endpoints.values():
-            if ep.state is not State.READY:
-                ep.effective_weight = 0.0
-        routable = [ep for ep in ready if ep.effective_weight > 0]
+        serving = ready
+        if self.panic:
+            serving = [ep for ep in judged if ep.reachable]
+            for ep in serving:
+                if ep.state is not State.READY:
+                    ep.effective_weight = float(ep.weight)
+        routable = [ep for ep in serving if ep.effective_weight > 0]
         self._picker = build_picker(
             self.policy, routable, self._rng, tolerance=self.config.peak_ewma.tolerance
         )
+
+    def _set_panic(self, ready: int, judged: int) -> None:
+        threshold = self.config.panic_threshold_percent
+        panic = threshold > 0 and judged > 0 and ready * 100 < threshold * judged
+        if panic and not self.panic:
+            log.warning(
+                "cluster %s: panic: %d of %d endpoints READY, below the panic threshold of"
+                " %g %%; routing to every one not drained that can connect",
+                self.name, ready, judged, threshold,
+            )  # fmt: skip
+        elif self.panic and not panic:
+            log.warning(
+                "cluster %s: panic over: %d of %d endpoints READY", self.name, ready, judged
+            )
+        self.panic = panic
 
     def _slow_start_factors(self, ready: list[Endpoint], now: float) -> dict[str, float]:
         """Envoy: weight × max(min_weight_percent, time_factor^(1/aggression)).
@@ -363,5 +451,24 @@ class Cluster:
     async def close(self) -> None:
         for ep in self.endpoints.values():
             ep.cancel_drain_timer()
+            if ep.connectivity_task is not None:
+                ep.connectivity_task.cancel()
         channels = [ep.channel for ep in self.endpoints.values() if ep.channel is not None]
         await asyncio.gather(*(ch.close() for ch in channels), *self._closing)
+
+
+async def follow_connectivity(channel: grpc.aio.Channel, report: ConnectivityReport) -> None:
+    """Reports every connectivity state of `channel` until cancelled.
+
+    Asks the channel to connect each time (`try_to_connect`): an idle channel
+    would otherwise wait for a call to find out its endpoint is gone, and one in
+    TRANSIENT_FAILURE must keep trying (with gRPC's reconnect backoff) so its
+    recovery is seen.
+    """
+    state = channel.get_state(try_to_connect=True)
+    while True:
+        report(state)
+        if state is grpc.ChannelConnectivity.SHUTDOWN:
+            return
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)

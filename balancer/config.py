@@ -177,6 +177,9 @@ class ClusterConfig:
     drain_timeout_s: float | None = None
     # Endpoints reached over TLS when set; plaintext (h2c) otherwise.
     tls: ClientTls | None = None
+    # Envoy's panic threshold: below this share of READY endpoints (of those not
+    # drained and not PENDING), route to all of them that can connect; 0 turns it off.
+    panic_threshold_percent: float = 50.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -192,6 +195,11 @@ class ClusterConfig:
                 raise ValueError(f"unary_methods: {method!r} is not /package.Service/Method")
         if self.drain_timeout_s is not None:
             _positive("drain_timeout_s", self.drain_timeout_s)
+        if not 0 <= self.panic_threshold_percent <= 100:
+            raise ValueError(
+                f"panic_threshold_percent must be between 0 (off) and 100,"
+                f" got {self.panic_threshold_percent}"
+            )
 
 
 @dataclass(frozen=True)
@@ -424,7 +432,8 @@ def _cluster(t: _Table) -> ClusterConfig:
         "slow_start": slow, "peak_ewma": ewma, "default_weight": t.get("default_weight", int),
         "unary_methods": frozenset(unary) if unary is not None else None,
         "discover_unary_methods": t.get("discover_unary_methods", bool),
-        "drain_timeout_s": t.get("drain_timeout_s", float), "tls": tls})  # fmt: skip
+        "drain_timeout_s": t.get("drain_timeout_s", float), "tls": tls,
+        "panic_threshold_percent": t.get("panic_threshold_percent", float)})  # fmt: skip
 
 
 def _server_tls(parent: _Table) -> ServerTls | None:

@@ -13,7 +13,10 @@ DRAINING / DRAINED → UNHEALTHY (undrain of an endpoint whose health fails:
 it must not get requests just because the operator is done with it).
 
 `Endpoint.transition` is the one place that changes state; an illegal
-transition raises `IllegalTransition`.
+transition raises `IllegalTransition`. Whether a serving endpoint is READY or
+UNHEALTHY follows two signals, both kept on the endpoint: `healthy` (health
+checks, or discovery's readiness without them) and `reachable` (false while its
+channel is in TRANSIENT_FAILURE: the connection is refused or lost).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from balancer.load import PeakEwma
+from balancer.load import FailureLoad, PeakEwma
 from balancer.stats import EndpointStats
 
 if TYPE_CHECKING:
@@ -110,6 +113,7 @@ class Endpoint:
         ewma: PeakEwma,
         stats: EndpointStats,
         on_change: Callable[[Endpoint, StateChange], None],
+        failure_load: FailureLoad | None = None,
     ) -> None:
         self.address = address
         self.id = address.endpoint_id
@@ -119,7 +123,11 @@ class Endpoint:
         self.effective_weight = float(self.weight)
         self.ready_since_s: float | None = None
         self.state_since_s = now_s
+        # Why the endpoint is in its state, in words an operator can act on.
+        self.state_reason = "discovered"
         self.ewma = ewma
+        # Recent fast failures, as load for least_request (linkerd's load biaser).
+        self.failure_load = failure_load or FailureLoad(penalty_s=0.0, now_s=now_s)
         self.stats = stats
         # Upstream calls in flight, so a drain timeout can cancel them.
         self.calls: set[grpc.aio.Call] = set()
@@ -133,6 +141,12 @@ class Endpoint:
         self.ejected_until_s = 0.0
         # The last word of health checks or discovery, kept while drained for undrain.
         self.healthy = False
+        # False while the channel is in TRANSIENT_FAILURE; only READY makes it true again.
+        self.reachable = True
+        # The channel's last connectivity state seen (grpc.ChannelConnectivity name).
+        self.connectivity = "IDLE"
+        # Follows the channel's connectivity while the endpoint exists (Cluster starts it).
+        self.connectivity_task: asyncio.Task[None] | None = None
         self.drain_deadline_s: float | None = None
         self.drain_timer: asyncio.TimerHandle | None = None
         self.drain_timed_out = False
@@ -157,6 +171,7 @@ class Endpoint:
             )
         self.state = new
         self.state_since_s = now_s
+        self.state_reason = reason
         if new is State.READY:
             self.ready_since_s = now_s
         if old is State.DRAINING:

@@ -48,3 +48,36 @@ class PeakEwma:
         if elapsed <= 0:
             return self._estimate_s
         return self._estimate_s * math.exp(-elapsed / self._decay_s)
+
+
+class FailureLoad:
+    """Fast failures counted as calls in flight: the least_request side of linkerd's load biaser.
+
+    Each failure adds one call that fades away with time constant `penalty_s`, so
+    over time it weighs as much as one call that took `penalty_s` to answer (the
+    penalty peak EWMA gives a failure as latency). A pod that refuses calls in a
+    millisecond then costs more than its busy neighbours instead of looking idle,
+    and is only tried again as its failures fade. `penalty_s` 0 turns it off.
+    """
+
+    __slots__ = ("_load", "_penalty_s", "_updated_s")
+
+    def __init__(self, *, penalty_s: float, now_s: float) -> None:
+        self._penalty_s = penalty_s
+        self._load = 0.0
+        self._updated_s = now_s
+
+    def add(self, now_s: float) -> None:
+        """Counts one failure at `now_s`."""
+        if self._penalty_s > 0:
+            self._load = self.value(now_s) + 1.0
+            self._updated_s = now_s
+
+    def value(self, now_s: float) -> float:
+        """The failures' load at `now_s`: 0 when there were none (or long ago)."""
+        if not self._load:
+            return 0.0
+        elapsed = now_s - self._updated_s
+        if elapsed <= 0:
+            return self._load
+        return self._load * math.exp(-elapsed / self._penalty_s)

@@ -1,8 +1,9 @@
 """Pickers: choose the endpoint for one request.
 
 A picker is built from the READY endpoints with a positive effective weight
-and rebuilt by the cluster whenever that set or a weight changes, so `pick`
-does no filtering. Every policy gives each endpoint a share of new requests
+(in panic, from every non-drained endpoint that can connect: see
+`Cluster.rebuild`) and rebuilt by the cluster whenever that set or a weight
+changes, so `pick` does no filtering. Every policy gives each endpoint a share of new requests
 that follows effective weight / sum of effective weights.
 """
 
@@ -107,7 +108,9 @@ class LoadWeighted:
     endpoint is already more than its fraction of a call (a penalty from zero
     measured 0.024 off at 1:2:5). A backed-up endpoint still gets less. With
     `latency` (peak EWMA), one slower than the fastest by more than `tolerance`
-    also gets less, in proportion. O(n) per pick: fine for a service's pods.
+    also gets less, in proportion. `load` is what an endpoint carries (calls in
+    flight; least_request adds its recent fast failures). O(n) per pick: fine for
+    a service's pods.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class LoadWeighted:
         rng: random.Random,
         latency: Callable[[Endpoint, float], float] | None = None,
         tolerance: float = 0.0,
+        load: Callable[[Endpoint, float], float] | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
         self._weights = [ep.effective_weight for ep in endpoints]
@@ -125,6 +129,7 @@ class LoadWeighted:
         self._random = rng.random
         self._latency = latency
         self._margin = 1 + tolerance
+        self._load = load or calls_in_flight
 
     def _slowness(self, now_s: float) -> list[float]:
         """Per endpoint: its latency ÷ the fastest's (with the margin), at least 1."""
@@ -135,7 +140,7 @@ class LoadWeighted:
         return [max(1.0, latency / floor) for latency in latencies]
 
     def pick(self, now_s: float) -> Endpoint | None:
-        calls = [len(ep.calls) for ep in self._endpoints]
+        calls = [self._load(ep, now_s) for ep in self._endpoints]
         in_flight = sum(calls)
         shares = [
             w / (slow * (1 + max(0.0, n - in_flight * fraction - 1) * k))
@@ -152,8 +157,13 @@ class LoadWeighted:
         return self._endpoints[-1]
 
 
-def least_request_cost(ep: Endpoint, now_s: float) -> float:
+def calls_in_flight(ep: Endpoint, now_s: float) -> float:
     return len(ep.calls)
+
+
+def least_request_cost(ep: Endpoint, now_s: float) -> float:
+    """Calls in flight plus recent fast failures: a pod failing fast must not look idle."""
+    return len(ep.calls) + ep.failure_load.value(now_s)
 
 
 def peak_ewma_cost(ep: Endpoint, now_s: float) -> float:
@@ -180,7 +190,7 @@ def build_picker(
     if policy == "least_request":
         if equal:
             return PowerOfTwo(endpoints, rng, least_request_cost)
-        return LoadWeighted(endpoints, rng)
+        return LoadWeighted(endpoints, rng, load=least_request_cost)
     if policy == "peak_ewma":
         if equal:
             return PowerOfTwo(endpoints, rng, peak_ewma_cost, tolerance)

@@ -113,6 +113,7 @@ class Balancer:
                 rng=rng,
                 channel_factory=_channel_factory(c, options),
                 on_change=self._state_changed,
+                watch_connectivity=True,
             )
             for c in config.clusters
         }

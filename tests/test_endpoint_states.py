@@ -260,6 +260,22 @@ class ClusterMachine(RuleBasedStateMachine):
         else:
             self.run(self.c.set_unhealthy, ep, "check failed")
 
+    @precondition(lambda self: self.c.endpoints)
+    @rule(data=st.data(), connectivity=st.sampled_from(list(grpc.ChannelConnectivity)))
+    def channel(self, data: st.DataObject, connectivity: grpc.ChannelConnectivity) -> None:
+        ep = data.draw(st.sampled_from(sorted(self.c.endpoints.values(), key=lambda e: e.id)))
+        before = ep.state
+        self.run(self.c.set_connectivity, ep, connectivity)
+        if connectivity is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            assert not ep.reachable
+            if before in (S.PENDING, S.READY, S.EJECTED):
+                assert ep.state is S.UNHEALTHY
+                assert "TRANSIENT_FAILURE" in ep.state_reason
+        elif connectivity is grpc.ChannelConnectivity.READY:
+            assert ep.reachable
+            if before is S.UNHEALTHY and ep.healthy:
+                assert ep.state is S.READY
+
     # operator
 
     @rule(name=st.sampled_from(NAMES))
@@ -281,8 +297,8 @@ class ClusterMachine(RuleBasedStateMachine):
         before = ep.state
         self.run(self.c.undrain, name)
         if before in (S.DRAINING, S.DRAINED):
-            # Back to what health (or discovery) last said, not blindly to READY.
-            assert ep.state is (S.READY if ep.healthy else S.UNHEALTHY)
+            # Back to what health (or discovery) and the channel last said, not blindly to READY.
+            assert ep.state is (S.READY if ep.healthy and ep.reachable else S.UNHEALTHY)
         else:
             assert ep.state is before
 
@@ -337,20 +353,43 @@ class ClusterMachine(RuleBasedStateMachine):
 
     # invariants
 
+    def routable(self, ep: Endpoint) -> bool:
+        """READY; in panic also EJECTED or UNHEALTHY, if its channel can connect."""
+        if self.c.panic:
+            return ep.state in (S.READY, S.EJECTED, S.UNHEALTHY) and ep.reachable
+        return ep.state is S.READY
+
     @invariant()
-    def picks_only_ready_endpoints_with_positive_weight(self) -> None:
+    def picks_only_routable_endpoints_with_positive_weight(self) -> None:
         if self.cluster is None:
             return
         for _ in range(3):
             ep = self.c.pick()
             if ep is None:
-                routable = [e for e in self.c.endpoints.values() if e.state is S.READY and e.weight]
+                routable = [e for e in self.c.endpoints.values() if self.routable(e) and e.weight]
                 assert routable == []
                 assert isinstance(self.c.no_endpoint_reason(), str)
                 return
-            assert ep.state is S.READY
+            assert self.routable(ep)
             assert ep.weight > 0 and ep.effective_weight > 0
             assert self.c.endpoints.get(ep.id) is ep
+
+    @invariant()
+    def panics_exactly_below_half_ready(self) -> None:
+        if self.cluster is None:
+            return
+        states = [ep.state for ep in self.c.endpoints.values()]
+        judged = sum(s in (S.READY, S.EJECTED, S.UNHEALTHY) for s in states)
+        ready = states.count(S.READY)
+        assert self.c.panic is (judged > 0 and ready * 2 < judged)
+
+    @invariant()
+    def an_unreachable_endpoint_is_never_ready(self) -> None:
+        if self.cluster is None:
+            return
+        for ep in self.c.endpoints.values():
+            if not ep.reachable:
+                assert ep.state is not S.READY, ep
 
     @invariant()
     def no_endpoint_sits_draining_without_calls(self) -> None:
@@ -362,11 +401,11 @@ class ClusterMachine(RuleBasedStateMachine):
                 assert ep.calls, ep
 
     @invariant()
-    def only_ready_endpoints_carry_weight(self) -> None:
+    def only_routable_endpoints_carry_weight(self) -> None:
         if self.cluster is None:
             return
         for ep in self.c.endpoints.values():
-            if ep.state is not S.READY:
+            if not self.routable(ep):
                 assert ep.effective_weight == 0.0
 
     @invariant()

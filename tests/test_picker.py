@@ -35,11 +35,16 @@ class FakeClock:
 
 
 def make_cluster(
-    policy: str, weights: dict[str, int], *, seed: int = 7, clock: FakeClock | None = None
+    policy: str,
+    weights: dict[str, int],
+    *,
+    seed: int = 7,
+    clock: FakeClock | None = None,
+    panic_threshold_percent: float = 50.0,
 ) -> Cluster:
     """A cluster of READY endpoints named by `weights`' keys, with those weights."""
     cluster = Cluster(
-        ClusterConfig("c", policy=policy),
+        ClusterConfig("c", policy=policy, panic_threshold_percent=panic_threshold_percent),
         clock=clock or FakeClock(),
         rng=random.Random(seed),
         channel_factory=lambda address: object(),  # pick() never touches a channel
@@ -240,7 +245,7 @@ def test_it_explains_that_every_endpoint_is_drained():
 
 
 def test_it_counts_each_state_when_no_endpoint_is_ready():
-    cluster = make_cluster("round_robin", {"a": 1, "b": 1, "c": 1})
+    cluster = make_cluster("round_robin", {"a": 1, "b": 1, "c": 1}, panic_threshold_percent=0)
     cluster.drain("a")
     cluster.set_unhealthy(cluster.endpoints["b"], "health check failed")
     cluster.set_unhealthy(cluster.endpoints["c"], "health check failed")

@@ -44,6 +44,7 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         ready_endpoints=view.ready_endpoints,
         default_weight=view.default_weight,
         configured_policy=view.configured_policy,
+        panic=view.panic,
     )
 
 
@@ -73,6 +74,8 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         consecutive_failures=view.consecutive_failures,
         ejections_total=view.ejections_total,
         ejection_multiplier=view.ejection_multiplier,
+        state_reason=view.state_reason,
+        connectivity=view.connectivity,
     )
 
 

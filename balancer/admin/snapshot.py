@@ -52,6 +52,9 @@ class EndpointView:
     consecutive_failures: int
     ejections_total: int
     ejection_multiplier: int
+    state_reason: str
+    # The channel's last connectivity state (grpc.ChannelConnectivity name).
+    connectivity: str
 
     @property
     def requests_total(self) -> int:
@@ -70,6 +73,8 @@ class ClusterView:
     # From the config file: what an endpoint or the cluster has without an operator's change.
     default_weight: int
     configured_policy: str
+    # Below the panic threshold: calls go to every non-drained endpoint that can connect.
+    panic: bool
 
     @property
     def requests_total(self) -> int:
@@ -145,6 +150,7 @@ class Reader:
             endpoints=tuple(self._endpoint(ep, now) for ep in endpoints),
             default_weight=cluster.config.default_weight,
             configured_policy=cluster.config.policy,
+            panic=cluster.panic,
         )
 
     def _endpoint(self, ep: Endpoint, now: _Now) -> EndpointView:
@@ -170,4 +176,6 @@ class Reader:
             consecutive_failures=ep.consecutive_failures,
             ejections_total=ep.ejections_total,
             ejection_multiplier=ep.times_ejected,
+            state_reason=ep.state_reason,
+            connectivity=ep.connectivity,
         )

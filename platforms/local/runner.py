@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from platforms.local import processes
+from platforms.local.environment import pod_environment
 from platforms.local.events import EndpointWatchers, EventLog
 from platforms.local.pod import COMPLETED, ERROR, OOM_KILLED, Pod, Termination
 from platforms.local.probe import ReadinessProbe
@@ -60,7 +60,7 @@ class PodRunner:
             with self._log_file(pod) as output:
                 pod.process = await processes.spawn(
                     self._argv(pod),
-                    env={**os.environ, **self.spec.env},
+                    env=pod_environment(pod.name, self.spec.env),
                     cwd=self.spec.cwd,
                     stdout=output,
                     stderr=asyncio.subprocess.STDOUT,

@@ -93,10 +93,11 @@ class DeploymentSpec:
     """A Deployment of `replicas` pods running `argv`; also the Service of the same name.
 
     `argv` may use `{port}` (the pod's gRPC port), `{metrics_port}` and `{name}`
-    (the pod's name); each pod gets its own free 127.0.0.1 ports. `env` is added
-    to this process's environment. `memory_limit_bytes` None means no limit.
-    `progress_deadline_s` bounds how long a rollout waits for one new pod to
-    become ready.
+    (the pod's name); each pod gets its own free 127.0.0.1 ports. A pod's
+    environment is `env` over a few basics (PATH, HOME, locale: see
+    `environment.py`), never this process's whole environment.
+    `memory_limit_bytes` None means no limit. `progress_deadline_s` bounds how
+    long a rollout waits for one new pod to become ready.
     """
 
     name: str

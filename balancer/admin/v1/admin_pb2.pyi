@@ -89,7 +89,7 @@ class Snapshot(_message.Message):
     def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy")
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class ClusterSnapshot(_message.Message):
     READY_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CONFIGURED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PANIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
@@ -106,10 +107,11 @@ class ClusterSnapshot(_message.Message):
     ready_endpoints: int
     default_weight: int
     configured_policy: str
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ...) -> None: ...
+    panic: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
-    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier")
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity")
     class RequestsByCodeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +138,8 @@ class EndpointSnapshot(_message.Message):
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     EJECTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     EJECTION_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CONNECTIVITY_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     address: str
     pod_name: str
@@ -155,7 +159,9 @@ class EndpointSnapshot(_message.Message):
     consecutive_failures: int
     ejections_total: int
     ejection_multiplier: int
-    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ...) -> None: ...
+    state_reason: str
+    connectivity: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("counts", "sum_ms", "count")
