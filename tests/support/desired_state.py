@@ -178,6 +178,7 @@ class BalancerProcess:
             assert self.proc.poll() is None, f"the balancer exited:\n{self.stderr()}"
             assert loop.time() < deadline, f"no ready file in time:\n{self.stderr()}"
             await asyncio.sleep(0.02)
+        assert ready["pid"] == self.proc.pid, "a ready file left by another process"
         return ready
 
     def stderr(self) -> str:
