@@ -255,7 +255,7 @@ class ControlPlaneConfig:
     """
 
     url: str
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
     token_env: str = DEFAULT_CONTROL_TOKEN_ENV
     initial_fetch_timeout_s: float = 15.0
     ca_file: str | None = None

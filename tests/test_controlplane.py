@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from balancer.endpoint import State
 from balancer.server import Balancer
 from tests.support import backend as be
 from tests.support.backend import Backend
+from tests.support.balancing import ADMIN_TOKEN
 from tests.support.desired_state import (
     CONTROL_TOKEN,
     Answer,
@@ -27,8 +29,10 @@ from tests.support.desired_state import (
     balancer_toml,
     desired,
     endpoint,
+    self_signed,
 )
 from tests.support.inventory import dead_port
+from tests.support.waiting import wait_for
 from tests.test_cli import run_cli
 
 SERVICE = "inventory"
@@ -158,8 +162,10 @@ async def pods(backends: Callable[..., Awaitable[Backend]]) -> dict[str, Backend
 def control() -> Iterator[Callable[..., DesiredStateServer]]:
     started: list[DesiredStateServer] = []
 
-    def start(*answers: Answer, hold: bool = False) -> DesiredStateServer:
-        server = DesiredStateServer(list(answers), hold=hold).start()
+    def start(
+        *answers: Answer, hold: bool = False, tls: tuple[Path, Path] | None = None
+    ) -> DesiredStateServer:
+        server = DesiredStateServer(list(answers), hold=hold, tls=tls).start()
         started.append(server)
         return server
 
@@ -168,14 +174,17 @@ def control() -> Iterator[Callable[..., DesiredStateServer]]:
         server.stop()
 
 
-def _replica(pods: dict[str, Backend], url: str, timeout_s: float = 15.0) -> Balancer:
+def _replica(
+    pods: dict[str, Backend], url: str, timeout_s: float = 15.0, **control: Any
+) -> Balancer:
     endpoints = [{"address": b.address, "name": n} for n, b in pods.items()]
     config = config_from_dict(
         {
             "listeners": [{"address": "127.0.0.1:0"}],
             "clusters": [{"name": SERVICE, "discover_unary_methods": False,
                           "discovery": {"endpoints": endpoints}}],
-            "control_plane": {"url": url, "initial_fetch_timeout_s": timeout_s},
+            "control_plane": {"url": url, "initial_fetch_timeout_s": timeout_s, **control},
+            "admin": {"address": "127.0.0.1:0", "token": ADMIN_TOKEN},
         },
         {"BALLAST_CONTROL_TOKEN": CONTROL_TOKEN},
     )  # fmt: skip
@@ -199,6 +208,52 @@ async def test_it_applies_the_fetched_state_to_the_endpoints_it_knows(
         assert server.requests == [f"Token {CONTROL_TOKEN}"]
     finally:
         await balancer.stop(grace_s=0)
+
+
+async def test_nothing_serves_while_the_desired_state_is_on_its_way(
+    pods: dict[str, Backend], control: Callable[..., DesiredStateServer]
+) -> None:
+    server = control(STATE, hold=True)
+    balancer = _replica(pods, server.url)
+    starting = asyncio.create_task(balancer.start())
+    try:
+        await wait_for(lambda: server.requests, timeout_s=30, what="the fetch")
+        assert not starting.done()
+        assert balancer.admin_address is None  # no admin API, so no health SERVING yet
+        server.release()
+        await starting
+        assert balancer.admin_address is not None
+        assert balancer.clusters[SERVICE].endpoints["pod-b"].state is State.DRAINED
+    finally:
+        server.release()
+        await asyncio.gather(starting, return_exceptions=True)
+        await balancer.stop(grace_s=0)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_it_fetches_over_https_checked_against_ca_file(
+    tmp_path: Path,
+    pods: dict[str, Backend],
+    control: Callable[..., DesiredStateServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server = control(STATE, tls=(cert, key))
+    trusting = _replica(pods, server.url, ca_file=str(cert))
+    await trusting.start()
+    try:
+        assert trusting.clusters[SERVICE].endpoints["pod-b"].state is State.DRAINED
+    finally:
+        await trusting.stop(grace_s=0)
+    untrusting = _replica(pods, server.url)  # the system's CAs: not this certificate
+    await untrusting.start()
+    try:
+        [line] = _control_plane_lines(caplog)
+        assert "certificate is not trusted" in line and "control_plane.ca_file" in line
+        assert untrusting.clusters[SERVICE].endpoints["pod-b"].state is State.READY
+        assert len(server.requests) == 1  # retrying cannot help
+    finally:
+        await untrusting.stop(grace_s=0)
 
 
 async def test_it_retries_until_the_control_plane_answers(
@@ -353,3 +408,14 @@ async def test_a_process_with_a_bad_token_says_so_once_and_starts(
     assert len(lines) == 1, replica.stderr()
     assert "HTTP 401 Unauthorized: the token was refused" in lines[0]
     assert "Traceback" not in replica.stderr()
+
+
+def test_check_says_where_the_desired_state_comes_from(tmp_path: Path) -> None:
+    path = tmp_path / "ballast.toml"
+    control = {"url": "https://dash.example:8443", "token": "t0k", "initial_fetch_timeout_s": 5}
+    path.write_text(balancer_toml([("pod-a", "127.0.0.1:1")], control_plane=control), "utf-8")
+    result = run_cli("--config", str(path), "--check")
+    assert result.returncode == 0, result.stderr
+    assert "desired state from https://dash.example:8443 before serving (waits up to 5 s)" in (
+        result.stdout
+    )
