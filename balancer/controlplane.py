@@ -22,7 +22,7 @@ import random
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -146,17 +146,28 @@ def _ssl_context(config: ControlPlaneConfig) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=config.ca_file)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not followed: urllib would carry the token to wherever
+    it points (another host, or plain http)."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
 def fetch_once(config: ControlPlaneConfig, timeout_s: float) -> tuple[ServiceWant, ...]:
     """One GET of the desired state (blocking); raises FetchError saying what went wrong."""
     request = urllib.request.Request(
         desired_state_url(config.url),
         headers={"Authorization": f"Token {config.token}", "Accept": "application/json"},
     )
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if (context := _ssl_context(config)) is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s, context=_ssl_context(config)) as r:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout_s) as r:
             raw = r.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as err:
-        raise _http_error(config, err.code) from None
+        raise _http_error(config, err.code, err.headers.get("Location")) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         raise _network_error(err) from None
     if len(raw) > MAX_ANSWER_BYTES:
@@ -184,8 +195,14 @@ def _network_error(err: Exception) -> FetchError:
     return FetchError(str(reason) or type(reason).__name__)
 
 
-def _http_error(config: ControlPlaneConfig, code: int) -> FetchError:
+def _http_error(config: ControlPlaneConfig, code: int, location: str | None) -> FetchError:
     status = f"HTTP {code} {_phrase(code)}".rstrip()
+    if 300 <= code < 400:
+        return FetchError(
+            f"{status} to {location}: set control_plane.url to the dashboard's base URL"
+            " (redirects are not followed: they would carry the token along)",
+            permanent=True,
+        )
     if code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
         return FetchError(
             f"{status}: the token was refused; set {config.token_env} (or control_plane.token)"
@@ -208,11 +225,8 @@ def _phrase(code: int) -> str:
         return ""
 
 
-Fetch = Callable[[ControlPlaneConfig, float], tuple[ServiceWant, ...]]
-
-
 async def fetch_desired_state(
-    config: ControlPlaneConfig, *, rng: random.Random, fetch: Fetch = fetch_once
+    config: ControlPlaneConfig, *, rng: random.Random
 ) -> tuple[ServiceWant, ...] | None:
     """The desired state, retried with jittered backoff for up to `initial_fetch_timeout_s`.
 
@@ -224,23 +238,24 @@ async def fetch_desired_state(
     url = desired_state_url(config.url)
     attempt = 0
     while True:
-        left_s = deadline - loop.time()
         try:
-            timeout_s = max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, left_s))
-            return await asyncio.to_thread(fetch, config, timeout_s)
+            timeout_s = max(MIN_ATTEMPT_S, min(MAX_ATTEMPT_S, deadline - loop.time()))
+            return await asyncio.to_thread(fetch_once, config, timeout_s)
         except FetchError as err:
             if err.permanent:
                 log.warning("control plane %s: %s; %s", url, err, _SERVES_ANYWAY)
                 return None
-            delay_s = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] * rng.uniform(
+            jittered_s = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)] * rng.uniform(
                 1 - JITTER, 1 + JITTER
             )
-            if loop.time() + delay_s >= deadline:
+            left_s = deadline - loop.time()
+            if left_s <= 0:
                 log.warning(
-                    "control plane %s unreachable for %g s (last error: %s); %s",
+                    "control plane %s: no desired state after %g s (last error: %s); %s",
                     url, config.initial_fetch_timeout_s, err, _SERVES_ANYWAY,
                 )  # fmt: skip
                 return None
+            delay_s = min(jittered_s, left_s)  # the last try lands on the deadline
             log.debug("control plane %s: %s; trying again in %.2f s", url, err, delay_s)
         await asyncio.sleep(delay_s)
         attempt += 1

@@ -286,7 +286,7 @@ async def test_it_serves_the_config_files_state_when_the_control_plane_is_unreac
         await balancer.start()
     try:
         [line] = _control_plane_lines(caplog)
-        assert f"control plane {url}/api/v1/desired-state/ unreachable for 1 s" in line
+        assert f"control plane {url}/api/v1/desired-state/: no desired state after 1 s" in line
         assert "Connection refused" in line
         assert "serving the config file's state" in line
         assert "reconciler will correct it" in line
@@ -311,6 +311,33 @@ async def test_a_refused_token_is_one_clear_line_and_no_more_tries(
         assert f"HTTP {status}" in line
         assert "the token was refused; set BALLAST_CONTROL_TOKEN" in line
         assert "serving the config file's state" in line
+        assert len(server.requests) == 1
+    finally:
+        await balancer.stop(grace_s=0)
+
+
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        (Answer(302, b"", (("Location", "http://elsewhere/login/"),)),
+         "HTTP 302 Found to http://elsewhere/login/: set control_plane.url"),
+        (Answer(404, b"{}"), "HTTP 404 Not Found: is control_plane.url the dashboard's base URL?"),
+        (Answer(400, b"{}"), "HTTP 400 Bad Request"),
+    ],
+)  # fmt: skip
+async def test_an_answer_that_trying_again_cannot_change_is_one_line_and_one_try(
+    answer: Answer,
+    fragment: str,
+    pods: dict[str, Backend],
+    control: Callable[..., DesiredStateServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = control(answer)
+    balancer = _replica(pods, server.url)
+    await balancer.start()
+    try:
+        [line] = _control_plane_lines(caplog)
+        assert fragment in line
         assert len(server.requests) == 1
     finally:
         await balancer.stop(grace_s=0)

@@ -33,6 +33,7 @@ CONTROL_TOKEN = "control-plane-test-token"
 class Answer:
     status: int
     body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def desired(services: Sequence[dict[str, Any]]) -> Answer:
@@ -89,6 +90,8 @@ class DesiredStateServer:
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer.body)))
+                for name, value in answer.headers:
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer.body)
 
