@@ -54,13 +54,6 @@ MAX_BACKOFF_S = 1.0  # jitter included
 # treated as broken: a half-open connection otherwise shows a frozen replica as up.
 STALL_INTERVALS = 5
 STALL_MIN_S = 5.0
-# Each attempt connects afresh: its own subchannel, not one that another channel to this
-# address left in gRPC's reconnect backoff (1 s growing to 120 s).
-_CHANNEL_OPTIONS = (
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.initial_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000)),
-    ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000)),
-)
 JITTER = 0.2  # each retry waits its backoff step ± 20 %, so replicas do not retry in step
 
 Publish = Callable[[ServiceFrame], Awaitable[None]]
@@ -335,7 +328,7 @@ class Collector:
         stall_s = max(STALL_MIN_S, STALL_INTERVALS * self.config.interval_s)
         request = admin_pb2.WatchSnapshotsRequest(interval_ms=self.config.interval_ms)
         metadata = (("authorization", f"Bearer {target.token}"),)
-        async with grpc.aio.insecure_channel(target.address, options=_CHANNEL_OPTIONS) as channel:
+        async with grpc.aio.insecure_channel(target.address) as channel:
             stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
             call = stub.WatchSnapshots(request, metadata=metadata)
             try:
