@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -312,9 +313,16 @@ async def _restart_under_load(s: Stack) -> dict[str, Any]:
         "codes": dict(clients.codes),
         "calls": sum(clients.codes.values()),
         "start_to_ready_s": round(start_to_ready_s, 2),
+        # The fetch and apply alone, as the restarted replica logged it (None: no control plane).
+        "desired_state_s": _last_fetch_s(s.replica.stderr()),
     }
     log.warning("replica restart figures: %s", json.dumps(figures))
     return figures
+
+
+def _last_fetch_s(stderr: str) -> float | None:
+    times = re.findall(r"desired state from \S+ applied in ([0-9.]+) s", stderr)
+    return float(times[-1]) if times else None
 
 
 @pytest.mark.timeout(240)
@@ -325,6 +333,7 @@ async def test_a_restarted_replica_sends_no_call_to_a_drained_pod(
     await _drain_through_the_api(s)
     figures = await _restart_under_load(s)
     assert figures["calls_to_drained_pod_after_restart"] == 0, figures
+    assert figures["desired_state_s"] is not None, s.replica.stderr()
     assert figures["client_errors_after_ready"] == 0, figures
     # Only calls in flight at the kill can fail; the ones made while it was away waited.
     assert figures["client_errors"] <= CLIENTS, figures
