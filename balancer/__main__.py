@@ -27,6 +27,8 @@ EPILOG = """\
 environment:
   BALLAST_ADMIN_TOKEN   bearer token for the admin API (or the variable named by
                         admin.token_env in the config file)
+  BALLAST_CONTROL_TOKEN API token of the dashboard, with [control_plane] (or the
+                        variable named by control_plane.token_env)
 
 SIGTERM or SIGINT stops gracefully: no new calls are accepted, in-flight calls
 get balancer.shutdown_grace_s to finish, then they are cancelled.
@@ -113,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
         print(f"{args.config}: valid; clusters: {names}")
+        if config.control_plane is not None:
+            cp = config.control_plane
+            print(
+                f"desired state from {cp.url} before serving"
+                f" (waits up to {cp.initial_fetch_timeout_s:g} s)"
+            )
         return 0
     try:
         balancer = Balancer(config)

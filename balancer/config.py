@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import ssl
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from balancer.tls import ClientTls, ServerTls
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
+DEFAULT_CONTROL_TOKEN_ENV = "BALLAST_CONTROL_TOKEN"
 EVENT_LOOPS = ("uvloop", "asyncio")
 DISCOVERY_KINDS = ("static", "platform")
 _STATUS_NAMES = {code.name for code in grpc.StatusCode}
@@ -255,12 +258,61 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class ControlPlaneConfig:
+    """The dashboard this replica fetches the desired state from before it serves.
+
+    `url` is the dashboard's base URL (http or https); `token` an API token of the
+    dashboard (a viewer's will do), read from the variable `token_env` unless set here.
+    Start waits up to `initial_fetch_timeout_s` for the answer (Envoy's
+    initial_fetch_timeout, 15 s), then serves the config file's state. `ca_file`: the
+    CA bundle an https dashboard's certificate is checked against (default: the system's).
+    """
+
+    url: str
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    token_env: str = DEFAULT_CONTROL_TOKEN_ENV
+    initial_fetch_timeout_s: float = 15.0
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"url {self.url!r} is not the dashboard's base URL: use http(s)://host[:port]"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError(f"url {self.url!r}: give the base URL, without ?query or #fragment")
+        if not self.token or not self.token.strip():
+            raise ValueError(
+                f"the control plane needs an API token of the dashboard: set {self.token_env}"
+                " (manage.py apitoken create --user <a viewer>), or control_plane.token"
+            )
+        _positive("initial_fetch_timeout_s", self.initial_fetch_timeout_s)
+        if self.ca_file is not None:
+            if parts.scheme != "https":
+                raise ValueError("ca_file is for an https url; this url is http")
+            _check_ca_file(self.ca_file)
+
+
+def _check_ca_file(path: str) -> None:
+    """Raises ValueError naming the problem when `path` is not a loadable CA bundle."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ValueError(f"ca_file {path!r}: no such file") from None
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(f"ca_file {path!r}: not a PEM CA bundle ({err})") from None
+
+
+@dataclass(frozen=True)
 class BalancerConfig:
     clusters: tuple[ClusterConfig, ...]
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig("127.0.0.1:50051"),)
     routes: tuple[Route, ...] = ()
     default_cluster: str | None = None
     admin: AdminConfig = field(default_factory=lambda: AdminConfig(enabled=False))
+    # None: serve the config file's state from the start (no dashboard asked).
+    control_plane: ControlPlaneConfig | None = None
     id: str = "balancer"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     record_stats: bool = True
@@ -463,6 +515,15 @@ def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
         "metrics_address": t.get("metrics_address", str), "tls": _server_tls(t)})  # fmt: skip
 
 
+def _control_plane(t: _Table, environ: Mapping[str, str]) -> ControlPlaneConfig:
+    token_env = t.get("token_env", str, DEFAULT_CONTROL_TOKEN_ENV)
+    token = t.get("token", str) or environ.get(token_env) or None
+    return _build(t, ControlPlaneConfig, {
+        "url": t.get("url", str, ""), "token": token, "token_env": token_env,
+        "initial_fetch_timeout_s": t.get("initial_fetch_timeout_s", float),
+        "ca_file": t.get("ca_file", str)})  # fmt: skip
+
+
 def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> BalancerConfig:
     """Builds and validates a BalancerConfig; raises ConfigError naming the bad key."""
     root = _Table(data, "")
@@ -474,6 +535,8 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
                    for t in routing.tables("routes"))  # fmt: skip
     clusters = tuple(_cluster(t) for t in root.tables("clusters"))
     admin = _admin(root.table("admin"), environ) if "admin" in data else None
+    cp = root.table("control_plane")
+    control_plane = _control_plane(cp, environ) if "control_plane" in data else None
     settings = {k: b.get(k, kind) for k, kind in (
         ("id", str), ("max_message_bytes", int), ("record_stats", bool),
         ("shutdown_grace_s", float), ("event_loop", str))}  # fmt: skip
@@ -485,7 +548,8 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     return _build(root, BalancerConfig, {
         **settings, "clusters": clusters,
         "listeners": listeners if "listeners" in data else None, "routes": routes,
-        "default_cluster": default_cluster, "admin": admin})  # fmt: skip
+        "default_cluster": default_cluster, "admin": admin,
+        "control_plane": control_plane})  # fmt: skip
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:

@@ -19,7 +19,7 @@ import grpc.aio
 
 from balancer import connections, reflection
 from balancer.cluster import ChannelFactory, Clock, Cluster
-from balancer.config import BalancerConfig, ClusterConfig
+from balancer.config import BalancerConfig, ClusterConfig, ControlPlaneConfig
 from balancer.discovery import Discovery, StaticDiscovery
 from balancer.endpoint import Address, State, StateChange
 from balancer.health import HealthChecker
@@ -105,6 +105,7 @@ class Balancer:
         for cluster_config in config.clusters:
             discovery(cluster_config)  # fails now, not in a background task, if it cannot work
         rng = rng or random.Random()
+        self._rng = rng
         options = grpc_options(config.max_message_bytes)
         self.clusters = {
             c.name: Cluster(
@@ -129,7 +130,9 @@ class Balancer:
         self._learned: set[str] = set()
 
     async def start(self) -> None:
-        """Binds the listeners and the admin API, and starts discovery and health checks.
+        """Binds the listeners, starts discovery and health checks, takes the control
+        plane's desired state when one is configured, and only then serves: the
+        listeners, then the admin API (whose health says SERVING).
 
         Raises ListenError when an address cannot be bound; nothing is left running then.
         """
@@ -146,17 +149,27 @@ class Balancer:
         )
         server.add_generic_rpc_handlers([self.proxy])
         self._server = server
+        # Bound first, so a taken port fails at once; calls that connect meanwhile wait
+        # in the backlog and are served once the desired state is held.
         for listener in self.config.listeners:
             self.listen_addresses.append(bind(server, listener.address, "listener", listener.tls))
-        await server.start()
-        self._server_id = min(connections.server_ids() - before, default=None)
         fetched = {name: asyncio.Event() for name in self.clusters}
         for cluster in self.clusters.values():
             self._tasks.extend(self._cluster_tasks(cluster, fetched[cluster.name]))
         await self._initial_fetch(fetched)
+        if self.config.control_plane is not None:
+            await self._hold_desired_state(self.config.control_plane)
+        await server.start()
+        self._server_id = min(connections.server_ids() - before, default=None)
         if self.config.admin.enabled:
             await self._start_admin()
         log.info("balancer %s listening on %s", self.config.id, ", ".join(self.listen_addresses))
+
+    async def _hold_desired_state(self, config: ControlPlaneConfig) -> None:
+        # Imported here: only a replica with a control plane needs the HTTP client.
+        from balancer.controlplane import hold_desired_state
+
+        await hold_desired_state(config, self.clusters, rng=self._rng)
 
     async def _start_admin(self) -> None:
         # Imported here: the admin API brings generated code the data plane does not need.

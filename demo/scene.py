@@ -71,7 +71,13 @@ def workload_spec(options: SceneOptions) -> DeploymentSpec:
 
 
 def balancer_config(options: SceneOptions, token: str) -> BalancerConfig:
-    """One cluster over the deployment's pods, discovered from the platform."""
+    """One cluster over the deployment's pods, discovered from the platform.
+
+    No `[control_plane]`: `python -m demo` starts this balancer before the dashboard,
+    in the same event loop, so a fetch could only wait out its timeout; and its pods
+    are new every run, so no drain or weight of an earlier run can name them. The
+    dashboard's reconciler applies a saved policy within its first pass (1 s).
+    """
     return config_from_dict(
         {
             "balancer": {"id": "scene", "shutdown_grace_s": 2},

@@ -5,8 +5,8 @@ each snapshot into rates; one task polls the platform for pod facts and then
 scrapes every pod's /metrics (all at once) for the rates the pods report; a ticker
 builds a frame per service every interval, keeps it in the history and hands
 it to the `publish` sink. A replica that goes away is shown as down and
-retried with backoff; a failing platform call or publish is logged and tried
-again on the next round. Nothing here stops the collector but `stop()`.
+retried at least once a second; a failing platform call or publish is logged and
+tried again on the next round. Nothing here stops the collector but `stop()`.
 
 Plain asyncio + grpcio, no Django: the dashboard passes in the sink (a Channels
 group send) and, when it shares a process with one, the platform.
@@ -46,7 +46,11 @@ from platforms.base import Platform, PodFacts, UnknownDeployment
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.25
-DEFAULT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# A replica that comes back is seen within a second: a restart is when it may lack the
+# desired state, and knocking at a down replica's admin port once a second costs nothing.
+# The short first steps only spread out the retries of a blip.
+DEFAULT_BACKOFF_S = (0.25, 0.5, 1.0)
+MAX_BACKOFF_S = 1.0  # jitter included
 # A stream that sends nothing for this many intervals (and at least STALL_MIN_S) is
 # treated as broken: a half-open connection otherwise shows a frozen replica as up.
 STALL_INTERVALS = 5
@@ -88,8 +92,9 @@ class CollectorConfig:
 
     `history_window_s` of frames are kept per service (15 minutes by default).
     A broken replica stream is retried after `backoff_s[0]`, then the next step,
-    staying at the last one. Pod facts are polled, and pods' /metrics scraped,
-    every `pods_interval_s`, but never more often than frames are sent.
+    staying at the last one (± jitter, never over `MAX_BACKOFF_S`). Pod facts are
+    polled, and pods' /metrics scraped, every `pods_interval_s`, but never more often
+    than frames are sent.
     """
 
     replicas: Sequence[ReplicaTarget]
@@ -109,6 +114,11 @@ class CollectorConfig:
             raise ValueError("history_window_s must hold at least one interval")
         if not self.backoff_s or not all(s > 0 for s in self.backoff_s):
             raise ValueError("backoff_s must be one or more positive delays")
+        if max(self.backoff_s) > MAX_BACKOFF_S:
+            raise ValueError(
+                f"backoff_s: each delay must be at most {MAX_BACKOFF_S:g} s, so a replica"
+                f" that comes back is seen within a second; got {max(self.backoff_s):g}"
+            )
         if not self.pods_interval_s > 0:
             raise ValueError("pods_interval_s must be positive")
         ids = [r.id for r in self.replicas]
@@ -291,26 +301,28 @@ class Collector:
 
     async def _watch(self, replica: _Replica) -> None:
         attempt = 0
+        last_error = ""
         while True:
             try:
                 await self._follow(replica)
-                log.warning("balancer %s ended its snapshot stream", replica.target.id)
+                error = "ended its snapshot stream"
             except grpc.aio.AioRpcError as err:
-                log.warning(
-                    "balancer %s at %s: %s %s",
-                    replica.target.id,
-                    replica.target.address,
-                    err.code().name,
-                    err.details(),
-                )
+                error = f"at {replica.target.address}: {err.code().name} {err.details()}"
             except TimeoutError:
-                log.warning("balancer %s sent no snapshot in time", replica.target.id)
+                error = "sent no snapshot in time"
             except Exception:
                 log.exception("balancer %s: the snapshot stream failed", replica.target.id)
+                error = ""
             if replica.up:
                 attempt = 0  # it was connected: start the backoff again from the first step
+                last_error = ""
+            # Tried every second while down: the same failure again is not news.
+            level = logging.DEBUG if error and error == last_error else logging.WARNING
+            if error:
+                log.log(level, "balancer %s %s", replica.target.id, error)
+            last_error = error
             replica.mark_down()
-            await asyncio.sleep(self._retry_delay_s(attempt))
+            await asyncio.sleep(self.retry_delay_s(attempt))
             attempt += 1
 
     async def _follow(self, replica: _Replica) -> None:
@@ -336,8 +348,11 @@ class Collector:
             finally:
                 call.cancel()
 
-    def _retry_delay_s(self, attempt: int) -> float:
-        return self.config.backoff_step_s(attempt) * self._rng.uniform(1 - JITTER, 1 + JITTER)
+    def retry_delay_s(self, attempt: int) -> float:
+        """The wait before retry `attempt` of a down replica: the step ± jitter, at most
+        MAX_BACKOFF_S."""
+        jittered = self.config.backoff_step_s(attempt) * self._rng.uniform(1 - JITTER, 1 + JITTER)
+        return min(MAX_BACKOFF_S, jittered)
 
     async def _poll_pods(self) -> None:
         interval_s = max(self.config.pods_interval_s, self.config.interval_s)

@@ -13,7 +13,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import IsAuthenticated
 
-from dashboard.control.api import acts, reads
+from dashboard.control.api import acts, desired_state, reads
 from dashboard.control.api.base import ControlView
 
 POD = "v1/services/<str:service>/pods/<str:pod>/"
@@ -49,6 +49,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/replicas/", reads.ReplicaList.as_view(), name="api-replicas"),
     path("v1/audit/", reads.AuditList.as_view(), name="api-audit"),
     path("v1/operations/", reads.OperationList.as_view(), name="api-operations"),
+    path("v1/desired-state/", desired_state.DesiredState.as_view(), name="api-desired-state"),
     path("v1/operations/<int:pk>/", reads.OperationDetail.as_view(), name="api-operation"),
     path("schema/", Schema.as_view(), name="api-schema"),
     # The docs page is a page: a browser without a session is sent to log in (DRF's views
