@@ -306,9 +306,7 @@ async def test_it_writes_the_exposure_warning_once_to_the_processs_stderr(tmp_pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    warnings = [
-        line for line in stderr.decode().splitlines() if " WARNING balancer.admin" in line
-    ]
+    warnings = [line for line in stderr.decode().splitlines() if " WARNING balancer.admin" in line]
     assert len(warnings) == 1, stderr.decode()
     assert re.search(
         r"admin API on 0\.0\.0\.0:[1-9][0-9]*: not a loopback address and no TLS", warnings[0]
