@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # InternalError: see _raw_sender
 
 from balancer.cluster import Cluster
 from balancer.config import Route
@@ -200,14 +201,40 @@ async def _pump_requests(
     context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
     counts: _Counts,
 ) -> None:  # fmt: skip
-    """Client → endpoint: every request message, then the half-close."""
+    """Client → endpoint: every request message, then the half-close.
+
+    Stops quietly once the endpoint has ended the call: its status, not a
+    failed write, is what goes back to the client.
+    """
+    send = _raw_sender(call)
     try:
+        await call.wait_for_connection()  # Core takes messages only after the headers
         while (message := await context.read()) is not grpc.aio.EOF:
             counts.received += len(message)
-            await call.write(message)
+            if call.done():
+                return
+            await send(message)
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-        pass  # the endpoint finished the call first; its status goes back to the client
+        pass
+    except cygrpc.InternalError:
+        pass  # a write or the half-close after the endpoint's status: the status stands
+
+
+def _raw_sender(call: grpc.aio.StreamStreamCall[Any, Any]) -> Callable[[bytes], Awaitable[None]]:
+    """Sends one raw message on `call` without overwriting the endpoint's status.
+
+    grpc.aio's `write` turns a write that fails because the endpoint already
+    ended the call (an unknown method answers at once, trailers only) into
+    INTERNAL "Internal error from Core", overwriting the endpoint's status in
+    about half the tries (grpc/grpc#36066, fix proposed in grpc/grpc#43486).
+    Core's own send leaves the status alone: the call's status operation then
+    delivers the endpoint's code, details and trailers. Falls back to `write`
+    where that internal API is missing (a grpcio with the fix may drop it).
+    """
+    cython_call = getattr(call, "_cython_call", None)
+    send = getattr(cython_call, "send_serialized_message", None)
+    return send if send is not None else call.write
 
 
 async def _relay_responses(
