@@ -21,6 +21,7 @@ from grpc._cython import cygrpc  # type: ignore[attr-defined]  # InternalError: 
 from balancer.cluster import Cluster
 from balancer.config import Route
 from balancer.endpoint import Endpoint
+from balancer.limits import InFlightBytes
 from balancer.stats import CODE_INDEX
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 _OK = CODE_INDEX[grpc.StatusCode.OK]
 _CANCELLED = CODE_INDEX[grpc.StatusCode.CANCELLED]
 _UNAVAILABLE = CODE_INDEX[grpc.StatusCode.UNAVAILABLE]
+_DEADLINE_EXCEEDED = CODE_INDEX[grpc.StatusCode.DEADLINE_EXCEEDED]
+_RESOURCE_EXHAUSTED = CODE_INDEX[grpc.StatusCode.RESOURCE_EXHAUSTED]
+# What Core says when a message from the endpoint passes the channel's receive limit.
+_TOO_LARGE_FROM_ENDPOINT = "CLIENT: Received message larger than max"
 # Enough for every method a service has; past it (a client inventing method names) don't cache.
 _MAX_CACHED_METHODS = 4096
 
@@ -57,10 +62,18 @@ class Router:
 class ProxyHandler(grpc.GenericRpcHandler):
     """The generic handler the listener's server asks for every incoming call."""
 
-    def __init__(self, router: Router, *, clock: Clock, record_stats: bool) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        clock: Clock,
+        record_stats: bool,
+        limits: Limits | None = None,
+    ) -> None:
         self._router = router
         self._clock = clock
         self._record_stats = record_stats
+        self.limits = limits or Limits()
         self._handlers: dict[str, Handler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler:
@@ -80,7 +93,7 @@ class ProxyHandler(grpc.GenericRpcHandler):
         cluster = self._router.cluster_for(method)
         if cluster is None:
             return grpc.unary_unary_rpc_method_handler(_no_route(method))
-        call = _Call(cluster, method, self._clock, self._record_stats)
+        call = _Call(cluster, method, self._clock, self._record_stats, self.limits)
         if method in cluster.unary_methods:
             return grpc.unary_unary_rpc_method_handler(call.unary)
         return grpc.stream_stream_rpc_method_handler(call.stream)
@@ -97,14 +110,49 @@ def _no_route(method: str) -> Callable[[bytes, Context], Any]:
     return reject
 
 
+class Limits:
+    """What one proxy may hold: the message size limit and the in-flight bytes budget."""
+
+    __slots__ = ("budget", "max_message_bytes")
+
+    def __init__(self, max_message_bytes: int = 4 << 20, max_in_flight_bytes: int = 128 << 20):
+        self.max_message_bytes = max_message_bytes
+        self.budget = InFlightBytes(max_in_flight_bytes)
+
+    def too_large_from(self, ep: Endpoint, err: grpc.aio.AioRpcError) -> str | None:
+        """Ballast's message for an endpoint's message over the limit; None for other errors."""
+        details = err.details() or ""
+        if err.code() is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return None
+        if not details.startswith(_TOO_LARGE_FROM_ENDPOINT):
+            return None
+        sizes = details.removeprefix(_TOO_LARGE_FROM_ENDPOINT).strip()
+        return (
+            f"ballast: endpoint {ep.id} sent a message larger than Ballast's limit toward the"
+            f" endpoint {sizes} (balancer.max_message_bytes = {self.max_message_bytes});"
+            " raise balancer.max_message_bytes if such messages are expected"
+        )
+
+
+class _OverBudget(Exception):
+    """A message did not fit the in-flight bytes budget; `message` says so to the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _Call:
     """Proxies calls to one method of one cluster."""
 
-    def __init__(self, cluster: Cluster, method: str, clock: Clock, record_stats: bool) -> None:
+    def __init__(
+        self, cluster: Cluster, method: str, clock: Clock, record_stats: bool, limits: Limits
+    ) -> None:
         self._cluster = cluster
         self._method = method
         self._clock = clock
         self._record_stats = record_stats
+        self._limits = limits
 
     async def _pick(self, context: Context) -> Endpoint:
         """The endpoint for this call; ends the call with UNAVAILABLE and the reason if none."""
@@ -116,6 +164,15 @@ class _Call:
         return ep
 
     async def unary(self, request: bytes, context: Context) -> bytes:
+        budget = self._limits.budget
+        if not budget.try_take(len(request)):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, budget.refusal(len(request)))
+        try:
+            return await self._unary(request, context)
+        finally:
+            budget.give_back(len(request))
+
+    async def _unary(self, request: bytes, context: Context) -> bytes:
         ep = await self._pick(context)
         assert ep.channel is not None
         multicallable = ep.unary_callables.get(self._method)
@@ -131,6 +188,9 @@ class _Call:
         code, sent = _CANCELLED, 0
         try:
             response: bytes = await call
+            if not self._limits.budget.try_take(len(response)):
+                raise _OverBudget(self._limits.budget.refusal(len(response)))
+            self._limits.budget.give_back(len(response))  # held only until returned to Core
             initial = await call.initial_metadata()
             if initial:
                 await context.send_initial_metadata(initial)
@@ -141,8 +201,12 @@ class _Call:
             return response
         except grpc.aio.AioRpcError as err:
             code = CODE_INDEX[err.code()]
-            await _relay_error(context, err)
+            await self._relay_error(context, ep, err)
+        except _OverBudget as over:
+            code = _RESOURCE_EXHAUSTED
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over.message)
         except asyncio.CancelledError:
+            code = _cancelled_code(context)
             if not _cancelled_by_drain(ep):
                 raise
             code = _UNAVAILABLE
@@ -151,7 +215,7 @@ class _Call:
             self._finish(ep, call, code, start, len(request), sent)
         raise AssertionError("unreachable: every path returns or raises")
 
-    async def stream(self, requests: object, context: Context) -> None:
+    async def _stream(self, context: Context) -> None:
         ep = await self._pick(context)
         assert ep.channel is not None
         start = self._clock()
@@ -160,14 +224,18 @@ class _Call:
         )
         ep.calls.add(call)
         counts = _Counts()
-        pump = asyncio.get_running_loop().create_task(_pump_requests(context, call, counts))
+        budget = self._limits.budget
+        pump = asyncio.get_running_loop().create_task(_pump_requests(context, call, counts, budget))
         code = _CANCELLED
         try:
-            code = await _relay_responses(context, call, counts)
+            code = await _relay_responses(context, call, counts, budget)
         except grpc.aio.AioRpcError as err:
+            if counts.refusal is not None:  # the pump cancelled the call: a request over budget
+                raise _OverBudget(counts.refusal) from None
             code = CODE_INDEX[err.code()]
-            await _relay_error(context, err, headers_sent=counts.headers_sent)
+            await self._relay_error(context, ep, err, headers_sent=counts.headers_sent)
         except asyncio.CancelledError:
+            code = _cancelled_code(context)
             if not _cancelled_by_drain(ep):
                 raise
             code = _UNAVAILABLE
@@ -175,7 +243,29 @@ class _Call:
         finally:
             pump.cancel()
             call.cancel()
+            if counts.refusal is not None:
+                code = _RESOURCE_EXHAUSTED
             self._finish(ep, call, code, start, counts.received, counts.sent)
+
+    async def stream(self, requests: object, context: Context) -> None:
+        try:
+            await self._stream(context)
+        except _OverBudget as over:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, over.message)
+
+    async def _relay_error(
+        self,
+        context: Context,
+        ep: Endpoint,
+        err: grpc.aio.AioRpcError,
+        *,
+        headers_sent: bool = False,
+    ) -> None:
+        """Relays the endpoint's error; Ballast's own limit is named as Ballast's."""
+        too_large = self._limits.too_large_from(ep, err)
+        if too_large is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large)
+        await _relay_error(context, err, headers_sent=headers_sent)
 
     def _finish(
         self, ep: Endpoint, call: grpc.aio.Call, code: int, start: float, received: int, sent: int
@@ -189,17 +279,25 @@ class _Call:
 
 
 class _Counts:
-    __slots__ = ("headers_sent", "received", "sent")
+    __slots__ = ("headers_sent", "received", "refusal", "sent")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
         self.headers_sent = False
+        # Set when a request or a response did not fit the in-flight bytes budget.
+        self.refusal: str | None = None
+
+
+def _cancelled_code(context: Context) -> int:
+    """DEADLINE_EXCEEDED when the call was cancelled because its deadline passed."""
+    remaining = context.time_remaining()
+    return _DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else _CANCELLED
 
 
 async def _pump_requests(
     context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
-    counts: _Counts,
+    counts: _Counts, budget: InFlightBytes,
 ) -> None:  # fmt: skip
     """Client → endpoint: every request message, then the half-close.
 
@@ -213,7 +311,14 @@ async def _pump_requests(
             counts.received += len(message)
             if call.done():
                 return
-            await send(message)
+            if not budget.try_take(len(message)):
+                counts.refusal = budget.refusal(len(message))
+                call.cancel()
+                return
+            try:
+                await send(message)
+            finally:
+                budget.give_back(len(message))
         await call.done_writing()
     except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
         pass
@@ -239,7 +344,7 @@ def _raw_sender(call: grpc.aio.StreamStreamCall[Any, Any]) -> Callable[[bytes], 
 
 async def _relay_responses(
     context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
-    counts: _Counts,
+    counts: _Counts, budget: InFlightBytes,
 ) -> int:  # fmt: skip
     """Endpoint → client: headers, every response message, trailers and status.
 
@@ -252,7 +357,13 @@ async def _relay_responses(
     while (message := await call.read()) is not grpc.aio.EOF:
         assert isinstance(message, bytes)
         counts.sent += len(message)
-        await context.write(message)
+        if not budget.try_take(len(message)):
+            counts.refusal = budget.refusal(len(message))
+            raise _OverBudget(counts.refusal)
+        try:
+            await context.write(message)
+        finally:
+            budget.give_back(len(message))
     code = await call.code()
     trailing = await call.trailing_metadata()
     if trailing:

@@ -15,7 +15,9 @@ from tests.support.balancing import config
 @pytest.fixture
 async def proxied(backends, balancers):
     backend = await backends("pod-a")
-    balancer = await balancers(config([backend], cluster={"unary_methods": [be.UNARY]}))
+    balancer = await balancers(
+        config([backend], cluster={"unary_methods": [be.UNARY]}, max_message_bytes=64 << 20)
+    )
     channel = grpc.aio.insecure_channel(
         balancer.listen_addresses[0],
         options=[("grpc.max_receive_message_length", 64 << 20),
