@@ -325,7 +325,8 @@ class BalancerConfig:
         if self.max_in_flight_bytes < self.max_message_bytes:
             raise ValueError(
                 f"balancer.max_in_flight_bytes ({self.max_in_flight_bytes}) must be at least"
-                f" balancer.max_message_bytes ({self.max_message_bytes}), or no such message could pass"
+                f" balancer.max_message_bytes ({self.max_message_bytes}),"
+                " or no message of the largest size could pass"
             )
         if not 0 < self.max_concurrent_streams <= MAX_MESSAGE_BYTES_CAP:
             raise ValueError(
