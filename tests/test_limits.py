@@ -9,7 +9,11 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from prometheus_client import generate_latest
 
+from balancer.admin.messages import snapshot_message
+from balancer.admin.metrics import balancer_registry
+from balancer.admin.snapshot import Reader
 from tests.support import backend as be
 from tests.support.balancing import config
 from tests.support.waiting import wait_for
@@ -140,6 +144,12 @@ async def test_it_refuses_a_message_past_the_in_flight_budget_and_serves_after(
     assert "balancer.max_in_flight_bytes" in details
     assert budget.refused == 1
     assert budget.in_flight_bytes == 0  # every byte taken was given back
+    snapshot = snapshot_message(Reader(balancer).balancer())
+    assert snapshot.messages_over_budget_total == 1
+    assert snapshot.in_flight_message_bytes == 0
+    metrics = generate_latest(balancer_registry(Reader(balancer))).decode()
+    assert "ballast_messages_over_budget_total 1.0" in metrics
+    assert "ballast_in_flight_message_bytes 0.0" in metrics
 
 
 async def test_it_caps_the_streams_one_client_connection_has_open(backends, balancers):
