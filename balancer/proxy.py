@@ -138,6 +138,20 @@ class Limits:
         )
 
 
+class _Held:
+    """Bytes taken from the budget for one message, given back once by `release`."""
+
+    __slots__ = ("_budget", "_n_bytes")
+
+    def __init__(self, budget: InFlightBytes, n_bytes: int) -> None:
+        self._budget = budget
+        self._n_bytes = n_bytes
+
+    def release(self) -> None:
+        self._budget.give_back(self._n_bytes)
+        self._n_bytes = 0
+
+
 class _OverBudget(Exception):
     """A message did not fit the in-flight bytes budget; `message` says so to the caller."""
 
@@ -171,13 +185,13 @@ class _Call:
         budget = self._limits.budget
         if not budget.try_take(len(request)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, budget.refusal(len(request)))
-        held = [len(request)]  # until the endpoint answered: then the request was sent
+        held = _Held(budget, len(request))
         try:
             return await self._unary(request, context, held)
         finally:
-            budget.give_back(held[0])
+            held.release()
 
-    async def _unary(self, request: bytes, context: Context, held: list[int]) -> bytes:
+    async def _unary(self, request: bytes, context: Context, held: _Held) -> bytes:
         ep = await self._pick(context)
         assert ep.channel is not None
         multicallable = ep.unary_callables.get(self._method)
@@ -193,8 +207,7 @@ class _Call:
         code, sent = _CANCELLED, 0
         try:
             response: bytes = await call
-            self._limits.budget.give_back(held.pop())
-            held.append(0)
+            held.release()  # the endpoint answered: the request is sent
             if not self._limits.budget.try_take(len(response)):
                 raise _OverBudget(self._limits.budget.refusal(len(response)))
             self._limits.budget.give_back(len(response))  # held only until returned to Core
