@@ -30,9 +30,10 @@ MAX_MESSAGE_BYTES_CAP = 2**31 - 1
 # (Core's buffer and Python's bytes), so messages stay within ~256 MiB of memory, while
 # the hop's CPU (a few hundred MiB/s) is the bottleneck long before this budget is.
 DEFAULT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024
-# Streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS,
-# RFC 9113 suggests no less than 100): a client past it waits on its own side, so one
-# client's flood of streams cannot take the balancer from the others.
+# Streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
+# RFC 9113 suggests no less than 100, Envoy's edge-proxy guidance uses 100): a client past it
+# waits on its own side, so one client's flood of streams cannot take the balancer from the
+# others. Core may refuse a stream that races a just-finished one (REFUSED_STREAM).
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
 MIN_TOKEN_CHARS = 16
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
