@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balancer.config import BalancerConfig, ConfigError, load_config
-from balancer.server import Balancer, NoPlatform
+from balancer.server import Balancer, NoPlatform, static_discovery
 
 log = logging.getLogger("balancer")
 
@@ -102,6 +102,25 @@ def _loop_factory(config: BalancerConfig) -> Callable[[], asyncio.AbstractEventL
     return None
 
 
+def _check(path: Path, config: BalancerConfig) -> int:
+    """`--check`: what start would refuse, refused now (exit 2), else a summary (exit 0)."""
+    try:
+        for cluster in config.clusters:
+            static_discovery(cluster)
+    except NoPlatform as err:
+        print(f"ballast: bad config: {path}: {err}", file=sys.stderr)
+        return 2
+    names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
+    print(f"{path}: valid; clusters: {names}")
+    if config.control_plane is not None:
+        cp = config.control_plane
+        print(
+            f"desired state from {cp.url} before serving"
+            f" (waits up to {cp.initial_fetch_timeout_s:g} s)"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -113,15 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ballast: bad config: {err}", file=sys.stderr)
         return 2
     if args.check:
-        names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
-        print(f"{args.config}: valid; clusters: {names}")
-        if config.control_plane is not None:
-            cp = config.control_plane
-            print(
-                f"desired state from {cp.url} before serving"
-                f" (waits up to {cp.initial_fetch_timeout_s:g} s)"
-            )
-        return 0
+        return _check(args.config, config)
     try:
         balancer = Balancer(config)
     except NoPlatform as err:

@@ -25,7 +25,20 @@ from balancer.endpoint import DEFAULT_WEIGHT, Address, check_weight
 from balancer.picker import POLICIES
 from balancer.tls import ClientTls, ServerTls
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# gRPC's own default: a larger limit lets each caller make the balancer hold that much.
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# gRPC channel arguments are C ints: a larger limit fails at start with OverflowError.
+MAX_MESSAGE_BYTES_CAP = 2**31 - 1
+# 32 messages of the default limit at once. Each held message costs about two copies
+# (Core's buffer and Python's bytes), so messages stay within ~256 MiB of memory, while
+# the hop's CPU (a few hundred MiB/s) is the bottleneck long before this budget is.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024
+# Streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS;
+# RFC 9113 suggests no less than 100, Envoy's edge-proxy guidance uses 100): a client past it
+# waits on its own side, so one client's flood of streams cannot take the balancer from the
+# others. Core may refuse a stream that races a just-finished one (REFUSED_STREAM).
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
+MIN_TOKEN_CHARS = 16
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
 DEFAULT_CONTROL_TOKEN_ENV = "BALLAST_CONTROL_TOKEN"
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -47,7 +60,28 @@ def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{address!r} is not host:port (for example 127.0.0.1:50051)")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host and not bracketed:
+        # gRPC reads `::1:443` as host `::1:443` on its default port, not port 443.
+        raise ValueError(f"{address!r}: an IPv6 address needs brackets: write [{host}]:{port}")
     return host.strip("[]"), int(port)
+
+
+def check_token(token: str, source: str) -> None:
+    """Refuses a blank or trivially guessable admin token; `source` names where it came from."""
+    if not token.strip():
+        raise ValueError(f"{source}: the admin token is blank: use at least 16 random characters")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"{source}: the admin token is too short ({len(token)} characters):"
+            f" use at least {MIN_TOKEN_CHARS} random characters"
+        )
+    if len(set(token)) < 4 or token != token.strip():
+        raise ValueError(
+            f"{source}: the admin token is trivially weak (repeated characters or surrounding"
+            " spaces): use random characters, e.g. python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(24))'"
+        )
 
 
 @dataclass(frozen=True)
@@ -253,8 +287,8 @@ class AdminConfig:
                 f"the admin API needs a bearer token: set {DEFAULT_TOKEN_ENV} (or the variable"
                 " named by admin.token_env), or admin.token, or admin.enabled = false"
             )
-        if self.token is not None and len(self.token) < 16:
-            raise ValueError("token is too short: use at least 16 random characters")
+        if self.token is not None:
+            check_token(self.token, "token")
 
 
 @dataclass(frozen=True)
@@ -315,6 +349,8 @@ class BalancerConfig:
     control_plane: ControlPlaneConfig | None = None
     id: str = "balancer"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     record_stats: bool = True
     shutdown_grace_s: float = 10.0
     # uvloop takes ~8 % off the proxy's CPU per call (bench/proxy_overhead.py).
@@ -341,9 +377,29 @@ class BalancerConfig:
                 f"routing.default_cluster: no cluster named {self.default_cluster!r}"
                 f" (clusters: {', '.join(names)})"
             )
-        _positive("max_message_bytes", self.max_message_bytes)
-        if self.shutdown_grace_s < 0:
-            raise ValueError("shutdown_grace_s must not be negative")
+        self._check_limits()
+        if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
+            raise ValueError(
+                f"shutdown_grace_s must be 0 or a positive number, got {self.shutdown_grace_s}"
+            )
+
+    def _check_limits(self) -> None:
+        if not 0 < self.max_message_bytes <= MAX_MESSAGE_BYTES_CAP:
+            raise ValueError(
+                f"balancer.max_message_bytes must be between 1 and {MAX_MESSAGE_BYTES_CAP} (2^31-1,"
+                f" gRPC's largest), got {self.max_message_bytes}"
+            )
+        if self.max_in_flight_bytes < self.max_message_bytes:
+            raise ValueError(
+                f"balancer.max_in_flight_bytes ({self.max_in_flight_bytes}) must be at least"
+                f" balancer.max_message_bytes ({self.max_message_bytes}),"
+                " or no message of the largest size could pass"
+            )
+        if not 0 < self.max_concurrent_streams <= MAX_MESSAGE_BYTES_CAP:
+            raise ValueError(
+                f"balancer.max_concurrent_streams must be between 1 and {MAX_MESSAGE_BYTES_CAP},"
+                f" got {self.max_concurrent_streams}"
+            )
 
     def cluster(self, name: str) -> ClusterConfig:
         return next(c for c in self.clusters if c.name == name)
@@ -373,6 +429,8 @@ class _Table:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{self.key(name)}: expected a finite number, got {value!r}")
         if isinstance(value, bool) and bool not in kinds:
             raise ConfigError(f"{self.key(name)}: expected {_kind_name(kinds)}, got {value!r}")
         if not isinstance(value, kinds):
@@ -510,6 +568,12 @@ def _client_tls(parent: _Table) -> ClientTls | None:
 def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
     token_env = t.get("token_env", str, DEFAULT_TOKEN_ENV)
     token = t.get("token", str) or environ.get(token_env) or None
+    if token is not None and t.get("enabled", bool, True):
+        source = t.key("token") if t.get("token", str) else f"{token_env} (admin.token_env)"
+        try:
+            check_token(token, source)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     return _build(t, AdminConfig, {
         "enabled": t.get("enabled", bool), "address": t.get("address", str), "token": token,
         "metrics_address": t.get("metrics_address", str), "tls": _server_tls(t)})  # fmt: skip
@@ -538,7 +602,8 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     cp = root.table("control_plane")
     control_plane = _control_plane(cp, environ) if "control_plane" in data else None
     settings = {k: b.get(k, kind) for k, kind in (
-        ("id", str), ("max_message_bytes", int), ("record_stats", bool),
+        ("id", str), ("max_message_bytes", int), ("max_in_flight_bytes", int),
+        ("max_concurrent_streams", int), ("record_stats", bool),
         ("shutdown_grace_s", float), ("event_loop", str))}  # fmt: skip
     with b.building():
         pass
@@ -562,6 +627,8 @@ def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply; flatten it") from None
     try:
         return config_from_dict(data, environ)
     except ConfigError as err:

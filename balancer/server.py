@@ -24,7 +24,7 @@ from balancer.discovery import Discovery, StaticDiscovery
 from balancer.endpoint import Address, State, StateChange
 from balancer.health import HealthChecker
 from balancer.lifecycle import ShutdownTrigger, serve_until
-from balancer.proxy import ProxyHandler, Router
+from balancer.proxy import Limits, ProxyHandler, Router
 from balancer.tls import ServerTls, open_channel, server_credentials
 
 if TYPE_CHECKING:
@@ -119,7 +119,10 @@ class Balancer:
             for c in config.clusters
         }
         router = Router(config.routes, self.clusters, config.default_cluster)
-        self.proxy = ProxyHandler(router, clock=clock, record_stats=config.record_stats)
+        limits = Limits(config.max_message_bytes, config.max_in_flight_bytes)
+        self.proxy = ProxyHandler(
+            router, clock=clock, record_stats=config.record_stats, limits=limits
+        )
         self.listen_addresses: list[str] = []
         self.admin_address: str | None = None
         self.metrics_address: str | None = None
@@ -144,9 +147,7 @@ class Balancer:
 
     async def _start(self) -> None:
         before = connections.server_ids()
-        server = grpc.aio.server(
-            options=[*grpc_options(self.config.max_message_bytes), ("grpc.so_reuseport", 0)]
-        )
+        server = grpc.aio.server(options=self._server_options())
         server.add_generic_rpc_handlers([self.proxy])
         self._server = server
         # Bound first, so a taken port fails at once; calls that connect meanwhile wait
@@ -170,6 +171,14 @@ class Balancer:
         from balancer.controlplane import hold_desired_state
 
         await hold_desired_state(config, self.clusters, rng=self._rng)
+
+    def _server_options(self) -> list[tuple[str, Any]]:
+        return [
+            *grpc_options(self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            # Sent in HTTP/2 SETTINGS: a client's streams past it wait on the client's side.
+            ("grpc.max_concurrent_streams", self.config.max_concurrent_streams),
+        ]
 
     async def _start_admin(self) -> None:
         # Imported here: the admin API brings generated code the data plane does not need.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import grpc.aio
+import pytest
 
 from tests.support import backend as be
 from tests.support.sockets import taken_port
@@ -154,3 +155,96 @@ def test_it_says_platform_discovery_needs_the_demo_scene(tmp_path):
     assert result.returncode == 2
     assert "discovery kind 'platform' needs a platform" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _check_config(tmp_path: Path, text: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "ballast.toml"
+    path.write_text(text, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "balancer", "--config", str(path), "--check"],
+        cwd=ROOT, env={**env(), **environ}, capture_output=True, text=True,
+        timeout=START_TIMEOUT_S,
+    )  # fmt: skip
+
+
+CLUSTER = '[[clusters]]\nname = "echo"\ndiscovery.endpoints = ["127.0.0.1:7001"]\n'
+STRONG_TOKEN = "Zq3-xV9_pL2mN8rT"
+
+
+def _nested_toml(depth: int) -> str:
+    return CLUSTER + "[balancer]\nid = " + "[" * depth + "]" * depth + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "fragment"),
+    [
+        pytest.param(
+            "[balancer]\nmax_message_bytes = 2147483648\n" + CLUSTER, {},
+            "balancer.max_message_bytes must be between 1 and 2147483647",
+            id="max-message-bytes-past-2^31-1",
+        ),
+        pytest.param(
+            "[balancer]\nshutdown_grace_s = nan\n" + CLUSTER, {},
+            "balancer.shutdown_grace_s: expected a finite number, got nan", id="nan-grace",
+        ),
+        pytest.param(
+            "[balancer]\nshutdown_grace_s = inf\n" + CLUSTER, {},
+            "balancer.shutdown_grace_s: expected a finite number, got inf", id="inf-grace",
+        ),
+        pytest.param(
+            CLUSTER + "drain_timeout_s = -inf\n", {},
+            "clusters[0].drain_timeout_s: expected a finite number, got -inf", id="inf-drain",
+        ),
+        pytest.param(
+            CLUSTER + "health_check = { enabled = true, interval_s = nan }\n", {},
+            "clusters[0].health_check.interval_s: expected a finite number", id="nan-interval",
+        ),
+        pytest.param(
+            '[[listeners]]\naddress = "::1:443"\n' + CLUSTER, {},
+            "an IPv6 address needs brackets: write [::1]:443", id="ipv6-without-brackets",
+        ),
+        pytest.param(
+            CLUSTER.replace('"127.0.0.1:7001"', '"fe80::1:7001"'), {},
+            "write [fe80::1]:7001", id="ipv6-endpoint-without-brackets",
+        ),
+        pytest.param(
+            _nested_toml(5000), {}, "not valid TOML: nested too deeply", id="deeply-nested-toml",
+        ),
+        pytest.param(
+            CLUSTER + '[admin]\ntoken = "                    "\n', {},
+            "admin.token: the admin token is blank", id="whitespace-token-in-file",
+        ),
+        pytest.param(
+            CLUSTER + "[admin]\n", {"BALLAST_ADMIN_TOKEN": " \t  "},
+            "BALLAST_ADMIN_TOKEN (admin.token_env): the admin token is blank",
+            id="whitespace-token-in-env",
+        ),
+        pytest.param(
+            CLUSTER + "[admin]\n", {"BALLAST_ADMIN_TOKEN": "a" * 32},
+            "BALLAST_ADMIN_TOKEN (admin.token_env): the admin token is trivially weak",
+            id="repeated-character-token",
+        ),
+        pytest.param(
+            CLUSTER + '[admin]\ntoken_env = "MY_TOKEN"\n', {"MY_TOKEN": "Zq3-xV9_pL"},
+            "MY_TOKEN (admin.token_env): the admin token is too short (10 characters)",
+            id="short-token",
+        ),
+        pytest.param(
+            '[[clusters]]\nname = "inv"\ndiscovery = { kind = "platform", service = "inv" }\n',
+            {}, "discovery kind 'platform' needs a platform", id="platform-discovery",
+        ),
+    ],
+)  # fmt: skip
+def test_it_check_refuses_what_start_would_refuse_in_one_line(tmp_path, text, environ, fragment):
+    result = _check_config(tmp_path, text, **environ)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ballast: bad config: ")
+    assert fragment in line
+
+
+def test_it_check_accepts_a_strong_token_and_bracketed_ipv6(tmp_path):
+    text = '[[listeners]]\naddress = "[::1]:0"\n' + CLUSTER + "[admin]\n"
+    result = _check_config(tmp_path, text, BALLAST_ADMIN_TOKEN=STRONG_TOKEN)
+    assert result.returncode == 0, result.stderr

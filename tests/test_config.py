@@ -31,6 +31,8 @@ FULL = """\
 [balancer]
 id = "edge-1"
 max_message_bytes = 1048576
+max_in_flight_bytes = 8388608
+max_concurrent_streams = 50
 record_stats = false
 shutdown_grace_s = 5
 
@@ -127,6 +129,8 @@ def full(tmp_path: Path) -> BalancerConfig:
 def test_it_reads_the_balancer_settings_and_listeners(full):
     assert full.id == "edge-1"
     assert full.max_message_bytes == 1_048_576
+    assert full.max_in_flight_bytes == 8_388_608
+    assert full.max_concurrent_streams == 50
     assert full.record_stats is False
     assert full.shutdown_grace_s == 5.0
     assert full.listeners == (ListenerConfig("127.0.0.1:0"), ListenerConfig("[::1]:50052"))
@@ -444,3 +448,32 @@ def test_it_takes_platform_discovery_by_service_name():
 def test_it_rejects_a_discovery_that_cannot_work(discovery, fragment):
     with pytest.raises(ConfigError, match=fragment):
         parse(f'[[clusters]]\nname = "inventory"\ndiscovery = {discovery}\n')
+
+
+def test_it_bounds_messages_as_grpc_does_by_default():
+    config = parse(MINIMAL)
+    assert config.max_message_bytes == 4 * 1024 * 1024
+    assert config.max_in_flight_bytes == 128 * 1024 * 1024
+    assert config.max_concurrent_streams == 100
+
+
+def test_it_keeps_64_mib_messages_and_the_largest_grpc_allows_configurable():
+    for size in (64 << 20, 2**31 - 1):
+        text = f"[balancer]\nmax_message_bytes = {size}\nmax_in_flight_bytes = {size}\n"
+        assert parse(text + MINIMAL).max_message_bytes == size
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ("max_message_bytes = 2147483648", "max_message_bytes must be between 1 and 2147483647"),
+        ("max_message_bytes = 0", "max_message_bytes must be between 1 and 2147483647"),
+        ("max_message_bytes = 1048576\nmax_in_flight_bytes = 1000",
+         "max_in_flight_bytes (1000) must be at least balancer.max_message_bytes (1048576)"),
+        ("max_concurrent_streams = 0", "max_concurrent_streams must be between 1"),
+    ],
+)  # fmt: skip
+def test_it_refuses_limits_grpc_cannot_take(settings, fragment):
+    with pytest.raises(ConfigError) as caught:
+        parse(f"[balancer]\n{settings}\n" + MINIMAL)
+    assert fragment in str(caught.value)

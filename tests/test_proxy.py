@@ -15,7 +15,9 @@ from tests.support.balancing import config
 @pytest.fixture
 async def proxied(backends, balancers):
     backend = await backends("pod-a")
-    balancer = await balancers(config([backend], cluster={"unary_methods": [be.UNARY]}))
+    balancer = await balancers(
+        config([backend], cluster={"unary_methods": [be.UNARY]}, max_message_bytes=64 << 20)
+    )
     channel = grpc.aio.insecure_channel(
         balancer.listen_addresses[0],
         options=[("grpc.max_receive_message_length", 64 << 20),
@@ -145,3 +147,20 @@ async def test_it_sends_compressed_calls_through(proxied):
     payload = b"z" * 100_000
     call = channel.unary_unary(be.UNARY)(payload, compression=grpc.Compression.Gzip, timeout=5)
     assert await call == payload
+
+
+UNKNOWN_METHOD = "/test.Echo/NoSuchMethod"
+UNKNOWN_METHOD_TRIES = 200
+
+
+async def test_it_relays_unimplemented_for_an_unknown_streamed_method_every_time(proxied):
+    """grpc/grpc#36066: the upstream's status arrives while the request is being written."""
+    _, _, channel = proxied
+    codes: dict[tuple[grpc.StatusCode, str], int] = {}
+    for _ in range(UNKNOWN_METHOD_TRIES):
+        call = channel.stream_stream(UNKNOWN_METHOD)(iter([b"x" * 65536] * 4), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            [m async for m in call]
+        key = (caught.value.code(), caught.value.details() or "")
+        codes[key] = codes.get(key, 0) + 1
+    assert codes == {(grpc.StatusCode.UNIMPLEMENTED, "Method not found!"): UNKNOWN_METHOD_TRIES}

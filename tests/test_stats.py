@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -10,6 +12,7 @@ from balancer.stats import CODE_INDEX, LATENCY_BOUNDS_MS, STATUS_CODES, Endpoint
 OK = CODE_INDEX[grpc.StatusCode.OK]
 UNAVAILABLE = CODE_INDEX[grpc.StatusCode.UNAVAILABLE]
 INF_BUCKET = len(LATENCY_BOUNDS_MS)
+DEADLINE_TRIES = 20
 
 
 def histogram(**at: int) -> list[int]:
@@ -128,3 +131,32 @@ def test_recorded_latencies_give_the_quantiles_a_user_expects():
     stats.record(OK, 0.9, 0, 0)  # (600, 1000] ms
     assert 3 < quantile_ms(stats.latency_counts, 0.5) <= 5  # type: ignore[operator]
     assert 600 < quantile_ms(stats.latency_counts, 1.0) <= 1_000  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("method", ["/test.Echo/Unary", "/test.Echo/ServerStream"])
+async def test_it_counts_a_call_past_its_deadline_as_deadline_exceeded(backends, balancers, method):
+    import grpc.aio
+
+    from tests.support import backend as be
+    from tests.support.balancing import config
+    from tests.support.waiting import wait_for
+
+    backend = await backends("pod-a")
+    balancer = await balancers(config([backend], cluster={"unary_methods": [be.UNARY]}))
+    ep = balancer.clusters["echo"].endpoints["pod-a"]
+    slow = [("x-delay-ms", "3000"), ("x-count", "1")]
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+
+        async def late_call() -> grpc.StatusCode:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                if method == be.UNARY:
+                    await channel.unary_unary(method)(b"x", metadata=slow, timeout=0.3)
+                else:
+                    call = channel.unary_stream(method)(b"x", metadata=slow, timeout=0.3)
+                    [m async for m in call]
+            return caught.value.code()
+
+        codes = await asyncio.gather(*(late_call() for _ in range(DEADLINE_TRIES)))
+    assert set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    await wait_for(lambda: ep.stats.total_requests == DEADLINE_TRIES, what="the calls recorded")
+    assert ep.stats.requests_by_code() == {"DEADLINE_EXCEEDED": DEADLINE_TRIES}

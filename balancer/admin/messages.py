@@ -31,6 +31,8 @@ def snapshot_message(view: BalancerView) -> admin_pb2.Snapshot:
         connections=[
             admin_pb2.PeerConnections(peer=peer, count=count) for peer, count in view.connections
         ],
+        messages_over_budget_total=view.messages_over_budget_total,
+        in_flight_message_bytes=view.in_flight_message_bytes,
     )
 
 

@@ -49,6 +49,7 @@ class BalancerCollector:
         yield _latency(view)
         yield _cluster_info(view)
         yield _connections(view)
+        yield from _budget(view)
 
 
 def _endpoint_counters(view: BalancerView) -> list[Metric]:
@@ -143,6 +144,20 @@ def balancer_registry(reader: Reader) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(BalancerCollector(reader))
     return registry
+
+
+def _budget(view: BalancerView) -> list[Metric]:
+    refused = CounterMetricFamily(
+        "ballast_messages_over_budget",
+        "Messages refused with RESOURCE_EXHAUSTED: past balancer.max_in_flight_bytes.",
+        value=view.messages_over_budget_total,
+    )
+    held = GaugeMetricFamily(
+        "ballast_in_flight_message_bytes",
+        "Message bytes the proxy holds now (read from one side, not yet sent on).",
+        value=view.in_flight_message_bytes,
+    )
+    return [refused, held]
 
 
 def _connections(view: BalancerView) -> Metric:

@@ -97,6 +97,9 @@ class BalancerView:
     clusters: tuple[ClusterView, ...]
     # Client connections to the balancer's listeners: (peer IP, count), by peer.
     connections: tuple[tuple[str, int], ...]
+    # The in-flight message bytes budget: refusals so far, and bytes held now.
+    messages_over_budget_total: int = 0
+    in_flight_message_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class Reader:
             started_at_unix_s=self._balancer.started_at_unix_s,
             clusters=tuple(self._cluster(c, now) for c in chosen),
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
+            messages_over_budget_total=self._balancer.proxy.limits.budget.refused,
+            in_flight_message_bytes=self._balancer.proxy.limits.budget.in_flight_bytes,
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:

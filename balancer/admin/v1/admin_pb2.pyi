@@ -73,20 +73,24 @@ class WatchSnapshotsRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ..., clusters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections")
+    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections", "messages_over_budget_total", "in_flight_message_bytes")
     BALANCER_ID_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_BOUNDS_MS_FIELD_NUMBER: _ClassVar[int]
     CLUSTERS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_OVER_BUDGET_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     balancer_id: str
     taken_at_unix_ms: int
     started_at_unix_ms: int
     latency_bounds_ms: _containers.RepeatedScalarFieldContainer[float]
     clusters: _containers.RepeatedCompositeFieldContainer[ClusterSnapshot]
     connections: _containers.RepeatedCompositeFieldContainer[PeerConnections]
-    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ...) -> None: ...
+    messages_over_budget_total: int
+    in_flight_message_bytes: int
+    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., messages_over_budget_total: _Optional[int] = ..., in_flight_message_bytes: _Optional[int] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
     __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic")
