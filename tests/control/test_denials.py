@@ -57,3 +57,14 @@ def test_it_forgets_actors_it_has_not_heard_from(monkeypatch: pytest.MonkeyPatch
     for i in range(100):
         limiter.verdict(f"new-{i}")
         assert limiter.tracked() <= 4
+
+
+def test_it_starts_a_new_summary_row_when_the_last_one_is_gone() -> None:
+    limiter = DenialLimiter(per_window=1, window_s=60, clock=Clock())
+    for _ in range(3):
+        limiter.audit(VIEWER, "drain", "inventory", "pod-a")
+    AuditEvent.objects.all().delete()  # pruned, or a flushed test database
+    limiter.audit(VIEWER, "drain", "inventory", "pod-a")
+    [summary] = AuditEvent.objects.all()
+    assert summary.action == SUPPRESSED_ACTION
+    assert summary.detail.startswith("3 more denied attempts")

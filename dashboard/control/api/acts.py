@@ -38,9 +38,12 @@ ACT_RESPONSES = {
     200: ActOut,
     400: ErrorOut,
     404: ErrorOut,
+    415: ErrorOut,
     503: OpenApiResponse(ActOut, description=PENDING_EVERYWHERE),
 }
-OPERATION_RESPONSES = {202: OperationOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut}
+OPERATION_RESPONSES = {
+    202: OperationOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut,
+}  # fmt: skip
 
 
 class ActView(ControlView):
