@@ -13,8 +13,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from balancer.lifecycle import Service, ShutdownTrigger, serve_until
 
@@ -38,6 +40,29 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol with two gaps of uvicorn 0.54 closed.
+
+    A handshake the websockets library refuses (a header line over 8 KiB, more than
+    128 headers: 431; a malformed request) has its answer queued but never sent, and
+    the client waits forever: this sends it and closes. An application's own HTTP
+    answer to a handshake (`websocket.http.response.*`, the 404 of an unknown path)
+    is sent, then logged as an error ("returned without completing handshake"): it
+    is complete once its body is sent."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        refused = self.conn.handshake_exc is not None and not self.handshake_complete
+        if refused and not self.transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -92,7 +117,7 @@ class DashboardServer:
         config = uvicorn.Config(
             application,
             lifespan="off",
-            ws="websockets-sansio",
+            ws=_WebSocketProtocol,
             # Frames are a few KB a second; compressing them per browser costs more CPU
             # than the bytes are worth on the networks a dashboard is used over.
             ws_per_message_deflate=False,

@@ -29,7 +29,7 @@ from dashboard.control.roles import can_act, role_of
 IMMUTABLE = "private, max-age=31536000, immutable"
 AUDIT_PAGE_SIZE = 50
 # The audit page's filters: GET parameter → the AuditEvent field it must equal.
-AUDIT_FILTERS = ("service", "target", "actor", "action", "result")
+AUDIT_FILTERS = ("service", "target", "actor", "action", "result", "since", "until")
 OPERATIONS_SHOWN = 20
 
 
@@ -106,7 +106,7 @@ def audit(request: HttpRequest) -> HttpResponse:
     """The audit log, newest first, 50 a page, filtered by the GET parameters of
     ``AUDIT_FILTERS``; the operations, running ones first, above it."""
     filters = {name: request.GET.get(name, "").strip() for name in AUDIT_FILTERS}
-    events = _filtered_events(filters)
+    events, filter_error = _filtered_events(filters)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     for event in page:
         event.change = change_text(event.before, event.after)  # type: ignore[attr-defined]
@@ -114,6 +114,7 @@ def audit(request: HttpRequest) -> HttpResponse:
     context = {
         "page": page,
         "filters": filters,
+        "filter_error": filter_error,
         "query": kept,
         "choices": _audit_choices(),
         "operations": _operations(filters["service"]),
@@ -121,12 +122,16 @@ def audit(request: HttpRequest) -> HttpResponse:
     return render(request, "ballast/audit.html", context)
 
 
-def _filtered_events(filters: dict[str, str]) -> QuerySet[AuditEvent]:
-    """The API's audit filters (`AuditFilter`), so the page and /api/v1/audit/ agree."""
+def _filtered_events(filters: dict[str, str]) -> tuple[QuerySet[AuditEvent], str]:
+    """The API's audit filters (`AuditFilter`), so the page and /api/v1/audit/ agree;
+    and what is wrong with them ("" when nothing is)."""
     events = AuditEvent.objects.order_by("-at", "-id")
     found = AuditFilter({k: v for k, v in filters.items() if v}, queryset=events)
-    # A value no event can have (a hand-edited URL) matches nothing, as on the API.
-    return found.qs if found.is_valid() else events.none()
+    if found.is_valid():
+        return found.qs, ""
+    # A value no event can have (a hand-edited URL) matches nothing, and the page says why.
+    problems = [f"{name}: {' '.join(errors)}" for name, errors in found.errors.items()]
+    return events.none(), "; ".join(problems)
 
 
 def change_text(before: object, after: object) -> str:

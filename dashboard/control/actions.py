@@ -16,6 +16,7 @@ loop through `async_to_sync`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,14 @@ from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverri
 from dashboard.control.push import PushResult, push_all
 
 DEFAULT_WEIGHT = 100
+# The admin API takes a drain timeout in whole milliseconds: less would round to 0 ms,
+# which it reads as "no timeout".
+MIN_DRAIN_TIMEOUT_S = 0.001
+# A pod is named as Kubernetes names it (a DNS-1123 subdomain) or by its address.
+MAX_POD_NAME = 253
+_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}")
+SHOWN_CHARS = 64  # a name quoted in a message or the audit log is cut to this
 
 
 class ActionError(Exception):
@@ -92,11 +101,30 @@ def latest_frame(service: str) -> dict[str, Any] | None:
     return json.loads(newest[0]) if newest else None
 
 
+def shown(name: str) -> str:
+    """`name` quoted for a message or the audit log: at most `SHOWN_CHARS` characters of
+    it, unprintable ones escaped, and how long it was when it was cut."""
+    if len(name) <= SHOWN_CHARS:
+        return repr(name)
+    return f"{name[:SHOWN_CHARS]!r}… ({len(name)} characters)"
+
+
 def known_service(service: str) -> str:
     if service not in settings.BALLAST_SERVICES:
         known = ", ".join(settings.BALLAST_SERVICES) or "none (set BALLAST_SERVICES)"
-        raise NotFound(f"unknown service {service!r}: the services are {known}")
+        raise NotFound(f"unknown service {shown(service)}: the services are {known}")
     return service
+
+
+def valid_pod_name(pod: str) -> str:
+    """`pod` if it can name a pod: a Kubernetes name (DNS-1123 subdomain, at most 253
+    characters) or a host:port address. Invalid otherwise, before anything looks it up."""
+    if len(pod) <= MAX_POD_NAME and (_DNS_1123.fullmatch(pod) or _HOST_PORT.fullmatch(pod)):
+        return pod
+    raise Invalid(
+        f"pod name {shown(pod)} is not valid: use the pod's Kubernetes name (lowercase"
+        f" letters, digits, '-' and '.', at most {MAX_POD_NAME} characters) or its host:port"
+    )
 
 
 def balanced_pod(service: str, pod: str) -> dict[str, Any]:
@@ -106,7 +134,7 @@ def balanced_pod(service: str, pod: str) -> dict[str, Any]:
         if p["pod"] == pod:
             return dict(p)
     names = ", ".join(p["pod"] for p in pods) or "none reported yet"
-    raise NotFound(f"service {service!r} has no pod {pod!r} behind its balancers: {names}")
+    raise NotFound(f"service {service!r} has no pod {shown(pod)} behind its balancers: {names}")
 
 
 def _last_balanced_pods(service: str) -> list[dict[str, Any]]:
@@ -304,8 +332,11 @@ def drain(
     timeout_s: float | None = None,
     expires_at: datetime | None = None,
 ) -> Outcome:
-    if timeout_s is not None and not timeout_s > 0:
-        raise Invalid("timeout_s must be positive (seconds until calls left are cancelled)")
+    if timeout_s is not None and not timeout_s >= MIN_DRAIN_TIMEOUT_S:
+        raise Invalid(
+            f"timeout_s must be at least {MIN_DRAIN_TIMEOUT_S} seconds (1 ms): the seconds"
+            " until calls left are cancelled"
+        )
 
     def change(o: EndpointOverride) -> None:
         o.drained = True

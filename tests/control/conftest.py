@@ -26,6 +26,7 @@ from balancer.server import Balancer
 from dashboard.app.collecting import ControlPlane, collector_config
 from dashboard.app.history import service_history
 from dashboard.control import actions
+from dashboard.control.api.base import DENIALS
 from dashboard.control.roles import OPERATOR, VIEWER
 from dashboard.server import DashboardServer
 from tests.support import backend as be
@@ -47,6 +48,12 @@ def fresh_channel_layer() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_denial_budget() -> None:
+    """Each test's actors start with their whole budget of audited denials a minute."""
+    DENIALS.reset()
 
 
 @pytest.fixture

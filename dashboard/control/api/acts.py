@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from dashboard.control import actions, operations
 from dashboard.control.actions import Outcome
 from dashboard.control.api.base import ACTING, ControlView, actor_of
+from dashboard.control.api.parsers import StrictJSONParser
 from dashboard.control.api.serializers import (
     ActOut,
     DrainIn,
@@ -37,9 +38,19 @@ ACT_RESPONSES = {
     200: ActOut,
     400: ErrorOut,
     404: ErrorOut,
+    415: ErrorOut,
     503: OpenApiResponse(ActOut, description=PENDING_EVERYWHERE),
 }
-OPERATION_RESPONSES = {202: OperationOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut}
+OPERATION_RESPONSES = {
+    202: OperationOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut,
+}  # fmt: skip
+
+
+class ActView(ControlView):
+    """An act: its body, if it takes one, is JSON and nothing else (415 otherwise), and
+    the schema offers only application/json."""
+
+    parser_classes = [StrictJSONParser]
 
 
 def _body(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def answer(outcome: Outcome) -> Response:
     return Response(data)
 
 
-class SetWeight(ControlView):
+class SetWeight(ActView):
     action_names = {"POST": "set_weight"}
 
     @extend_schema(request=WeightIn, responses=ACT_RESPONSES)
@@ -77,7 +88,7 @@ class SetWeight(ControlView):
         return answer(outcome)
 
 
-class Drain(ControlView):
+class Drain(ActView):
     action_names = {"POST": "drain"}
 
     @extend_schema(request=DrainIn, responses=ACT_RESPONSES)
@@ -93,7 +104,7 @@ class Drain(ControlView):
         return answer(outcome)
 
 
-class Undrain(ControlView):
+class Undrain(ActView):
     action_names = {"POST": "undrain"}
 
     @extend_schema(request=None, responses=ACT_RESPONSES)
@@ -103,7 +114,7 @@ class Undrain(ControlView):
             return answer(actions.undrain(actor_of(request), service, pod))
 
 
-class EndpointOverrideView(ControlView):
+class EndpointOverrideView(ActView):
     action_names = {"DELETE": "clear"}
 
     @extend_schema(responses=ACT_RESPONSES)
@@ -113,7 +124,7 @@ class EndpointOverrideView(ControlView):
             return answer(actions.clear_endpoint(actor_of(request), service, pod))
 
 
-class Policy(ControlView):
+class Policy(ActView):
     action_names = {"PUT": "set_policy", "DELETE": "clear_policy"}
 
     @extend_schema(request=PolicyIn, responses=ACT_RESPONSES)
@@ -133,7 +144,7 @@ class Policy(ControlView):
             return answer(actions.clear_policy(actor_of(request), service))
 
 
-class Restart(ControlView):
+class Restart(ActView):
     action_names = {"POST": "restart"}
 
     @extend_schema(request=None, responses=OPERATION_RESPONSES)
@@ -145,7 +156,7 @@ class Restart(ControlView):
         return Response(OperationOut(operation).data, status=status.HTTP_202_ACCEPTED)
 
 
-class RolloutRestart(ControlView):
+class RolloutRestart(ActView):
     action_names = {"POST": "rollout_restart"}
 
     @extend_schema(request=None, responses=OPERATION_RESPONSES)

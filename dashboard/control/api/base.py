@@ -1,5 +1,7 @@
 """What every API view shares: DRF's own authentication instead of the login redirect,
-the acting user as an `Actor`, and refused attempts to act written to the audit log."""
+the acting user as an `Actor`, the service and pod of the path checked before anything
+looks them up, and refused attempts to act written to the audit log (bounded: names
+checked and cut first, at most so many rows per actor a minute: `denials`)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from dashboard.control import actions
-from dashboard.control.actions import Actor
+from dashboard.control.actions import ActionError, Actor
+from dashboard.control.api.denials import DenialLimiter
 from dashboard.control.models import AuditEvent
 
 # One write at a time in this process (acts, denied attempts): SQLite, the default
 # database, has no row locks, and two transactions that read and then write at once fail
 # ("database is locked") instead of one waiting for the other. Acts are rare and short.
 ACTING = threading.Lock()
+# Denied attempts to act, per actor, at a bounded rate (guarded by ACTING).
+DENIALS = DenialLimiter()
 
 
 def actor_of(request: Request) -> Actor:
@@ -53,7 +58,33 @@ class ControlView(APIView):
         # A method the view does not have is 405 whoever asks, never a denied act.
         if request.method and not hasattr(self, request.method.lower()):
             raise exceptions.MethodNotAllowed(request.method)
+        user = request.user
+        if user and user.is_authenticated:  # anonymous callers learn no names: 401
+            self.check_names(request)
         super().check_permissions(request)
+
+    def check_names(self, request: Request) -> None:
+        """The path's service must be configured (404) and its pod well formed (400);
+        an attempt to act that the caller may not make is audited even then, with the
+        names cut to a bounded length."""
+        service, pod = self.kwargs.get("service"), self.kwargs.get("pod")
+        try:
+            if service is not None:
+                actions.known_service(service)
+            if pod is not None:
+                actions.valid_pod_name(pod)
+        except ActionError:
+            if request.method not in SAFE_METHODS and not self._may_act(request):
+                self._audit_denial(request, actions.shown(service or ""), actions.shown(pod or ""))
+            raise
+
+    def _may_act(self, request: Request) -> bool:
+        return all(p.has_permission(request, self) for p in self.get_permissions())
+
+    def _audit_denial(self, request: Request, service: str, target: str) -> None:
+        name = self.action_names.get(request.method or "", (request.method or "").lower())
+        with ACTING:  # cut to the columns' sizes: a database other than SQLite enforces them
+            DENIALS.audit(actor_of(request), name[:32], service[:64], target[:253])
 
     def permission_denied(
         self, request: Request, message: str | None = None, code: str | None = None
@@ -61,8 +92,5 @@ class ControlView(APIView):
         user = request.user
         if user and user.is_authenticated and request.method not in SAFE_METHODS:
             service = self.kwargs.get("service", "")
-            target = self.kwargs.get("pod", service)
-            name = self.action_names.get(request.method or "", (request.method or "").lower())
-            with ACTING:
-                actions.deny(actor_of(request), name, service, target)
+            self._audit_denial(request, service, self.kwargs.get("pod", service))
         super().permission_denied(request, message, code)

@@ -22,6 +22,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.ValidationError):
         response.data = {"detail": flatten(exc.detail)}
+    if response is not None and isinstance(exc, exceptions.UnsupportedMediaType):
+        response.data = {"detail": f"{exc.detail} Send JSON (Content-Type: application/json)."}
     return response
 
 

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 
 from dashboard.control.models import AuditEvent, Operation
 
+OUT_OF_RANGE = "is out of range: use a date and time from 0001-01-01 to 9999-12-31 in UTC"
+
+
+class InRangeIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date and time that exists in UTC too: `0001-01-01T00:00+05:00` parses,
+    but the database compares in UTC, where it would be in year 0 (OverflowError)."""
+
+    def to_python(self, value: object) -> datetime | None:
+        try:
+            parsed: datetime | None = super().to_python(value)
+            if parsed is not None:
+                parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(f"{str(value)[:64]} {OUT_OF_RANGE}", code="invalid") from None
+        return parsed
+
+
+class InRangeIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = InRangeIsoDateTimeField
+
 
 class AuditFilter(filters.FilterSet):
-    since = filters.IsoDateTimeFilter(
+    since = InRangeIsoDateTimeFilter(
         field_name="at", lookup_expr="gte", help_text="ISO 8601; events at or after it."
     )
-    until = filters.IsoDateTimeFilter(
+    until = InRangeIsoDateTimeFilter(
         field_name="at", lookup_expr="lte", help_text="ISO 8601; events at or before it."
     )
 

@@ -52,7 +52,7 @@ class PodList(ControlView):
 
 
 class PodDetail(ControlView):
-    @extend_schema(responses={200: PodOut, **NOT_FOUND})
+    @extend_schema(responses={200: PodOut, 400: ErrorOut, **NOT_FOUND})
     def get(self, request: Request, service: str, pod: str) -> Response:
         return Response(PodOut(observed.pod(service, pod)).data)
 

@@ -12,10 +12,10 @@ from rest_framework import serializers
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
-from dashboard.control.actions import Invalid, validate_weight
+from dashboard.control.actions import MIN_DRAIN_TIMEOUT_S, Invalid, validate_weight
 from dashboard.control.models import AuditEvent, Operation
 
-MAX_EXPIRES_IN_S = 366 * 24 * 3600.0  # an override that outlives a year is a default
+MAX_EXPIRES_IN_S = 366 * 24 * 3600  # an override that outlives a year is a default
 MAX_DRAIN_TIMEOUT_S = 24 * 3600.0  # the admin API takes milliseconds in 32 bits
 MAX_WINDOW_S = 900  # the page history holds 15 minutes
 
@@ -34,31 +34,51 @@ class WeightField(serializers.IntegerField):
 
 
 class SecondsField(serializers.FloatField):
-    """A positive, finite number of seconds up to `max_value`."""
+    """A finite JSON number of seconds from `min_value` to `max_value` (not "5", not true)."""
 
-    default_error_messages = {
-        "invalid": "must be a number of seconds",
-        "positive": "must be more than 0 seconds",
-    }
+    def __init__(self, **kwargs: Any) -> None:
+        low, high = kwargs["min_value"], kwargs["max_value"]
+        kwargs["error_messages"] = {
+            "invalid": f"must be a number of seconds from {low:g} to {high:g}",
+            "min_value": f"must be at least {low:g} seconds",
+            "max_value": f"must be at most {high:g} seconds",
+        }
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> float:
-        if isinstance(data, bool):
+        if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         value = float(super().to_internal_value(data))
         if not math.isfinite(value):
             self.fail("invalid")
-        if value <= 0:
-            self.fail("positive")
         return value
 
 
-def expires_at(seconds: float | None) -> datetime | None:
+class WholeSecondsField(serializers.IntegerField):
+    """A JSON integer of seconds from `min_value` to `max_value` and nothing else: as
+    strict as a weight (not "600", "1e3", 600.0 or true)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        low, high = kwargs["min_value"], kwargs["max_value"]
+        self.range_text = f"a whole number of seconds from {low} to {high}"
+        kwargs["error_messages"] = {
+            key: f"must be {self.range_text}" for key in ("invalid", "min_value", "max_value")
+        }
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+def expires_at(seconds: int | None) -> datetime | None:
     return None if seconds is None else timezone.now() + timedelta(seconds=seconds)
 
 
 class Expiring(serializers.Serializer):
-    expires_in_s = SecondsField(
-        required=False, allow_null=True, max_value=MAX_EXPIRES_IN_S,
+    expires_in_s = WholeSecondsField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_EXPIRES_IN_S,
         help_text="The override reverts by itself after this many seconds.",
     )  # fmt: skip
 
@@ -72,8 +92,10 @@ class WeightIn(Expiring):
 
 class DrainIn(Expiring):
     timeout_s = SecondsField(
-        required=False, allow_null=True, max_value=MAX_DRAIN_TIMEOUT_S,
-        help_text="Calls still running after this long are cancelled; none: wait for them.",
+        required=False, allow_null=True, min_value=MIN_DRAIN_TIMEOUT_S,
+        max_value=MAX_DRAIN_TIMEOUT_S,
+        help_text="Calls still running after this long are cancelled (1 ms at least, the"
+        " balancers count milliseconds); none: wait for them.",
     )  # fmt: skip
 
 

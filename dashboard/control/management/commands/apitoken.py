@@ -16,6 +16,9 @@ from knox.models import AuthToken
 
 from dashboard.control.roles import role_of
 
+# Ten years: longer is a token that never expires, which leaving the option out says.
+MAX_EXPIRES_DAYS = 3650
+
 
 class Command(BaseCommand):
     help = "Create, list and revoke API tokens (Authorization: Token <token>)."
@@ -25,8 +28,9 @@ class Command(BaseCommand):
         create = commands.add_parser("create", help="make a token for a user; shown once")
         create.add_argument("--user", required=True, help="the username the token acts as")
         create.add_argument(
-            "--expires-days", type=int, default=None, help="expire after N days (default: never)"
-        )
+            "--expires-days", type=int, default=None,
+            help=f"expire after N days, 1 to {MAX_EXPIRES_DAYS} (default: never)",
+        )  # fmt: skip
         listing = commands.add_parser("list", help="the tokens: key prefix, user, expiry")
         listing.add_argument("--user", default=None, help="only this user's tokens")
         revoke = commands.add_parser("revoke", help="revoke the token(s) with this key prefix")
@@ -42,9 +46,12 @@ class Command(BaseCommand):
             self.revoke(options["prefix"])
 
     def create(self, username: str, expires_days: int | None) -> None:
+        if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
+            raise CommandError(
+                f"--expires-days must be from 1 to {MAX_EXPIRES_DAYS} (ten years);"
+                " leave it out for a token that never expires"
+            )
         user = _user(username)
-        if expires_days is not None and expires_days < 1:
-            raise CommandError("--expires-days must be at least 1")
         expiry = timedelta(days=expires_days) if expires_days is not None else None
         instance, token = AuthToken.objects.create(user=user, expiry=expiry)
         until = f"until {instance.expiry:%Y-%m-%d %H:%M} UTC" if instance.expiry else "no expiry"
