@@ -344,10 +344,7 @@ def undo_drain(actor: Actor, service: str, pod: str) -> str:
     try:
         outcome = actions.undrain(actor, service, pod, force=True)
     except NotFound:
-        EndpointOverride.objects.filter(service=service, endpoint_id=pod, weight=None).delete()
-        EndpointOverride.objects.filter(service=service, endpoint_id=pod).update(
-            drained=False, drain_timeout_s=None
-        )
+        _drop_drain(actor, service, pod)
         return f"pod {pod} undrained (no balancer routes to it now)"
     except actions.ActionError as err:
         log.warning("could not undrain %s/%s: %s", service, pod, err)
@@ -355,6 +352,22 @@ def undo_drain(actor: Actor, service: str, pod: str) -> str:
     pending = [r["replica"] for r in outcome.replicas if r["pending"]]
     later = f" (pending on {', '.join(pending)}: down)" if pending else ""
     return f"pod {pod} undrained{later}"
+
+
+def _drop_drain(actor: Actor, service: str, pod: str) -> None:
+    """Takes the drain off the desired state of a pod no balancer reports (gone, or not
+    seen yet), audited: nothing to push, and a pod of that name must not start drained."""
+    with transaction.atomic():
+        EndpointOverride.objects.filter(service=service, endpoint_id=pod, weight=None).delete()
+        EndpointOverride.objects.filter(service=service, endpoint_id=pod).update(
+            drained=False, drain_timeout_s=None
+        )
+        AuditEvent.objects.create(
+            actor=actor.name, source=actor.source, token=actor.token, action="undrain",
+            service=service, target=pod, before={"drained": True}, after=None,
+            result=AuditEvent.Result.OK,
+            detail="no balancer routes to the pod: its drain is dropped from the desired state",
+        )  # fmt: skip
 
 
 async def stop_owned(why: str = SHUTDOWN, timeout_s: float = STOP_TIMEOUT_S) -> None:
