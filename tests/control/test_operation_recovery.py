@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.test import Client, override_settings
 from django.utils import timezone
 
+from dashboard.app import assets
 from dashboard.control import actions, orphans, runtime
 from dashboard.control.actions import Actor
 from dashboard.control.models import AuditEvent, EndpointOverride, Operation
-from tests.control.conftest import OPERATOR_SESSION, SERVICE, VIEWER_TOKEN, Api
+from dashboard.control.roles import OPERATOR, VIEWER
+from tests.control.conftest import OPERATOR_SESSION, SERVICE, VIEWER_TOKEN, Api, Credentials
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,3 +183,28 @@ async def test_it_documents_the_cancel_in_the_schema(api: Api) -> None:
     cancel = reply.body["paths"]["/api/v1/operations/{id}/cancel"]["post"]
     assert {"202", "404", "409"} <= set(cancel["responses"])
     assert "running restart or rollout" in cancel["description"]
+
+
+def _service_page(user: User) -> str:
+    client = Client()
+    client.force_login(user)
+    with override_settings(BALLAST_SERVICES=[SERVICE]):
+        response = client.get(f"/services/{SERVICE}/")
+    assert response.status_code == 200
+    return str(response.content.decode())
+
+
+def test_the_service_page_offers_operators_a_cancel_beside_the_operation(
+    credentials: Credentials,
+) -> None:
+    operator = _service_page(credentials.users[OPERATOR])
+    viewer = _service_page(credentials.users[VIEWER])
+    script = (Path(assets.__file__).parent / "static/ballast/controls.js").read_text()
+
+    assert re.search(
+        r'<span id="operation"[^>]*></span>\s*<button[^>]*id="operation-cancel"', operator
+    )
+    assert 'id="operation-cancel"' not in viewer
+    # It posts to the operation's cancel URL and shows only while the operation runs.
+    assert 'page.operations_api + op.id + "/cancel"' in script
+    assert "cancel.hidden = !operationRunning()" in script
