@@ -88,6 +88,11 @@ def _platform() -> Platform:
 
 
 def _begin(actor: Actor, kind: str, service: str, target: str) -> Operation:
+    """Records the operation, owned by this process; Conflict while another runs for the
+    service. One whose process is gone is finished first rather than blocking."""
+    from dashboard.control import orphans  # it uses this module's undo_drain
+
+    orphans.recover(runtime.current().owner, service)
     with transaction.atomic():
         running = (
             Operation.objects.select_for_update()

@@ -111,14 +111,31 @@ def finish(op: Operation, actor: Actor, step: str, why: str) -> Operation:
     return op
 
 
-def recover(me: str) -> list[int]:
-    """Finishes every orphaned operation as failed; returns their ids."""
+def _orphans(me: str, service: str | None) -> list[Operation]:
+    running = Operation.objects.exclude(step__in=Operation.FINISHED).exclude(owner=me)
+    if service is not None:
+        running = running.filter(service=service)
+    return [op for op in running if is_orphaned(op, me)]
+
+
+def recover(me: str, service: str | None = None) -> list[int]:
+    """Finishes every orphaned operation (of `service`, or all) as failed; their ids."""
     recovered = []
-    for op in Operation.objects.exclude(step__in=Operation.FINISHED).exclude(owner=me):
-        if is_orphaned(op, me) and take_over(op, me):
+    for op in _orphans(me, service):
+        if take_over(op, me):
             finish(op, SYSTEM, Operation.Step.FAILED, ORPHANED)
             recovered.append(op.pk)
     return recovered
+
+
+def recover_in_turn(me: str) -> list[int]:
+    """`recover`, one act at a time with the API's (SQLite has no row locks)."""
+    if not _orphans(me, None):
+        return []
+    from dashboard.control.api.base import ACTING  # the API's lock; imported when needed
+
+    with ACTING:
+        return recover(me)
 
 
 class OrphanSweeper:
@@ -164,7 +181,7 @@ class OrphanSweeper:
             await asyncio.sleep(0.1)
         while True:
             try:
-                await sync_to_async(recover)(self.owner)
+                await sync_to_async(recover_in_turn)(self.owner)
             except Exception:
                 log.exception("looking for orphaned operations failed; trying again")
             await asyncio.sleep(self.interval_s)

@@ -237,3 +237,19 @@ async def test_after_an_orphan_is_recovered_its_service_restarts_again(
 
     assert op.step == "failed" and op.detail.endswith(f"during step draining; pod {pod} undrained")
     assert (await _wait_finished(again.pk)).step == "done"
+
+
+async def test_a_restart_finishes_an_orphan_of_its_service_first_instead_of_409(
+    running: Running,
+) -> None:
+    sweeper = running.control.sweeper
+    assert sweeper is not None
+    await sweeper.stop()  # the restart itself, not the sweeper, must clear the way
+    pod = _ready_pods()[0]
+    orphan = await _orphan(pod)
+
+    again = await sync_to_async(start_restart)(ALICE, SERVICE, pod)
+
+    op = await Operation.objects.aget(pk=orphan)
+    assert op.step == "failed" and op.detail.startswith("orphaned: ")
+    assert (await _wait_finished(again.pk)).step == "done"
