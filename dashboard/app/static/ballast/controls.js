@@ -325,14 +325,17 @@ window.ballastControls = function (page, view) {
     pollOperations(1000);
   }
 
-  // "restart inventory-a: draining → drained → restarting…", then "… → done, new pod X".
+  // "restart inventory-a: draining → drained → restarting…", then "… → done, new pod X";
+  // one that stopped early: "restart inventory-a: draining → cancelled (why)".
   function renderOperation() {
     const op = controls.operation;
     const el = document.getElementById("operation");
     if (!op) return el.replaceChildren();
     const kind = op.kind === "rollout_restart" ? "rollout restart" : op.kind;
     const failed = op.step === "failed" || op.step === "cancelled";
-    const reached = failed ? STEPS.length - 1 : STEPS.indexOf(op.step);
+    // An operation that stopped early names the step it stopped at in its detail.
+    const stoppedAt = failed ? /during step (\w+)/.exec(op.detail || "") : null;
+    const reached = !failed ? STEPS.indexOf(op.step) : stoppedAt ? STEPS.indexOf(stoppedAt[1]) : -1;
     const path = STEPS.slice(0, reached + 1).map((s) => s.replace("_", " "));
     const current = document.createElement("span");
     current.className = "step step-" + op.step + (failed ? " result-failed" : op.step === "done" ? " result-ok" : "");
