@@ -188,9 +188,10 @@ async def _run(
         await _note(op, step=stop.step, detail=detail, finished=True)
         await _audit_end(op, stop.actor, AuditEvent.Result.FAILED, detail)
     except Exception as err:
-        log.warning("%s of %s failed: %s", op.kind, op.target, err)
-        await _note(op, step=Operation.Step.FAILED, detail=str(err), finished=True)
-        await _audit_end(op, actor, AuditEvent.Result.FAILED, str(err))
+        detail = f"{err}; {handle.undone}" if handle.undone else str(err)
+        log.warning("%s of %s failed: %s", op.kind, op.target, detail)
+        await _note(op, step=Operation.Step.FAILED, detail=detail, finished=True)
+        await _audit_end(op, actor, AuditEvent.Result.FAILED, detail)
     else:
         await _note(op, step=Operation.Step.DONE, finished=True)
         await _audit_end(op, actor, AuditEvent.Result.OK, op.detail)
@@ -202,7 +203,8 @@ async def _run(
 
 
 def stopped_detail(why: str, step: str, undone: str) -> str:
-    """ "cancelled by bob during step draining; pod X undrained"."""
+    """How an operation that stopped early ended, for its detail and audit event:
+    "cancelled by bob during step draining; pod X undrained"."""
     return f"{why} during step {step}" + (f"; {undone}" if undone else "")
 
 
@@ -217,7 +219,8 @@ async def _beat(operation_id: int, handle: _Handle) -> None:
                 handle.stop is None
                 and await Operation.objects.filter(pk=operation_id, cancel_requested=True).aexists()
             ):
-                handle.stop = await sync_to_async(_cancel_request)(operation_id)
+                asked = await sync_to_async(_cancel_request)(operation_id)
+                handle.stop = handle.stop or asked
         except Exception:  # the database away for a moment: beat again next time
             log.warning("operation %s: its heartbeat failed", operation_id, exc_info=True)
 

@@ -253,3 +253,34 @@ async def test_a_restart_finishes_an_orphan_of_its_service_first_instead_of_409(
     op = await Operation.objects.aget(pk=orphan)
     assert op.step == "failed" and op.detail.startswith("orphaned: ")
     assert (await _wait_finished(again.pk)).step == "done"
+
+
+@sync_to_async
+def _cancel_from_another_process(operation_id: int) -> None:
+    """What another dashboard process's API does for a cancel: the flag and the audit."""
+    op = Operation.objects.get(pk=operation_id)
+    Operation.objects.filter(pk=operation_id).update(cancel_requested=True)
+    AuditEvent.objects.create(
+        actor="carol", source=AuditEvent.Source.API, token="abcd1234", action="cancel",
+        service=op.service, target=op.target, after={"operation": op.pk},
+        result=AuditEvent.Result.OK,
+    )  # fmt: skip
+
+
+async def test_the_owner_notices_a_cancel_asked_through_another_process(
+    running: Running,
+) -> None:
+    async with held_stream(_ballast_address(running.scene)) as held:
+        operation = await sync_to_async(start_restart)(ALICE, SERVICE, held.pod)
+        await wait_for(lambda: running.state(held.pod) == "DRAINING", SLOW_S, "draining")
+
+        await _cancel_from_another_process(operation.pk)
+        op = await _wait_finished(operation.pk)
+
+        assert (op.step, op.detail) == (
+            "cancelled",
+            f"cancelled by carol during step draining; pod {held.pod} undrained",
+        )
+        assert running.state(held.pod) == "READY"
+    end = await AuditEvent.objects.filter(action="restart").alatest("id")
+    assert (end.actor, end.source, end.token) == ("carol", "api", "abcd1234")
