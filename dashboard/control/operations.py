@@ -441,6 +441,12 @@ def request_cancel(actor: Actor, operation_id: int) -> Operation:
     return op
 
 
+def runs_here(operation_id: int) -> bool:
+    """Whether this process runs the operation's steps now (read from any thread: a
+    dict lookup)."""
+    return operation_id in _handles
+
+
 def _ask_to_stop(operation_id: int, stop: StopRequest) -> None:
     handle = _handles.get(operation_id)
     if handle is not None and handle.stop is None:

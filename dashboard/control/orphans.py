@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from dashboard.app.history import service_history
 from dashboard.collector.runner import Collector
+from dashboard.control import operations
 from dashboard.control.actions import Actor
 from dashboard.control.models import AuditEvent, EndpointOverride, Operation
 from dashboard.control.operations import SYSTEM, stopped_detail, undo_drain
@@ -50,15 +51,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_orphaned(op: Operation, me: str, now: datetime | None = None) -> bool:
-    """Whether running `op` has lost its owner (`me` is this process's owner id)."""
+    """Whether running `op` has lost its owner (`me` is this process's owner id). One of
+    this process's own is orphaned only when no task of it runs here (a bug ended it)
+    and its heartbeat has stopped."""
+    beat: datetime = op.heartbeat_at or op.updated_at
+    stale = (now or timezone.now()) - beat > timedelta(seconds=STALE_S)
     if op.owner == me:
-        return False
+        return stale and not operations.runs_here(op.pk)
     host, pid = parse_owner(op.owner)
     here = host == socket.gethostname() and pid is not None
-    if here and (pid == os.getpid() or not _pid_alive(pid or 0)):
-        return True
-    beat: datetime = op.heartbeat_at or op.updated_at
-    return (now or timezone.now()) - beat > timedelta(seconds=STALE_S)
+    return stale or (here and (pid == os.getpid() or not _pid_alive(pid or 0)))
 
 
 def take_over(op: Operation, me: str) -> bool:
@@ -112,7 +114,7 @@ def finish(op: Operation, actor: Actor, step: str, why: str) -> Operation:
 
 
 def _orphans(me: str, service: str | None) -> list[Operation]:
-    running = Operation.objects.exclude(step__in=Operation.FINISHED).exclude(owner=me)
+    running = Operation.objects.exclude(step__in=Operation.FINISHED)
     if service is not None:
         running = running.filter(service=service)
     return [op for op in running if is_orphaned(op, me)]

@@ -208,3 +208,14 @@ def test_the_service_page_offers_operators_a_cancel_beside_the_operation(
     # It posts to the operation's cancel URL and shows only while the operation runs.
     assert 'page.operations_api + op.id + "/cancel"' in script
     assert "cancel.hidden = !operationRunning()" in script
+
+
+async def test_it_finishes_one_of_its_own_whose_task_is_gone(api: Api) -> None:
+    assert api.plane.sweeper is not None
+    await api.plane.sweeper.stop()  # recovered below, not by the sweeper meanwhile
+    me = runtime.current().owner
+    lost = await _left_behind(me, beat_age_s=orphans.STALE_S + 5)
+    fresh = await _left_behind(me, pod="pod-b", beat_age_s=1)
+
+    assert await sync_to_async(orphans.recover)(me) == [lost]
+    assert await sync_to_async(_step)(fresh) == "draining"
