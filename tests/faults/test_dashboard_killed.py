@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from tests.support.demo_process import DemoProcess, api_token, call, start_demo
 from tests.support.held_stream import held_stream
+
+# Two starts of the demo (pods as processes) and a restart, on a machine that may be busy.
+pytestmark = pytest.mark.timeout(300)
 
 SERVICE = "inventory"
 SLOW_S = 90.0
