@@ -22,7 +22,8 @@ from dashboard.app.history import HISTORY_WINDOW_S, service_history
 from dashboard.app.live import publish_frame, service_group
 from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
-from dashboard.control import runtime
+from dashboard.control import operations, runtime
+from dashboard.control.orphans import OrphanSweeper
 from dashboard.control.reconciler import Reconciler
 from platforms.base import Platform
 
@@ -81,12 +82,17 @@ def dashboard_collector(config: CollectorConfig, platform: Platform | None = Non
 class ControlPlane:
     """The collector and the reconciler that keeps the replicas at the desired state,
     started and stopped together; while it runs, the API reaches them (and the
-    platform, for restarts) through `dashboard.control.runtime`."""
+    platform, for restarts) through `dashboard.control.runtime`.
+
+    Beside them, the sweeper that finishes the operations of dead dashboard processes.
+    `stop()` first stops the operations this process runs (each undoes its drain while
+    the replicas are still reachable), then the rest."""
 
     def __init__(self, config: CollectorConfig, platform: Platform | None = None) -> None:
         self.collector = dashboard_collector(config, platform)
         self.reconciler = Reconciler(self.collector, config.replicas)
         self.platform = platform
+        self.sweeper: OrphanSweeper | None = None
 
     async def start(self) -> None:
         runtime.install(
@@ -97,8 +103,13 @@ class ControlPlane:
         )
         await self.collector.start()
         await self.reconciler.start()
+        self.sweeper = OrphanSweeper(self.collector, runtime.current().owner)
+        await self.sweeper.start()
 
     async def stop(self) -> None:
+        await operations.stop_owned()
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         await self.reconciler.stop()
         await self.collector.stop()
         runtime.reset()

@@ -349,7 +349,10 @@ def drain(
     )  # fmt: skip
 
 
-def undrain(actor: Actor, service: str, pod: str) -> Outcome:
+def undrain(actor: Actor, service: str, pod: str, force: bool = False) -> Outcome:
+    """Gives the pod new requests again. `force`: the undrain of an operation that
+    stopped (accepted here; a running operation's own refusal will honour it)."""
+
     def change(o: EndpointOverride) -> None:
         o.drained = False
         o.drain_timeout_s = None

@@ -6,14 +6,23 @@ a second operation on a service while one runs (409), record the operation and i
 audit event, and hand the steps to the event loop the platform lives on. The steps
 record their progress on the `Operation` row (draining → drained → restarting →
 waiting_ready → done), which the API and the dashboard show.
+
+Each operation has an owner, the dashboard process running its steps
+(`runtime.owner_id()`), which beats its `heartbeat_at` every `HEARTBEAT_S` while they
+run; another process finishes it once the beat stops (`orphans.py`). An operation
+stops early at its next check when an operator cancels it (`request_cancel`) or this
+process stops (`stop_owned`): a pod not restarted yet gets its traffic back, and the
+operation ends cancelled or failed with the step it stopped at.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -23,7 +32,7 @@ from django.utils import timezone
 from balancer.admin.v1.admin_pb2 import EndpointSnapshot
 from dashboard.collector.rates import state_name
 from dashboard.control import actions, runtime
-from dashboard.control.actions import Actor, Conflict, Unavailable
+from dashboard.control.actions import Actor, Conflict, NotFound, Unavailable
 from dashboard.control.desired import endpoint_view
 from dashboard.control.models import AuditEvent, EndpointOverride, Operation
 from platforms.base import Platform
@@ -33,10 +42,39 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0  # calls still running then are cancelled (UNAVAILABLE, retryable)
 READY_TIMEOUT_S = 120.0
 POLL_S = 0.2
+HEARTBEAT_S = 2.0  # the owner says it still runs the steps this often
+STOP_TIMEOUT_S = 10.0  # a stopping process waits this long for its operations' checks
+SYSTEM = Actor("ballast", source=AuditEvent.Source.SYSTEM)
+SHUTDOWN = "the dashboard process running it stopped"
 
 
 class OperationFailed(Exception):
     pass
+
+
+class Stopped(Exception):
+    """Raised at an operation's next check once it was asked to stop."""
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why an operation stops early, the step it then ends at and who to audit."""
+
+    why: str
+    step: str
+    actor: Actor
+
+
+@dataclass
+class _Handle:
+    """An operation this process runs: its task, and once asked, why it stops."""
+
+    stop: StopRequest | None = None
+    undone: str = ""  # what was undone on the way out ("pod X undrained")
+    task: asyncio.Task[None] | None = None
+
+
+_handles: dict[int, _Handle] = {}  # on the platform's loop only
 
 
 def _platform() -> Platform:
@@ -50,6 +88,11 @@ def _platform() -> Platform:
 
 
 def _begin(actor: Actor, kind: str, service: str, target: str) -> Operation:
+    """Records the operation, owned by this process; Conflict while another runs for the
+    service. One whose process is gone is finished first rather than blocking."""
+    from dashboard.control import orphans  # it uses this module's undo_drain
+
+    orphans.recover(runtime.current().owner, service)
     with transaction.atomic():
         running = (
             Operation.objects.select_for_update()
@@ -63,8 +106,9 @@ def _begin(actor: Actor, kind: str, service: str, target: str) -> Operation:
                 f" ({running.step}); wait for it to finish"
             )
         operation: Operation = Operation.objects.create(
-            kind=kind, service=service, target=target, actor=actor.name
-        )
+            kind=kind, service=service, target=target, actor=actor.name,
+            owner=runtime.current().owner, heartbeat_at=timezone.now(),
+        )  # fmt: skip
         AuditEvent.objects.create(
             actor=actor.name, source=actor.source, token=actor.token, action=kind,
             service=service, target=target, before=None, after={"operation": operation.pk},
@@ -78,7 +122,8 @@ def start_restart(actor: Actor, service: str, pod: str) -> Operation:
     actions.balanced_pod(service, pod)
     platform = _platform()
     operation = _begin(actor, Operation.Kind.RESTART, service, pod)
-    _schedule(_run(operation.pk, actor, lambda op: _restart_one(op, actor, platform, pod)))
+    steps = _run(operation.pk, actor, lambda op: _restart_one(op, actor, platform, pod))
+    _schedule(operation.pk, steps)
     return operation
 
 
@@ -91,17 +136,18 @@ def start_rollout_restart(actor: Actor, service: str) -> Operation:
     async def rollout(op: Operation) -> None:
         pods = [p.name for p in await platform.list_pods(service)]
         for i, pod in enumerate(pods, 1):
+            _check(op)
             await _note(op, detail=f"pod {i} of {len(pods)}: {pod}")
             await _restart_one(op, actor, platform, pod)
 
-    _schedule(_run(operation.pk, actor, rollout))
+    _schedule(operation.pk, _run(operation.pk, actor, rollout))
     return operation
 
 
 _tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
 
-def _schedule(coroutine: Coroutine[Any, Any, None]) -> None:
+def _schedule(operation_id: int, coroutine: Coroutine[Any, Any, None]) -> None:
     """Runs `coroutine` on the platform's loop, from the API's worker thread.
 
     In a fresh context: one copied from this worker thread would tell asgiref the task
@@ -114,6 +160,7 @@ def _schedule(coroutine: Coroutine[Any, Any, None]) -> None:
         task = loop.create_task(coroutine)
         _tasks.add(task)
         task.add_done_callback(_forget)
+        _handles[operation_id] = _Handle(task=task)
 
     loop.call_soon_threadsafe(create, context=contextvars.Context())
 
@@ -129,30 +176,86 @@ async def _run(
     operation_id: int, actor: Actor, steps: Callable[[Operation], Awaitable[None]]
 ) -> None:
     op = await Operation.objects.aget(pk=operation_id)
+    handle = _handles.setdefault(operation_id, _Handle())
+    beat = asyncio.create_task(_beat(op.pk, handle), name=f"operation {op.pk} heartbeat")
     try:
         await steps(op)
+    except (Stopped, asyncio.CancelledError):
+        # Cancelled by `stop_owned` after its wait: the process is going, finish the row.
+        stop = handle.stop or StopRequest(SHUTDOWN, Operation.Step.FAILED, SYSTEM)
+        detail = stopped_detail(stop.why, op.step, handle.undone)
+        log.warning("%s of %s stopped: %s", op.kind, op.target, detail)
+        await _note(op, step=stop.step, detail=detail, finished=True)
+        await _audit_end(op, stop.actor, AuditEvent.Result.FAILED, detail)
     except Exception as err:
-        log.warning("%s of %s failed: %s", op.kind, op.target, err)
-        await _note(op, step=Operation.Step.FAILED, detail=str(err), finished=True)
-        await _audit_end(op, actor, AuditEvent.Result.FAILED, str(err))
+        detail = f"{err}; {handle.undone}" if handle.undone else str(err)
+        log.warning("%s of %s failed: %s", op.kind, op.target, detail)
+        await _note(op, step=Operation.Step.FAILED, detail=detail, finished=True)
+        await _audit_end(op, actor, AuditEvent.Result.FAILED, detail)
     else:
         await _note(op, step=Operation.Step.DONE, finished=True)
         await _audit_end(op, actor, AuditEvent.Result.OK, op.detail)
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+        _handles.pop(operation_id, None)
+
+
+def stopped_detail(why: str, step: str, undone: str) -> str:
+    """How an operation that stopped early ended, for its detail and audit event:
+    "cancelled by bob during step draining; pod X undrained"."""
+    return f"{why} during step {step}" + (f"; {undone}" if undone else "")
+
+
+async def _beat(operation_id: int, handle: _Handle) -> None:
+    """Every `HEARTBEAT_S`: says the owner still runs the operation, and looks whether an
+    operator (through another process, maybe) asked to cancel it."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            await Operation.objects.filter(pk=operation_id).aupdate(heartbeat_at=timezone.now())
+            if (
+                handle.stop is None
+                and await Operation.objects.filter(pk=operation_id, cancel_requested=True).aexists()
+            ):
+                asked = await sync_to_async(_cancel_request)(operation_id)
+                handle.stop = handle.stop or asked
+        except Exception:  # the database away for a moment: beat again next time
+            log.warning("operation %s: its heartbeat failed", operation_id, exc_info=True)
+
+
+def _check(op: Operation) -> None:
+    """Raises Stopped once the operation was asked to stop (cancelled, or shutdown)."""
+    handle = _handles.get(op.pk)
+    if handle is not None and handle.stop is not None:
+        raise Stopped(handle.stop.why)
+
+
+def _stop_actor(op: Operation, actor: Actor) -> Actor:
+    """Who the steps undo a drain as: whoever stopped the operation, else its actor."""
+    handle = _handles.get(op.pk)
+    return handle.stop.actor if handle is not None and handle.stop is not None else actor
 
 
 async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str) -> None:
     service = op.service
     await _note(op, step=Operation.Step.DRAINING)
+    _check(op)
     await sync_to_async(actions.drain)(actor, service, pod, timeout_s=DRAIN_TIMEOUT_S)
     try:
-        await _wait(lambda: _drained_everywhere(service, pod), DRAIN_TIMEOUT_S + 5, "drained")
+        drained = lambda: _drained_everywhere(service, pod)  # noqa: E731
+        await _wait(drained, DRAIN_TIMEOUT_S + 5, "drained", op)
         await _note(op, step=Operation.Step.DRAINED)
         before = {p.name for p in await platform.list_pods(service)}
+        _check(op)
         await _note(op, step=Operation.Step.RESTARTING)
         await platform.restart_pod(pod)
     except BaseException:
         # Not restarted: give the pod its traffic back rather than leave it drained.
-        await sync_to_async(actions.undrain)(actor, service, pod)
+        undone = await sync_to_async(undo_drain)(_stop_actor(op, actor), service, pod)
+        if (handle := _handles.get(op.pk)) is not None:
+            handle.undone = undone
         raise
     await EndpointOverride.objects.filter(service=service, endpoint_id=pod).adelete()
     new = ""
@@ -165,16 +268,19 @@ async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str
         return bool(fresh) and fresh[0].ready and _ready_everywhere(service, new)
 
     await _note(op, step=Operation.Step.WAITING_READY)
-    await _wait(new_pod_ready, READY_TIMEOUT_S, f"the replacement of {pod} to be ready")
+    await _wait(new_pod_ready, READY_TIMEOUT_S, f"the replacement of {pod} to be ready", op)
     await _note(op, new_pod=new)
 
 
 async def _wait(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str, op: Operation
 ) -> None:
+    """Polls `condition` every `POLL_S`; raises OperationFailed after `timeout_s`, and
+    Stopped as soon as the operation is asked to stop."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
+        _check(op)
         met = condition()
         if not isinstance(met, bool):
             met = await met
@@ -221,7 +327,9 @@ async def _note(
         op.new_pod = new_pod
     if finished:
         op.finished_at = timezone.now()
-    await op.asave()
+    # Only what the steps own: a whole-row save would undo a cancel request or a beat.
+    fields = {"step": step, "detail": detail, "new_pod": new_pod, "finished_at": finished or None}
+    await op.asave(update_fields=[f for f, v in fields.items() if v is not None] + ["updated_at"])
 
 
 async def _audit_end(op: Operation, actor: Actor, result: str, detail: str) -> None:
@@ -231,3 +339,115 @@ async def _audit_end(op: Operation, actor: Actor, result: str, detail: str) -> N
         after={"operation": op.pk, "step": op.step, "new_pod": op.new_pod or None},
         result=result, detail=detail or "finished",
     )  # fmt: skip
+
+
+# ---- undoing a drain, stopping, cancelling -----------------------------------------------
+
+
+def undo_drain(actor: Actor, service: str, pod: str) -> str:
+    """Gives `pod` its traffic back after an operation that drained it stopped before
+    the restart; says what it did ("pod X undrained"), for the operation's detail. When
+    no balancer routes to the pod any more, its drain is only dropped from the desired
+    state. Never raises for a refusal: the operation's end must still be recorded."""
+    try:
+        outcome = actions.undrain(actor, service, pod, force=True)
+    except NotFound:
+        _drop_drain(actor, service, pod)
+        return f"pod {pod} undrained (no balancer routes to it now)"
+    except actions.ActionError as err:
+        log.warning("could not undrain %s/%s: %s", service, pod, err)
+        return f"pod {pod} could not be undrained: {err}"
+    pending = [r["replica"] for r in outcome.replicas if r["pending"]]
+    later = f" (pending on {', '.join(pending)}: down)" if pending else ""
+    return f"pod {pod} undrained{later}"
+
+
+def _drop_drain(actor: Actor, service: str, pod: str) -> None:
+    """Takes the drain off the desired state of a pod no balancer reports (gone, or not
+    seen yet), audited: nothing to push, and a pod of that name must not start drained."""
+    with transaction.atomic():
+        EndpointOverride.objects.filter(service=service, endpoint_id=pod, weight=None).delete()
+        EndpointOverride.objects.filter(service=service, endpoint_id=pod).update(
+            drained=False, drain_timeout_s=None
+        )
+        AuditEvent.objects.create(
+            actor=actor.name, source=actor.source, token=actor.token, action="undrain",
+            service=service, target=pod, before={"drained": True}, after=None,
+            result=AuditEvent.Result.OK,
+            detail="no balancer routes to the pod: its drain is dropped from the desired state",
+        )  # fmt: skip
+
+
+async def stop_owned(why: str = SHUTDOWN, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stops every operation this process runs, before what they need (the collector,
+    the replicas) goes: each stops at its next check, undoes its drain and ends failed,
+    saying `why` and the step. What has not stopped after `timeout_s` is cancelled."""
+    handles = list(_handles.values())
+    for handle in handles:
+        handle.stop = handle.stop or StopRequest(why, Operation.Step.FAILED, SYSTEM)
+    tasks = [h.task for h in handles if h.task is not None]
+    if not tasks:
+        return
+    log.warning("stopping %d running operation(s): %s", len(tasks), why)
+    _, late = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+
+
+def _cancel_request(operation_id: int) -> StopRequest:
+    """The stop an operator asked for, with who asked (from the cancel's audit event)."""
+    event = (
+        AuditEvent.objects.filter(action="cancel", after__operation=operation_id)
+        .order_by("-id")
+        .first()
+    )
+    if event is None:
+        return StopRequest("cancelled", Operation.Step.CANCELLED, SYSTEM)
+    actor = Actor(event.actor, source=event.source, token=event.token)
+    return StopRequest(f"cancelled by {actor.name}", Operation.Step.CANCELLED, actor)
+
+
+def request_cancel(actor: Actor, operation_id: int) -> Operation:
+    """Asks a running operation to stop (from the API's worker thread) and returns it.
+
+    Its owner stops it at its next check (at once when that is this process, within
+    `HEARTBEAT_S` otherwise); an orphaned one (its owner gone) is finished here.
+    NotFound for an unknown operation, Conflict for a finished one.
+    """
+    from dashboard.control import orphans  # it uses this module's undo_drain
+
+    with transaction.atomic():
+        op: Operation | None = Operation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None:
+            raise NotFound(f"no operation {operation_id}: list them at /api/v1/operations/")
+        if not op.running:
+            raise Conflict(f"operation {operation_id} has already finished ({op.step})")
+        op.cancel_requested = True
+        op.save(update_fields=["cancel_requested", "updated_at"])
+        AuditEvent.objects.create(
+            actor=actor.name, source=actor.source, token=actor.token, action="cancel",
+            service=op.service, target=op.target, before={"step": op.step},
+            after={"operation": op.pk}, result=AuditEvent.Result.OK,
+            detail=f"asked the {op.kind.replace('_', ' ')} to stop",
+        )  # fmt: skip
+    me = runtime.current()
+    if op.owner == me.owner and me.loop is not None:
+        stop = StopRequest(f"cancelled by {actor.name}", Operation.Step.CANCELLED, actor)
+        me.loop.call_soon_threadsafe(_ask_to_stop, op.pk, stop)
+    elif orphans.is_orphaned(op, me.owner) and orphans.take_over(op, me.owner):
+        orphans.finish(op, actor, Operation.Step.CANCELLED, f"cancelled by {actor.name}")
+    op.refresh_from_db()
+    return op
+
+
+def runs_here(operation_id: int) -> bool:
+    """Whether this process runs the operation's steps now (read from any thread: a
+    dict lookup)."""
+    return operation_id in _handles
+
+
+def _ask_to_stop(operation_id: int, stop: StopRequest) -> None:
+    handle = _handles.get(operation_id)
+    if handle is not None and handle.stop is None:
+        handle.stop = stop

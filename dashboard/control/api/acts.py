@@ -41,6 +41,7 @@ ACT_RESPONSES = {
     415: ErrorOut,
     503: OpenApiResponse(ActOut, description=PENDING_EVERYWHERE),
 }
+CANCEL_RESPONSES = {202: OperationOut, 404: ErrorOut, 409: ErrorOut}
 OPERATION_RESPONSES = {
     202: OperationOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut,
 }  # fmt: skip
@@ -164,4 +165,18 @@ class RolloutRestart(ActView):
         """Starts restarting the service's pods one at a time, each as a restart does."""
         with ACTING:
             operation = operations.start_rollout_restart(actor_of(request), service)
+        return Response(OperationOut(operation).data, status=status.HTTP_202_ACCEPTED)
+
+
+class CancelOperation(ControlView):
+    action_names = {"POST": "cancel"}
+
+    @extend_schema(request=None, responses=CANCEL_RESPONSES)
+    def post(self, request: Request, pk: int) -> Response:
+        """Asks a running restart or rollout to stop: it stops at its next check, gives a
+        pod it drained but did not restart yet its traffic back, and ends `cancelled`
+        (follow it at /api/v1/operations/{id}/). One whose dashboard process is gone
+        is finished at once. 409 when it has already finished."""
+        with ACTING:
+            operation = operations.request_cancel(actor_of(request), pk)
         return Response(OperationOut(operation).data, status=status.HTTP_202_ACCEPTED)

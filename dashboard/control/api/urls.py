@@ -51,6 +51,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/operations/", reads.OperationList.as_view(), name="api-operations"),
     path("v1/desired-state/", desired_state.DesiredState.as_view(), name="api-desired-state"),
     path("v1/operations/<int:pk>/", reads.OperationDetail.as_view(), name="api-operation"),
+    path(
+        "v1/operations/<int:pk>/cancel",
+        acts.CancelOperation.as_view(),
+        name="api-operation-cancel",
+    ),
     path("schema/", Schema.as_view(), name="api-schema"),
     # The docs page is a page: a browser without a session is sent to log in (DRF's views
     # are exempt from LoginRequiredMiddleware, so it says so itself).

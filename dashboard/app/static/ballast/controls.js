@@ -1,6 +1,7 @@
 // The operator's controls on the service page: per pod a weight (slider and number,
 // applied on "set"), drain / undrain, restart and clear; for the service its policy and a
-// rollout restart; and the progress of restarts and rollouts, step by step.
+// rollout restart; and the progress of restarts and rollouts, step by step, with a
+// cancel button beside a running one.
 //
 // They call the REST API: same origin, the session cookie and Django's CSRF header;
 // errors come back as {"detail": "..."}. An act answers {result: ok|pending|failed,
@@ -28,6 +29,7 @@ window.ballastControls = function (page, view) {
     policyEdit: null, // the policy chosen in the select, until applied
     policyOverride: null, // the service's policy override (the API's), when it has one
     operation: null, // the newest operation seen, polled each second while it runs
+    cancelling: false, // a cancel request runs
     pollTimer: null,
   };
 
@@ -312,7 +314,7 @@ window.ballastControls = function (page, view) {
     return !!op && isRunning(op);
   }
   function isRunning(op) {
-    return op.running != null ? op.running : op.step !== "done" && op.step !== "failed";
+    return op.running != null ? op.running : !["done", "failed", "cancelled"].includes(op.step);
   }
 
   function started(what, response) {
@@ -323,24 +325,59 @@ window.ballastControls = function (page, view) {
     pollOperations(1000);
   }
 
-  // "restart inventory-a: draining → drained → restarting…", then "… → done, new pod X".
+  // "restart inventory-a: draining → drained → restarting…", then "… → done, new pod X";
+  // one that stopped early: "restart inventory-a: draining → cancelled (why)".
   function renderOperation() {
     const op = controls.operation;
     const el = document.getElementById("operation");
     if (!op) return el.replaceChildren();
     const kind = op.kind === "rollout_restart" ? "rollout restart" : op.kind;
-    const failed = op.step === "failed";
-    const reached = failed ? STEPS.length - 1 : STEPS.indexOf(op.step);
+    const failed = op.step === "failed" || op.step === "cancelled";
+    // An operation that stopped early names the step it stopped at in its detail.
+    const stoppedAt = failed ? /during step (\w+)/.exec(op.detail || "") : null;
+    const reached = !failed ? STEPS.indexOf(op.step) : stoppedAt ? STEPS.indexOf(stoppedAt[1]) : -1;
     const path = STEPS.slice(0, reached + 1).map((s) => s.replace("_", " "));
     const current = document.createElement("span");
     current.className = "step step-" + op.step + (failed ? " result-failed" : op.step === "done" ? " result-ok" : "");
-    current.textContent = failed ? "failed" : path.pop() + (isRunning(op) ? "…" : "");
+    current.textContent = failed ? op.step : path.pop() + (isRunning(op) ? "…" : "");
     const before = kind + " " + op.target + ": " + path.join(" → ") + (path.length ? " → " : "");
     let after = "";
     if (op.new_pod) after += ", new pod " + op.new_pod;
     if (op.detail) after += " (" + op.detail + ")";
     el.dataset.step = op.step;
     el.replaceChildren(before, current, after);
+    renderCancel();
+  }
+
+  // The cancel button shows while an operation runs (operators only: the page has it
+  // only for them); the operation stops at its next check and undoes its drain.
+  function renderCancel() {
+    const cancel = document.getElementById("operation-cancel");
+    if (!cancel) return;
+    cancel.hidden = !operationRunning();
+    cancel.disabled = !!controls.cancelling;
+  }
+
+  async function cancelOperation() {
+    const op = controls.operation;
+    if (!op || !isRunning(op)) return;
+    const kind = op.kind === "rollout_restart" ? "rollout restart" : op.kind;
+    const what = "cancel the " + kind + " of " + op.target;
+    if (!confirm(what.charAt(0).toUpperCase() + what.slice(1) + "?\nIt stops at its next " +
+                 "step; a pod drained but not restarted yet gets its traffic back.")) return;
+    controls.cancelling = true;
+    renderCancel();
+    say("pending", what + "…");
+    const response = await call("POST", page.operations_api + op.id + "/cancel");
+    controls.cancelling = false;
+    if (response.status === 202) {
+      controls.operation = response.data;
+      say("ok", what + ": " + (isRunning(response.data) ? "asked to stop" : response.data.step));
+    } else {
+      say("failed", what + ": " + (response.data.detail || "HTTP " + response.status));
+    }
+    renderOperation();
+    pollOperations(1000);
   }
 
   // Each second while an operation runs (its own URL), else every 5 s for one started
@@ -413,6 +450,7 @@ window.ballastControls = function (page, view) {
     document.getElementById("policy-apply").addEventListener("click", applyPolicy);
     document.getElementById("policy-clear").addEventListener("click", clearPolicy);
     document.getElementById("rollout").addEventListener("click", rolloutRestart);
+    document.getElementById("operation-cancel").addEventListener("click", cancelOperation);
   }
 
   return {
