@@ -20,3 +20,4 @@ class DashboardConfig(AppConfig):
         checks.register(ballast_checks.check_channel_layer)
         checks.register(ballast_checks.check_debug_hosts, checks.Tags.security)
         checks.register(ballast_checks.check_sqlite_processes)
+        checks.register(ballast_checks.check_https_proxy, checks.Tags.security, deploy=True)
