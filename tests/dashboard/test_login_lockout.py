@@ -130,3 +130,12 @@ def test_a_huge_username_is_a_failed_login_not_an_error(operator: User) -> None:
     event = AuditEvent.objects.get()
     assert event.action == "login_failed"
     assert len(event.actor) == 150
+
+
+def test_the_demos_new_operator_password_works_at_once_after_a_lockout() -> None:
+    from dashboard.app.accounts import OPERATOR, reset_operator
+
+    reset_operator()
+    fail(settings.AXES_FAILURE_LIMIT, OPERATOR, "127.0.0.1")  # a previous run, mistyped
+    password = reset_operator()  # `make demo` again
+    assert attempt(OPERATOR, password, "127.0.0.1") == 302
