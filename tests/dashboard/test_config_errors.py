@@ -90,3 +90,14 @@ def test_an_unreachable_redis_at_start_is_one_line(tmp_path: Path) -> None:
     assert "(REDIS_URL) is unreachable" in line
     assert "Start it, fix REDIS_URL" in line
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_runcollector_with_an_unreachable_redis_is_one_line() -> None:
+    result = run(
+        "manage.py", "runcollector", **DEV, REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0",
+        BALLAST_BALANCERS="b0=127.0.0.1:9", BALLAST_SERVICES="inventory",
+        BALLAST_ADMIN_TOKEN="a-long-enough-admin-token-for-the-check-0123",
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert line.startswith("CommandError: Redis at redis://127.0.0.1:")
+    assert "(REDIS_URL) is unreachable" in line
