@@ -5,10 +5,11 @@ Variables (all optional unless noted):
 - ``SECRET_KEY`` / ``SECRET_KEY_FILE`` — required unless ``DEBUG`` or ``BALLAST_DEV``.
 - ``DEBUG`` — false by default.
 - ``BALLAST_DEV`` — a laptop run: a random secret key per process when none is set.
-- ``ALLOWED_HOSTS`` — comma-separated; loopback by default. Also the websocket
-  ``Origin`` allow-list.
+- ``ALLOWED_HOSTS`` — comma-separated; loopback by default. A websocket's ``Origin``
+  must be the page's own (scheme, host and port) on one of these hosts.
 - ``CSRF_TRUSTED_ORIGINS`` — comma-separated ``scheme://host[:port]`` origins that differ
-  from the host a request came to (a TLS proxy in front); same-origin needs none.
+  from the host a request came to (a TLS proxy in front); same-origin needs none. They
+  may open websockets too.
 - ``BALLAST_HTTPS`` — served over HTTPS (behind a TLS proxy): cookies go over HTTPS only,
   plain HTTP is redirected to HTTPS and browsers are told to keep to HTTPS (HSTS).
 - ``BALLAST_PROXY_SSL_HEADER`` — the header by which the TLS proxy in front says a request

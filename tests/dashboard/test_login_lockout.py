@@ -139,3 +139,19 @@ def test_the_demos_new_operator_password_works_at_once_after_a_lockout() -> None
     fail(settings.AXES_FAILURE_LIMIT, OPERATOR, "127.0.0.1")  # a previous run, mistyped
     password = reset_operator()  # `make demo` again
     assert attempt(OPERATOR, password, "127.0.0.1") == 302
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_lockout_holds_on_the_asgi_path(operator: User) -> None:
+    """What uvicorn serves: Django's ASGI handler and axes' async middleware."""
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    statuses = [
+        (await client.post(LOGIN, {"username": "alice", "password": f"guess-{i}"})).status_code
+        for i in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert statuses[-1] == 429
+    response = await client.post(LOGIN, {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429
+    assert b"Too many failed logins" in response.content
