@@ -14,6 +14,8 @@ import logging
 import signal
 import sys
 
+from dashboard.env import one_line
+from dashboard.preflight import Unreachable, channel_layer_redis_url, check_redis
 from dashboard.server import Background, DashboardServer, ListenError, migrate, setup_django
 
 log = logging.getLogger("dashboard")
@@ -39,6 +41,9 @@ async def run(args: argparse.Namespace) -> None:
 
     from dashboard.app.collecting import ControlPlane, FrameFollower, collector_config
 
+    redis_url = channel_layer_redis_url()
+    if redis_url:
+        await check_redis(redis_url)
     background: Background
     if args.no_collector or not settings.BALLAST_BALANCERS:
         if not args.no_collector:
@@ -72,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.migrate:
             migrate()
         asyncio.run(run(args))
-    except (ImproperlyConfigured, ListenError) as err:
-        print(f"dashboard: {err}", file=sys.stderr)
+    except (ImproperlyConfigured, ListenError, Unreachable) as err:
+        print(f"dashboard: {one_line(err)}", file=sys.stderr)
         return 2 if isinstance(err, ImproperlyConfigured) else 1
     return 0
 

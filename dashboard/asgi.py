@@ -1,7 +1,8 @@
 """The ASGI application: Django for HTTP, Channels for websockets.
 
-Websockets pass the Origin check (the page must come from an ``ALLOWED_HOSTS`` host)
-and then the session: the consumer sees ``scope["user"]`` and refuses anonymous ones.
+Websockets pass the Origin check (the page must come from the dashboard's own origin:
+scheme, host and port; see ``app/origins.py``) and then the session: the consumer sees
+``scope["user"]`` and refuses anonymous ones.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from dashboard.app.origins import SameOriginValidator  # noqa: E402
 from dashboard.app.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -26,6 +26,11 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (Django's own messages may span several)."""
+    return " ".join(str(err).split())
+
+
 def envstr(name: str, default: str, environ: Environ = os.environ) -> str:
     """The value of NAME, stripped; ``default`` when unset or blank."""
     value = environ.get(name, "").strip()
@@ -106,6 +111,50 @@ def envmap(
     return pairs
 
 
+def address_error(address: str) -> str | None:
+    """Why ``address`` is not ``host:port`` (an IPv6 host in brackets, a port in
+    1..65535); None when it is."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return "not host:port (e.g. 10.0.0.2:9901)"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"port {port!r} is not a number from 1 to 65535"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return "an IPv6 address needs brackets, as in [::1]:9901"
+    return None
+
+
+def envaddresses(
+    name: str,
+    default: str,
+    environ: Environ = os.environ,
+    *,
+    key: re.Pattern[str] | None = None,
+) -> dict[str, str]:
+    """NAME as comma-separated ``id=host:port`` items (see `envmap`), every address checked."""
+    pairs = envmap(name, default, environ, key=key)
+    for k, address in pairs.items():
+        error = address_error(address)
+        if error:
+            raise ImproperlyConfigured(f"{name}: {k}={address!r}: {error}")
+    return pairs
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def envheader(name: str, environ: Environ = os.environ) -> str | None:
+    """NAME as the ``request.META`` key of an HTTP header: ``X-Forwarded-Proto`` and
+    ``HTTP_X_FORWARDED_PROTO`` both give ``HTTP_X_FORWARDED_PROTO``; None when unset."""
+    raw = envstr(name, "", environ)
+    if not raw:
+        return None
+    if not _HEADER_NAME.fullmatch(raw):
+        raise ImproperlyConfigured(f"{name}={raw!r}: not a header name (e.g. X-Forwarded-Proto)")
+    key = raw.upper().replace("-", "_")
+    return key if key.startswith("HTTP_") else f"HTTP_{key}"
+
+
 def envsecret(name: str, environ: Environ = os.environ) -> str | None:
     """The value of NAME, or the contents of the file named by NAME_FILE (stripped).
 
@@ -160,11 +209,22 @@ def database_settings(url: str | None, sqlite_path: Path) -> dict[str, Any]:
     else SQLite at ``sqlite_path``."""
     if not url:
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)}
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in _DATABASE_SCHEMES:
+        # Never echo the URL: it may hold a password.
+        raise ImproperlyConfigured(
+            f"DATABASE_URL: scheme {scheme!r} is not one of {', '.join(sorted(_DATABASE_SCHEMES))}"
+            " (e.g. postgres://user:password@host:5432/ballast; unset it for SQLite)"
+        )
     try:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
     except ValueError as err:
         raise ImproperlyConfigured(f"DATABASE_URL: {err}") from None
     return config
+
+
+# The databases the dashboard is tested on: Postgres (``ballast[postgres]``) and SQLite.
+_DATABASE_SCHEMES = frozenset({"postgres", "postgresql", "pgsql", "sqlite"})
 
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
@@ -175,7 +235,14 @@ def channel_layer_settings(redis_url: str | None) -> dict[str, Any]:
     (one process only: groups do not cross processes)."""
     if not redis_url:
         return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    scheme = urlsplit(redis_url).scheme
+    try:
+        parts = urlsplit(redis_url)
+        parts.port  # noqa: B018 -- parses the port: ValueError when it is not a number
+    except ValueError as err:
+        raise ImproperlyConfigured(
+            f"REDIS_URL: not a URL ({err}); e.g. redis://host:6379/0"
+        ) from None
+    scheme = parts.scheme
     if scheme not in _REDIS_SCHEMES:
         # Never echo the URL: it may hold a password.
         raise ImproperlyConfigured(
@@ -185,3 +252,17 @@ def channel_layer_settings(redis_url: str | None) -> dict[str, Any]:
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {"hosts": [redis_url]},
     }
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (``redis://:secret@h:6379`` → ``redis://:***@h:6379``),
+    for messages; unchanged when it has none or does not parse."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

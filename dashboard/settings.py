@@ -5,11 +5,24 @@ Variables (all optional unless noted):
 - ``SECRET_KEY`` / ``SECRET_KEY_FILE`` — required unless ``DEBUG`` or ``BALLAST_DEV``.
 - ``DEBUG`` — false by default.
 - ``BALLAST_DEV`` — a laptop run: a random secret key per process when none is set.
-- ``ALLOWED_HOSTS`` — comma-separated; loopback by default. Also the websocket
-  ``Origin`` allow-list.
+- ``ALLOWED_HOSTS`` — comma-separated; loopback by default. A websocket's ``Origin``
+  must be the page's own (scheme, host and port) on one of these hosts.
 - ``CSRF_TRUSTED_ORIGINS`` — comma-separated ``scheme://host[:port]`` origins that differ
-  from the host a request came to (a TLS proxy in front); same-origin needs none.
-- ``BALLAST_HTTPS`` — served over HTTPS: cookies are sent over HTTPS only.
+  from the host a request came to (a TLS proxy in front); same-origin needs none. They
+  may open websockets too.
+- ``BALLAST_HTTPS`` — served over HTTPS (behind a TLS proxy): cookies go over HTTPS only,
+  plain HTTP is redirected to HTTPS and browsers are told to keep to HTTPS (HSTS).
+- ``BALLAST_PROXY_SSL_HEADER`` — the header by which the TLS proxy in front says a request
+  came over HTTPS with the value ``https`` (e.g. ``X-Forwarded-Proto``); unset: none is
+  trusted. Set it only when the proxy always sets (or strips) that header.
+- ``BALLAST_HSTS_SECONDS`` — the HSTS max-age with ``BALLAST_HTTPS``: a year by default
+  (0 turns HSTS off); ``BALLAST_HSTS_PRELOAD`` — ask for the preload list (true).
+- ``BALLAST_CLIENT_IP_HEADER`` — the header in which the reverse proxy in front puts the
+  client's address (e.g. ``X-Forwarded-For``; its last item is taken, the one the proxy
+  added); unset: the connection's peer address. Login lockouts count per address.
+- ``BALLAST_LOGIN_FAILURE_LIMIT`` — failed logins, per account and per client address,
+  that lock it out (5); ``BALLAST_LOGIN_COOLOFF_S`` — for how long (900 s). ``manage.py
+  axes_reset`` (or ``axes_reset_username NAME``) unlocks earlier.
 - ``DATABASE_URL`` — e.g. ``postgres://user:pass@host/db`` (``pip install 'ballast[postgres]'``);
   SQLite at ``BALLAST_DB_PATH`` (default ``db.sqlite3`` in the checkout) otherwise.
 - ``REDIS_URL`` — the Redis channel layer; the in-memory layer (one process) otherwise.
@@ -31,17 +44,20 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.env import (
     channel_layer_settings,
     database_settings,
+    envaddresses,
     envbool,
+    envheader,
     envint,
     envlist,
-    envmap,
     envsecret,
     envstr,
     envtls,
@@ -71,7 +87,7 @@ SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 BALLAST_SERVICES = envlist("BALLAST_SERVICES", "", pattern=SERVICE_NAME)
 BALLAST_DASHBOARD_PROCESSES = envint("BALLAST_DASHBOARD_PROCESSES", 1, minimum=1)
 # The collector: balancer replica id → admin API address; the token they all take.
-BALLAST_BALANCERS = envmap("BALLAST_BALANCERS", "", key=SERVICE_NAME)
+BALLAST_BALANCERS = envaddresses("BALLAST_BALANCERS", "", key=SERVICE_NAME)
 BALLAST_ADMIN_TOKEN = envsecret("BALLAST_ADMIN_TOKEN")
 BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
@@ -91,10 +107,14 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "dashboard.app",
     "dashboard.control",
+    # Login attempts counted per account and per client address, with a lockout.
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # The API docs' Swagger UI comes from drf-spectacular-sidecar's static files.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,6 +125,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out account or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -120,6 +148,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # ballast_css: the stylesheets' URLs (no inline style: see CSP below).
+                "dashboard.app.assets.stylesheets",
             ]
         },
     }
@@ -148,6 +178,51 @@ X_FRAME_OPTIONS = "DENY"
 BALLAST_HTTPS = envbool("BALLAST_HTTPS", False)
 SESSION_COOKIE_SECURE = BALLAST_HTTPS
 CSRF_COOKIE_SECURE = BALLAST_HTTPS
+SECURE_SSL_REDIRECT = BALLAST_HTTPS
+# A year is what the preload list asks for; a first rollout may start lower.
+_HSTS_SECONDS = envint("BALLAST_HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+SECURE_HSTS_SECONDS = _HSTS_SECONDS if BALLAST_HTTPS else 0
+# The dashboard's own host and its subdomains, never the parent domain.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = envbool("BALLAST_HSTS_PRELOAD", True)
+_PROXY_SSL_HEADER = envheader("BALLAST_PROXY_SSL_HEADER")
+SECURE_PROXY_SSL_HEADER = (_PROXY_SSL_HEADER, "https") if _PROXY_SSL_HEADER else None
+
+# Strict: no inline script or style anywhere (the pages load their scripts and the one
+# stylesheet from /assets/), nothing from other origins, no framing, no plugins.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        # data: for the favicon, drawn inline in base.html.
+        "img-src": [SELF, "data:"],
+        # The service page's websocket: 'self' matches ws:// and wss:// of this host.
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
+# Login lockout (django-axes): N failures per account or per client address lock that
+# account or address out for the cool-off, even with the right password. Attempts
+# during a lockout do not prolong it: a stranger cannot keep an operator out for good
+# by guessing on, only for a cool-off after each burst of N.
+AXES_FAILURE_LIMIT = envint("BALLAST_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("BALLAST_LOGIN_COOLOFF_S", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# Audits each failure and each lockout (AuditEvent) besides counting them.
+AXES_HANDLER = "dashboard.app.signins.AuditedAxesHandler"
+AXES_USERNAME_CALLABLE = "dashboard.app.signins.attempted_username"
+AXES_CLIENT_IP_CALLABLE = "dashboard.app.signins.client_ip"
+# No banner at every start: the audit log and axes' warnings say what happened.
+AXES_VERBOSE = False
+BALLAST_CLIENT_IP_HEADER = envheader("BALLAST_CLIENT_IP_HEADER")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

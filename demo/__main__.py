@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -181,12 +182,19 @@ def _print_errors(scene: Scene) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from django.core.exceptions import ImproperlyConfigured
+
+    from dashboard.env import one_line
+
     try:
         login = prepare_dashboard()
         asyncio.run(run(args, login))
     except OSError as err:  # a port taken (ListenError is one) or a pod that cannot start
         print(f"ballast demo: {err}")
         return 1
+    except ImproperlyConfigured as err:  # a bad variable in the environment
+        print(f"ballast demo: {one_line(err)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,23 +1,33 @@
-"""Scripts the pages load, served by the dashboard itself: no CDN, no collectstatic.
+"""Scripts and stylesheets the pages load, served by the dashboard itself: no CDN, no
+collectstatic.
 
-The ASGI server serves only the application, so the scripts come through a view like
-the pages (and, like them, to logged-in users only). Each URL carries the script's
-content hash, which lets the browser keep it for a year and still pick up a new one
-after an upgrade.
+The ASGI server serves only the application, so they come through a view like the
+pages: scripts to logged-in users only, stylesheets to anyone (the login page needs
+one; they hold nothing but style). Each URL carries the file's content hash, which lets
+the browser keep it for a year and still pick up a new one after an upgrade.
+
+No page has an inline script or style, so the Content-Security-Policy can be strict
+(``script-src 'self'; style-src 'self'``). What was inline is here: the overview's
+colors and bar widths, and the stylesheet plotly.js would insert itself.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.http import HttpRequest
 from django.urls import reverse
+
+from dashboard.app.overview import PALETTE
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "ballast"
 JAVASCRIPT = "text/javascript; charset=utf-8"
+CSS = "text/css; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,15 @@ class Asset:
     @classmethod
     def of(cls, name: str, body: bytes) -> Asset:
         return cls(name, body, hashlib.sha256(body).hexdigest()[:16])
+
+    @property
+    def content_type(self) -> str:
+        return CSS if self.name.endswith(".css") else JAVASCRIPT
+
+    @property
+    def public(self) -> bool:
+        """Served without a login: stylesheets (the login page has one)."""
+        return self.name.endswith(".css")
 
     @property
     def url(self) -> str:
@@ -48,15 +67,86 @@ def _ours(name: str) -> Callable[[], Asset]:
     return lambda: Asset.of(name, (STATIC_DIR / name).read_bytes())
 
 
+# plotly.js's own rules, which it would otherwise insert as an inline <style> that the
+# Content-Security-Policy refuses: one object literal in the bundle, every key a selector
+# with X for ".js-plotly-plot .plotly" and Y for ".plotly-notifier".
+_PLOTLY_RULES = re.compile(r'\{"X,X div":.*?\};for\(', re.DOTALL)
+_JS_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)":(?:"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\')')
+
+
+def plotly_rules(bundle: str) -> list[str]:
+    """The CSS rules plotly.js inserts at load, in the order they apply; empty when this
+    bundle does not hold them as expected (the charts work, with a plainer mode bar)."""
+    found = _PLOTLY_RULES.search(bundle)
+    if found is None:
+        return []
+    rules = []
+    for key, double, single in _JS_PAIR.findall(found.group()):
+        selector = key.replace("X", ".js-plotly-plot .plotly").replace("Y", ".plotly-notifier")
+        body = (double or single).replace('\\"', '"').replace("\\'", "'")
+        rules.append(f"{selector.lstrip(',')}{{{body}}}")
+    # plotly.js inserts each rule at the top of its sheet: the last one comes first.
+    return rules[::-1]
+
+
+# Styles plotly.js inserts at load unless an element of the page has this id (the map
+# traces' stylesheet, which these charts never use).
+_STYLE_GUARD = re.compile(
+    r'if\(!document\.getElementById\("([0-9a-f]{16,64})"\)\)\{'
+    r'var \w+=document\.createElement\("style"\)'
+)
+
+
+@functools.cache
+def plotly_guard_ids() -> tuple[str, ...]:
+    """Ids that, present in the page, keep plotly.js from inserting inline styles."""
+    from plotly.offline import get_plotlyjs
+
+    return tuple(_STYLE_GUARD.findall(get_plotlyjs()))
+
+
+@functools.cache
+def _plotly_css() -> Asset:
+    from plotly.offline import get_plotlyjs
+
+    return Asset.of("plotly.css", "\n".join(plotly_rules(get_plotlyjs())).encode())
+
+
+def _overview_css() -> Asset:
+    colors = "".join(f".p{i} {{ background: {c}; }}\n" for i, c in enumerate(PALETTE))
+    widths = "".join(f".w{n} {{ width: {n}%; }}\n" for n in range(101))
+    return Asset.of(
+        "overview.css", (STATIC_DIR / "overview.css").read_bytes() + (colors + widths).encode()
+    )
+
+
 ASSETS: dict[str, Callable[[], Asset]] = {
     "plotly.min.js": _plotly,
+    "plotly.css": _plotly_css,
     "service.js": _ours("service.js"),
     "controls.js": _ours("controls.js"),
     "overview.js": _ours("overview.js"),
+    "ballast.css": _ours("ballast.css"),
+    "overview.css": _overview_css,
+    "audit.css": _ours("audit.css"),
+    "service.css": _ours("service.css"),
 }
+STYLESHEETS = [name for name in ASSETS if name.endswith(".css")]
 
 
 def asset(name: str) -> Asset | None:
-    """The script called `name`; None when there is no such script."""
+    """The script or stylesheet called `name`; None when there is no such file."""
     load = ASSETS.get(name)
     return load() if load else None
+
+
+def stylesheets(request: HttpRequest) -> dict[str, dict[str, str]]:
+    """Context processor: ``ballast_css.<name>`` is the URL of stylesheet ``<name>.css``
+    (``ballast_css.ballast`` in base.html, a page's own in its head block)."""
+    return {"ballast_css": {name.removesuffix(".css"): _url(name) for name in STYLESHEETS}}
+
+
+def _url(name: str) -> str:
+    found = asset(name)
+    assert found is not None, name
+    return found.url

@@ -72,6 +72,29 @@ def check_sqlite_processes(
     return []
 
 
+def check_https_proxy(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """ballast.W003: HTTPS on, but no way to tell an HTTPS request from a plain one.
+
+    The dashboard serves plain HTTP itself; HTTPS comes from a TLS proxy in front. Unless
+    that proxy's header is trusted, every request looks like plain HTTP, so each one is
+    redirected to https:// again (a redirect loop) and the websocket Origin check expects
+    http:// pages.
+    """
+    if settings.SECURE_SSL_REDIRECT and not settings.SECURE_PROXY_SSL_HEADER:
+        return [
+            Warning(
+                "BALLAST_HTTPS is on but BALLAST_PROXY_SSL_HEADER is not set: every request "
+                "arrives as plain HTTP from the TLS proxy and is redirected to https:// again.",
+                hint="Set BALLAST_PROXY_SSL_HEADER to the header your TLS proxy sets "
+                "(e.g. X-Forwarded-Proto: https).",
+                id="ballast.W003",
+            )
+        ]
+    return []
+
+
 def is_loopback(host: str) -> bool:
     """True for names that only this machine reaches: localhost (and *.localhost),
     127.0.0.0/8 and ::1. A wildcard (``*``, ``.example.com``) is not loopback."""

@@ -20,6 +20,7 @@ from dashboard.app.live import (
     ServiceFrameMessage,
     service_group,
 )
+from dashboard.app.sessions import session_group
 from dashboard.collector.history import json_array
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,13 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
 
     Refusals accept and then close with an application code, so the page can tell
     "log in again" (4401) and "no such service" (4404) from a network failure (a
-    refused handshake reaches browser code only as 1006).
+    refused handshake reaches browser code only as 1006). Logging out closes the
+    session's streams with 4401 too (``app/sessions.py``).
     """
 
     service: str = ""
     group: str = ""
+    session_group: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,6 +69,10 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
         else:
             self.service = service
             self.group = service_group(service)
+            session_key = getattr(self.scope.get("session"), "session_key", None)
+            if session_key:
+                self.session_group = session_group(session_key)
+                await self.channel_layer.group_add(self.session_group, self.channel_name)
             # Join first: a frame built while the backfill is read is not lost.
             await self.channel_layer.group_add(self.group, self.channel_name)
             self._queue_backfill(self._since())
@@ -86,6 +93,8 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.session_group:
+            await self.channel_layer.group_discard(self.session_group, self.channel_name)
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -95,6 +104,10 @@ class ServiceConsumer(AsyncJsonWebsocketConsumer):
         self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
     ) -> None:
         """The stream is one-way: what the browser sends is ignored, never decoded."""
+
+    async def session_expired(self, message: dict[str, Any]) -> None:
+        """The session logged out: the page is told to log in again."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def service_frame(self, message: ServiceFrameMessage) -> None:
         """Queues a frame of this service for the browser."""

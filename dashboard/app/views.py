@@ -6,6 +6,8 @@ import time
 from urllib.parse import urlencode
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -16,7 +18,7 @@ from django.views.decorators.http import require_safe
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
-from dashboard.app.assets import JAVASCRIPT, asset
+from dashboard.app.assets import asset, plotly_guard_ids
 from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
@@ -87,6 +89,7 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "service": service,
         "page": page,
         "plotly_url": _asset_url("plotly.min.js"),
+        "plotly_guard_ids": plotly_guard_ids(),
         "controls_js_url": _asset_url("controls.js"),
         "service_js_url": _asset_url("service.js"),
     }
@@ -185,12 +188,16 @@ def _operations(service: str) -> list[Operation]:
 
 
 @require_safe
+@login_not_required
 def script(request: HttpRequest, digest: str, name: str) -> HttpResponse:
-    """A script the pages load, at the URL its content hash names (404 for a stale one)."""
+    """A script or stylesheet the pages load, at the URL its content hash names (404 for a
+    stale one). Stylesheets are public (the login page has one), scripts need a login."""
     found = asset(name)
     if found is None or found.digest != digest:
         raise Http404("No such script")
-    response = HttpResponse(found.body, content_type=JAVASCRIPT)
+    if not found.public and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    response = HttpResponse(found.body, content_type=found.content_type)
     response["Cache-Control"] = IMMUTABLE
     response["ETag"] = f'"{found.digest}"'
     return response

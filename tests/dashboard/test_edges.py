@@ -169,7 +169,9 @@ async def test_the_asgi_application_closes_a_websocket_path_nothing_serves() -> 
     from dashboard.asgi import application
 
     communicator = WebsocketCommunicator(
-        application, "/ws/nope/", headers=[(b"origin", b"http://127.0.0.1")]
+        application,
+        "/ws/nope/",
+        headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
     )
     connected, code = await communicator.connect(timeout=ANSWER_TIMEOUT_S)
     assert (connected, code) == (False, CLOSE_NOT_FOUND)

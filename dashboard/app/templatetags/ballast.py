@@ -47,9 +47,11 @@ def share_bar(shares: Sequence[Share], label: str, total: float | None) -> str:
     """A stacked bar of each pod's share of the requests, one color per pod."""
     segments = format_html_join(
         "",
-        '<span class="p{}" style="width: {}%" title="{}: {} req/s ({}%)"></span>',
+        # A width class, not a style attribute: the Content-Security-Policy allows no inline
+        # style (assets.py makes .w0 … .w100).
+        '<span class="p{} w{}" title="{}: {} req/s ({}%)"></span>',
         (
-            (i % len(PALETTE), f"{s.percent:.2f}", s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}")
+            (i % len(PALETTE), _percent(s.percent), s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}")
             for i, s in enumerate(shares)
         ),
     )
@@ -62,3 +64,8 @@ def share_bar(shares: Sequence[Share], label: str, total: float | None) -> str:
         label,
         segments,
     )
+
+
+def _percent(value: float) -> int:
+    """A share as a whole percent within 0..100 (the width classes there are)."""
+    return min(100, max(0, round(value)))

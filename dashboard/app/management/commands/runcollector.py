@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError
 from balancer.lifecycle import serve_until
 from dashboard.app.collecting import ControlPlane, collector_config
 from dashboard.collector.runner import CollectorConfig
+from dashboard.preflight import Unreachable, channel_layer_redis_url, check_redis
 
 
 class Command(BaseCommand):
@@ -45,6 +46,12 @@ class Command(BaseCommand):
             raise CommandError(str(err)) from None
 
     async def run(self, config: CollectorConfig) -> None:
+        redis_url = channel_layer_redis_url()
+        if redis_url:  # frames would go nowhere: say so once, not a traceback per tick
+            try:
+                await check_redis(redis_url)
+            except Unreachable as err:
+                raise CommandError(str(err)) from None
         await serve_until(ControlPlane(config), self.shutdown_signal)
 
     async def shutdown_signal(self) -> None:
