@@ -29,9 +29,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -44,6 +45,9 @@ from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverri
 from dashboard.control.push import push
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 INTERVAL_S = 1.0
 # A snapshot older than this many collector intervals (and at least STALE_MIN_S) says
@@ -188,6 +192,13 @@ def _utc(unix_ms: int) -> str:
     return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _off_loop(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`function` in a worker thread of its own, not the thread the API's acts run in:
+    an act waiting on a paused replica (up to the push timeout) must not hold up the
+    passes, or a replica would stay "converged" for as long as acts keep coming."""
+    return sync_to_async(function, thread_sensitive=False)
+
+
 class Reconciler:
     """Runs a reconciliation pass every `interval_s` beside `collector`: `start()`, `stop()`.
 
@@ -230,12 +241,12 @@ class Reconciler:
             await asyncio.sleep(self.interval_s)
 
     async def reconcile_once(self) -> None:
-        await sync_to_async(expire_overrides)([t.id for t in self.targets])
+        await _off_loop(expire_overrides)([t.id for t in self.targets])
         # Snapshots first, then the desired state: a snapshot showing a change was taken
         # after the change was saved, so the desired state read next includes it. Read
         # the other way round, a pass could undo a change made between the two reads.
         snapshots = self.collector.snapshots()
-        desired = await sync_to_async(load_desired)(self._clusters)
+        desired = await _off_loop(load_desired)(self._clusters)
         verdicts = await asyncio.gather(
             *(self._reconcile(t, snapshots.get(t.id), desired) for t in self.targets)
         )
@@ -245,7 +256,7 @@ class Reconciler:
             if verdict is True
         }
         if held:
-            await sync_to_async(settle_pending)(held)
+            await _off_loop(settle_pending)(held)
 
     async def _reconcile(
         self, target: ReplicaTarget, snapshot: admin_pb2.Snapshot | None, desired: Desired
