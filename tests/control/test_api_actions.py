@@ -4,12 +4,14 @@ API answers about it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from balancer.server import Balancer
+from dashboard.app.overview import STALE_INTERVALS
 from dashboard.control import actions
 from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride, Operation
 from tests.control.conftest import (
@@ -200,3 +202,18 @@ async def wait_for_db(predicate: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_collector_that_stopped_speaks_for_no_replica(api: Api) -> None:
+    """Its last frame said converged; once that frame is stale, nothing is claimed —
+    in the service's summary as in the replicas' list (and the overview)."""
+    await wait_for(lambda: api.frame()["replicas"][0]["converged"] is True, what="converged")
+    await api.plane.reconciler.stop()
+    await api.plane.collector.stop()
+    stale_ms = STALE_INTERVALS * 250  # the fixture's collector interval
+    await wait_for(lambda: time.time() * 1000 - api.frame()["t"] > stale_ms, what="stale")
+
+    service = await api.call("GET", f"/api/v1/services/{SERVICE}/")
+    assert service.body["replicas"] == [{"id": "b0", "up": None, "converged": None}]
+    listed = await api.call("GET", "/api/v1/replicas/")
+    assert [(r["id"], r["converged"]) for r in listed.body] == [("b0", None)]
