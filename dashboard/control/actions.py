@@ -172,6 +172,7 @@ def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
         raise Unavailable(
             "no balancer replica is configured: set BALLAST_BALANCERS (id=host:port,...)"
         )
+    _note_change()
     down = _down_replicas(service)
     reachable = [t for t in targets if t.id not in down]
     results: dict[str, PushResult] = {
@@ -182,6 +183,14 @@ def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
     if reachable:
         results.update({r.replica: r for r in async_to_sync(push_all)(reachable, commands)})
     return [_result_dict(results[t.id]) for t in targets]
+
+
+def _note_change() -> None:
+    """Tells the reconciler in this process (if any) that the desired state changed: no
+    replica shows as converged until a snapshot after the change says so."""
+    current = runtime.current()
+    if current.loop is not None and current.reconciler is not None:
+        current.loop.call_soon_threadsafe(current.reconciler.note_change)
 
 
 def _result_dict(r: PushResult) -> dict[str, Any]:

@@ -29,10 +29,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -46,17 +45,15 @@ from dashboard.control.push import push
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 INTERVAL_S = 1.0
 # A snapshot older than this many collector intervals (and at least STALE_MIN_S) says
 # nothing about the replica now: it is not judged (a paused replica's last picture).
 STALE_INTERVALS = 4
 STALE_MIN_S = 2.0
-# Pending audit events looked at per pass, oldest first: the work stays bounded even
-# if a replica never comes back.
-PENDING_BATCH = 200
+# Pending audit events are read this many at a time (only those still pending on a
+# replica: acts made while one was down).
+PENDING_CHUNK = 200
 # The acts whose audit event marks a change of the desired state that was pushed.
 CHANGES = ("set_weight", "drain", "undrain", "clear", "set_policy", "clear_policy", "expire")
 
@@ -67,6 +64,7 @@ class Desired:
 
     wants: tuple[ServiceWant, ...]
     changed_at_ms: int = 0
+    read_at_ms: int = 0  # when reading it began
 
 
 def _unix_ms(at: datetime | None) -> int:
@@ -160,28 +158,34 @@ def _expiry_audit(
     )  # fmt: skip
 
 
-def settle_pending(held_at_ms: Mapping[str, int]) -> int:
+def settle_pending(held_at_ms: Mapping[str, int], configured: Iterable[str]) -> int:
     """Takes each replica in `held_at_ms` (seen holding the desired state in a snapshot
-    taken at that unix ms) off the pending audit events recorded before it; an event
-    with none left becomes ok. Returns how many events changed."""
+    taken at that unix ms) off the pending audit events recorded before it, and any
+    replica no longer `configured` (it never will be); an event with none left becomes
+    ok. Only pending events are read, a chunk at a time. Returns how many changed."""
+    known = set(configured)
     settled = 0
     events = (
         AuditEvent.objects.filter(result=AuditEvent.Result.PENDING)
         .filter(pending_replicas__0__isnull=False)
-        .order_by("at", "id")[:PENDING_BATCH]
+        .order_by("at", "id")
     )
-    for event in events:
+    for event in events.iterator(chunk_size=PENDING_CHUNK):
         at_ms = _unix_ms(event.at)
         done = [r for r in event.pending_replicas if held_at_ms.get(r, 0) >= at_ms]
-        if done:
-            _settle(event, done, held_at_ms)
+        gone = [r for r in event.pending_replicas if r not in known]
+        if done or gone:
+            _settle(event, done, gone, held_at_ms)
             settled += 1
     return settled
 
 
-def _settle(event: AuditEvent, done: Iterable[str], held_at_ms: Mapping[str, int]) -> None:
+def _settle(
+    event: AuditEvent, done: Sequence[str], gone: Sequence[str], held_at_ms: Mapping[str, int]
+) -> None:
     notes = [f"applied on {r} at {_utc(held_at_ms[r])}" for r in done]
-    event.pending_replicas = [r for r in event.pending_replicas if r not in set(done)]
+    notes += [f"{r} is no longer configured" for r in gone if r not in done]
+    event.pending_replicas = [r for r in event.pending_replicas if r not in {*done, *gone}]
     event.detail = "; ".join([event.detail, *notes] if event.detail else notes)
     if not event.pending_replicas:
         event.result = AuditEvent.Result.OK
@@ -190,13 +194,6 @@ def _settle(event: AuditEvent, done: Iterable[str], held_at_ms: Mapping[str, int
 
 def _utc(unix_ms: int) -> str:
     return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _off_loop(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """`function` in a worker thread of its own, not the thread the API's acts run in:
-    an act waiting on a paused replica (up to the push timeout) must not hold up the
-    passes, or a replica would stay "converged" for as long as acts keep coming."""
-    return sync_to_async(function, thread_sensitive=False)
 
 
 class Reconciler:
@@ -220,7 +217,20 @@ class Reconciler:
         self._stale_ms = 1000 * max(STALE_MIN_S, STALE_INTERVALS * collector.config.interval_s)
         self._clusters = {s: t.cluster for s, t in collector.config.services.items()}
         self._pushed_at_ms: dict[str, int] = {}
+        self._noted_change_ms = 0
         self._task: asyncio.Task[None] | None = None
+
+    def note_change(self) -> None:
+        """An act changed the desired state and pushes it (`actions`, on this loop): no
+        replica is known to hold it until a snapshot after it says so. The passes share
+        the acts' database thread, so one may be held up while an act waits on a paused
+        replica; this keeps its replicas from showing as converged meanwhile."""
+        self._noted_change_ms = self._now_ms()
+        for target in self.targets:
+            self.collector.note_convergence(target.id, False)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reconciler")
@@ -241,42 +251,41 @@ class Reconciler:
             await asyncio.sleep(self.interval_s)
 
     async def reconcile_once(self) -> None:
-        await _off_loop(expire_overrides)([t.id for t in self.targets])
+        await sync_to_async(expire_overrides)([t.id for t in self.targets])
         # Snapshots first, then the desired state: a snapshot showing a change was taken
         # after the change was saved, so the desired state read next includes it. Read
         # the other way round, a pass could undo a change made between the two reads.
         snapshots = self.collector.snapshots()
-        desired = await _off_loop(load_desired)(self._clusters)
-        verdicts = await asyncio.gather(
-            *(self._reconcile(t, snapshots.get(t.id), desired) for t in self.targets)
-        )
-        held = {
-            t.id: snapshots[t.id].taken_at_unix_ms  # type: ignore[union-attr]
-            for t, verdict in zip(self.targets, verdicts, strict=True)
-            if verdict is True
-        }
+        read_at_ms = self._now_ms()
+        desired = replace(await sync_to_async(load_desired)(self._clusters), read_at_ms=read_at_ms)
+        # Judged and noted at once (no await in between: a change noted meanwhile wins).
+        held: dict[str, int] = {}
+        sends: list[tuple[ReplicaTarget, list[Command]]] = []
+        for target in self.targets:
+            snapshot = snapshots.get(target.id)
+            if snapshot is None:
+                continue  # down: the collector shows it so, and it is judged once back
+            verdict, commands = self._judge(target, snapshot, desired)
+            self.collector.note_convergence(target.id, verdict)
+            if verdict is True:
+                held[target.id] = snapshot.taken_at_unix_ms
+            if commands:
+                sends.append((target, commands))
+        await asyncio.gather(*(self._apply(target, commands) for target, commands in sends))
         if held:
-            await _off_loop(settle_pending)(held)
-
-    async def _reconcile(
-        self, target: ReplicaTarget, snapshot: admin_pb2.Snapshot | None, desired: Desired
-    ) -> bool | None:
-        """Judges one replica (and notes it in the frames), sending what it lacks."""
-        if snapshot is None:
-            return None  # down: the collector shows it so, and it is judged once back
-        verdict, commands = self._judge(target, snapshot, desired)
-        self.collector.note_convergence(target.id, verdict)
-        if commands:
-            await self._apply(target, commands)
-        return verdict
+            await sync_to_async(settle_pending)(held, [t.id for t in self.targets])
 
     def _judge(
         self, target: ReplicaTarget, snapshot: admin_pb2.Snapshot, desired: Desired
     ) -> tuple[bool | None, list[Command]]:
+        """Whether the replica holds `desired` (None: cannot tell), and what it lacks."""
         taken_ms = snapshot.taken_at_unix_ms
-        if self._clock() * 1000 - taken_ms > self._stale_ms:
+        if self._now_ms() - taken_ms > self._stale_ms:
             return None, []  # an old picture says nothing about the replica now
-        if taken_ms <= max(desired.changed_at_ms, self._pushed_at_ms.get(target.id, 0)):
+        if self._noted_change_ms >= desired.read_at_ms:
+            return False, []  # an act changed the desired state while it was being read
+        changed_ms = max(desired.changed_at_ms, self._noted_change_ms)
+        if taken_ms <= max(changed_ms, self._pushed_at_ms.get(target.id, 0)):
             return False, []  # not seen since the last change: no acting on an old picture
         commands = [c for want in desired.wants for c in commands_for(want, snapshot)]
         return not commands, commands
@@ -286,6 +295,6 @@ class Reconciler:
         log.info("balancer %s lacks the desired state; sending %s", target.id, what)
         result = await push(target, commands)
         # From the end of the push: a snapshot taken while it ran may not show it yet.
-        self._pushed_at_ms[target.id] = int(self._clock() * 1000)
+        self._pushed_at_ms[target.id] = self._now_ms()
         if not result.applied:
             log.warning("balancer %s did not take %s: %s", target.id, what, result.error)

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dashboard.collector.runner import Collector, ReplicaTarget
 from platforms.base import Platform
+
+if TYPE_CHECKING:
+    from dashboard.control.reconciler import Reconciler
 
 
 @dataclass
@@ -21,6 +25,7 @@ class Runtime:
     collector: Collector | None = None
     platform: Platform | None = None
     replicas: tuple[ReplicaTarget, ...] = ()
+    reconciler: Reconciler | None = None  # told of each act (`note_change`)
 
 
 _current = Runtime()
@@ -32,9 +37,10 @@ def install(
     replicas: tuple[ReplicaTarget, ...],
     collector: Collector | None = None,
     platform: Platform | None = None,
+    reconciler: Reconciler | None = None,
 ) -> None:
     global _current
-    _current = Runtime(loop, collector, platform, tuple(replicas))
+    _current = Runtime(loop, collector, platform, tuple(replicas), reconciler)
 
 
 def current() -> Runtime:

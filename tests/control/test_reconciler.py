@@ -223,11 +223,19 @@ async def test_a_change_not_yet_seen_on_the_replica_is_not_converged(
 async def test_pending_audit_events_say_when_they_were_applied(
     control: tuple[Balancer, Collector, Reconciler],
 ) -> None:
-    del control  # running: its reconciler settles the events
+    _, collector, running = control
+    await running.stop()
+    # b1 is configured but down; b9 was, and is no more.
+    down = ReplicaTarget("b1", "127.0.0.1:1", ADMIN_TOKEN)
+    reconciler = Reconciler(collector, [*running.targets, down])
     pending = await AuditEvent.objects.acreate(
         actor="operator", source="api", action="drain", service=SERVICE, target="pod-a",
-        result="pending", detail="b0: replica is down; b9: replica is down",
-        pending_replicas=["b0", "b9"],
+        result="pending", detail="b0: replica is down; b1: replica is down",
+        pending_replicas=["b0", "b1"],
+    )  # fmt: skip
+    gone = await AuditEvent.objects.acreate(
+        actor="operator", source="api", action="undrain", service=SERVICE, target="pod-a",
+        result="pending", detail="b9: replica is down", pending_replicas=["b9"],
     )  # fmt: skip
     started = await AuditEvent.objects.acreate(
         actor="operator", source="api", action="restart", service=SERVICE, target="pod-a",
@@ -235,15 +243,17 @@ async def test_pending_audit_events_say_when_they_were_applied(
     )  # fmt: skip
 
     async def settled() -> bool:
-        return (await AuditEvent.objects.aget(pk=pending.pk)).pending_replicas == ["b9"]
+        await reconciler.reconcile_once()
+        return (await AuditEvent.objects.aget(pk=pending.pk)).pending_replicas == ["b1"]
 
     await wait_until(settled, what="b0 taken off the pending event")
     event = await AuditEvent.objects.aget(pk=pending.pk)
-    assert event.result == "pending"  # b9 (no such replica here) still is
-    assert event.detail.startswith("b0: replica is down; b9: replica is down; applied on b0 at ")
+    assert event.result == "pending"  # b1 is still down
+    assert event.detail.startswith("b0: replica is down; b1: replica is down; applied on b0 at ")
     assert event.detail.endswith(" UTC")
-    await AuditEvent.objects.filter(pk=pending.pk).aupdate(pending_replicas=["b0"])
-    await wait_until(lambda: _result(lambda: AuditEvent.objects.aget(pk=pending.pk)))
+    event = await AuditEvent.objects.aget(pk=gone.pk)
+    assert (event.result, event.pending_replicas) == ("ok", [])
+    assert event.detail == "b9: replica is down; b9 is no longer configured"
     assert (await AuditEvent.objects.aget(pk=started.pk)).detail == "started"
 
 
