@@ -274,3 +274,21 @@ async def test_a_pod_a_running_restart_drained_is_not_undrained(
     operation.step = "done"
     await operation.asave()
     await wait_for(lambda: endpoint.state.value == "READY", what="undrained once it is done")
+
+
+async def test_an_act_noted_while_a_pass_is_held_up_is_not_converged_until_seen(
+    control: tuple[Balancer, Collector, Reconciler],
+) -> None:
+    """An act tells the reconciler at once: its passes may wait on the database thread
+    behind an act that waits on a paused replica."""
+    _, collector, reconciler = control
+    await reconciler.stop()
+    await wait_for(lambda: collector.snapshots()["b0"] is not None, what="a snapshot")
+    await reconciler.reconcile_once()
+    assert converged(collector) is True
+    seen = collector.snapshots()["b0"]
+    reconciler.note_change()
+    assert converged(collector) is False
+    await wait_for(lambda: collector.snapshots()["b0"] is not seen, what="a newer snapshot")
+    await reconciler.reconcile_once()
+    assert converged(collector) is True
