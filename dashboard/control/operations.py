@@ -152,7 +152,7 @@ async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str
         await platform.restart_pod(pod)
     except BaseException:
         # Not restarted: give the pod its traffic back rather than leave it drained.
-        await sync_to_async(actions.undrain)(actor, service, pod, force=True)
+        await sync_to_async(actions.undrain)(actor, service, pod)
         raise
     await EndpointOverride.objects.filter(service=service, endpoint_id=pod).adelete()
     new = ""

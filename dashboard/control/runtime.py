@@ -40,7 +40,7 @@ def install(
     reconciler: Reconciler | None = None,
 ) -> None:
     global _current
-    _current = Runtime(loop, collector, platform, tuple(replicas), reconciler)
+    _current = Runtime(loop, collector, platform, tuple(replicas), reconciler=reconciler)
 
 
 def current() -> Runtime:
