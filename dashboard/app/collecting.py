@@ -100,6 +100,7 @@ class ControlPlane:
             replicas=tuple(self.collector.config.replicas),
             collector=self.collector,
             platform=self.platform,
+            reconciler=self.reconciler,
         )
         await self.collector.start()
         await self.reconciler.start()

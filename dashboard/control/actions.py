@@ -24,15 +24,15 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT, check_weight
 from balancer.picker import POLICIES
 from dashboard.app.history import service_history
 from dashboard.collector.runner import ReplicaTarget
 from dashboard.control import runtime
-from dashboard.control.desired import Command
-from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride
+from dashboard.control.desired import Command, configured
+from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride, Operation
 from dashboard.control.push import PushResult, push_all
 
 DEFAULT_WEIGHT = 100
@@ -171,6 +171,20 @@ def replicas() -> tuple[ReplicaTarget, ...]:
     )
 
 
+def _configured(service: str) -> tuple[int, str] | None:
+    """The service's configured default weight and policy, as the first replica that is
+    up reports them (what the reconciler holds an endpoint without an override to);
+    None without a collector in this process."""
+    collector = runtime.current().collector
+    if collector is None:
+        return None
+    for snapshot in collector.snapshots().values():
+        found = configured(snapshot, service)
+        if found is not None:
+            return found
+    return None
+
+
 def _down_replicas(service: str) -> set[str]:
     """Replicas the collector knows to be down: not worth a call that would time out."""
     collector = runtime.current().collector
@@ -187,6 +201,7 @@ def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
         raise Unavailable(
             "no balancer replica is configured: set BALLAST_BALANCERS (id=host:port,...)"
         )
+    _note_change()
     down = _down_replicas(service)
     reachable = [t for t in targets if t.id not in down]
     results: dict[str, PushResult] = {
@@ -197,6 +212,14 @@ def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
     if reachable:
         results.update({r.replica: r for r in async_to_sync(push_all)(reachable, commands)})
     return [_result_dict(results[t.id]) for t in targets]
+
+
+def _note_change() -> None:
+    """Tells the reconciler in this process (if any) that the desired state changed: no
+    replica shows as converged until a snapshot after the change says so."""
+    current = runtime.current()
+    if current.loop is not None and current.reconciler is not None:
+        current.loop.call_soon_threadsafe(current.reconciler.note_change)
 
 
 def _result_dict(r: PushResult) -> dict[str, Any]:
@@ -281,7 +304,25 @@ def _finish(audit: AuditEvent, results: list[dict[str, Any]]) -> None:
         audit.result = AuditEvent.Result.PENDING
     notes = [f"{r['replica']}: {r['error']}" for r in failed + pending]
     audit.detail = "; ".join(notes)
-    audit.save(update_fields=["result", "detail"])
+    # The reconciler takes each off once it sees the replica hold the desired state.
+    audit.pending_replicas = [r["replica"] for r in pending]
+    audit.save(update_fields=["result", "detail", "pending_replicas"])
+
+
+def _refuse_during_operation(service: str, pod: str, what: str) -> None:
+    """Conflict while a restart of `pod` or a rollout restart of `service` runs: giving
+    the pod its calls back would undo the operation's drain while it restarts."""
+    running = (
+        Operation.objects.filter(service=service)
+        .exclude(step__in=Operation.FINISHED)
+        .filter(models.Q(kind=Operation.Kind.ROLLOUT_RESTART) | models.Q(target=pod))
+        .first()
+    )
+    if running is not None:
+        raise Conflict(
+            f"a {running.kind.replace('_', ' ')} of {running.target} is running"
+            f" ({running.step}), so {pod} cannot be {what} now: wait for it to finish"
+        )
 
 
 def _change_endpoint(
@@ -291,9 +332,12 @@ def _change_endpoint(
     pod: str,
     change: Any,
     commands: Any,
+    guard: Any = None,
 ) -> Outcome:
     observed = balanced_pod(service, pod)
     with transaction.atomic():
+        if guard is not None:
+            guard()
         override, existed = _override_for_update(service, pod, observed)
         before = endpoint_state(override) if existed else None
         change(override)
@@ -349,26 +393,29 @@ def drain(
     )  # fmt: skip
 
 
-def undrain(actor: Actor, service: str, pod: str, force: bool = False) -> Outcome:
-    """Gives the pod new requests again. `force`: the undrain of an operation that
-    stopped (accepted here; a running operation's own refusal will honour it)."""
+def undrain(actor: Actor, service: str, pod: str, *, force: bool = False) -> Outcome:
+    """Returns the pod to service. Conflict while a restart of it (or a rollout of its
+    service) runs, unless `force`: the operation itself undoes its drain that way."""
 
     def change(o: EndpointOverride) -> None:
         o.drained = False
         o.drain_timeout_s = None
 
     return _change_endpoint(
-        actor, "undrain", service, pod, change, lambda o: [Command("undrain", service, pod)]
-    )
+        actor, "undrain", service, pod, change, lambda o: [Command("undrain", service, pod)],
+        None if force else lambda: _refuse_during_operation(service, pod, "undrained"),
+    )  # fmt: skip
 
 
-def clear_endpoint(actor: Actor, service: str, pod: str) -> Outcome:
-    """Drops the pod's override: its weight back to what it was before, drained or not
-    as before (undrained)."""
+def clear_endpoint(actor: Actor, service: str, pod: str, *, force: bool = False) -> Outcome:
+    """Drops the pod's override: its weight back to the configured default (what it was
+    before when no replica says), undrained. Conflict while a restart of it (or a
+    rollout of its service) runs, unless `force`."""
     base: dict[str, int] = {}
+    defaults = _configured(service)
 
     def change(o: EndpointOverride) -> None:
-        base["weight"] = o.base_weight
+        base["weight"] = defaults[0] if defaults is not None else o.base_weight
         o.weight = None
         o.drained = False
         o.drain_timeout_s = None
@@ -378,6 +425,7 @@ def clear_endpoint(actor: Actor, service: str, pod: str) -> Outcome:
         actor, "clear", service, pod, change,
         lambda o: [Command("weight", service, pod, weight=base["weight"]),
                    Command("undrain", service, pod)],
+        None if force else lambda: _refuse_during_operation(service, pod, "cleared"),
     )  # fmt: skip
 
 
@@ -410,7 +458,8 @@ def clear_policy(actor: Actor, service: str) -> Outcome:
             audit = _audit(actor, "clear_policy", service, service, None, None)
             return Outcome(audit, {}, [])
         before = {"policy": override.policy}
-        base = override.base_policy
+        defaults = _configured(service)
+        base = defaults[1] if defaults is not None else override.base_policy
         override.delete()
         audit = _audit(actor, "clear_policy", service, service, before, None)
     results = push(service, [Command("policy", service, policy=base)]) if base else []

@@ -14,9 +14,13 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dashboard.collector.runner import Collector, ReplicaTarget
 from platforms.base import Platform
+
+if TYPE_CHECKING:
+    from dashboard.control.reconciler import Reconciler
 
 
 @dataclass
@@ -26,6 +30,7 @@ class Runtime:
     platform: Platform | None = None
     replicas: tuple[ReplicaTarget, ...] = ()
     owner: str = ""  # who runs the operations started here: `owner_id()`
+    reconciler: Reconciler | None = None  # told of each act (`note_change`)
 
 
 def owner_id() -> str:
@@ -50,9 +55,12 @@ def install(
     replicas: tuple[ReplicaTarget, ...],
     collector: Collector | None = None,
     platform: Platform | None = None,
+    reconciler: Reconciler | None = None,
 ) -> None:
     global _current
-    _current = Runtime(loop, collector, platform, tuple(replicas), owner_id())
+    _current = Runtime(
+        loop, collector, platform, tuple(replicas), owner_id(), reconciler=reconciler
+    )
 
 
 def current() -> Runtime:

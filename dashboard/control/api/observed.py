@@ -48,16 +48,39 @@ def service_summary(service: str) -> dict[str, Any]:
         policy_override=policy_override(service),
         imbalance=(frame or {}).get("imbalance"),
         pod_imbalance=(frame or {}).get("pod_imbalance"),
-        replicas=_replica_status((frame or {}).get("replicas")),
+        replicas=_replica_status(frame),
         updated=(frame or {}).get("t"),
     )
     return summary
 
 
-def _replica_status(replicas: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-    if replicas is None:
+def _replica_status(frame: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The replicas as the frame says, judged as `replicas()` judges them: a stale frame
+    tells nothing (up and converged None)."""
+    if frame is None or frame.get("replicas") is None:
         return None
-    return [{"id": r["id"], "up": r["up"], "converged": r.get("converged")} for r in replicas]
+    fresh = _fresh(frame, int(time.time() * 1000))
+    return [
+        {
+            "id": r["id"],
+            "up": r["up"] if fresh else None,
+            "converged": _converged(r) if fresh else None,
+        }
+        for r in frame["replicas"]
+    ]
+
+
+def _fresh(frame: dict[str, Any], now_unix_ms: int) -> bool:
+    """A frame newer than STALE_INTERVALS: the collector still speaks for the replicas."""
+    return now_unix_ms - frame["t"] <= STALE_INTERVALS * settings.BALLAST_COLLECTOR_INTERVAL_MS
+
+
+def _converged(replica: dict[str, Any]) -> bool | None:
+    """What a frame says of a replica holding the desired state: only a replica that is
+    up can (the reconciler judges a snapshot taken after the last change; None: not
+    judged, as for a replica paused or down)."""
+    converged = replica.get("converged")
+    return converged if replica["up"] and isinstance(converged, bool) else None
 
 
 def desired(o: EndpointOverride | None) -> dict[str, Any] | None:
@@ -126,18 +149,20 @@ def _mean(values: Iterable[float | None]) -> float | None:
 def replicas(now_unix_ms: int | None = None) -> list[dict[str, Any]]:
     """The configured replicas, then any other a fresh frame names (a collector elsewhere
     may watch more), up and converged as the services' fresh frames say (None: no fresh
-    frame names the replica; a frame older than STALE_INTERVALS no longer tells)."""
+    frame names the replica; a frame older than STALE_INTERVALS no longer tells).
+
+    `/api/v1/replicas/` and the overview show this; a service's `replicas` judge its own
+    newest frame the same way."""
     now = now_unix_ms if now_unix_ms is not None else int(time.time() * 1000)
-    stale_ms = STALE_INTERVALS * settings.BALLAST_COLLECTOR_INTERVAL_MS
     up: dict[str, bool] = {}
     converged: dict[str, list[bool | None]] = {}
     for service in settings.BALLAST_SERVICES:
         frame = actions.latest_frame(service)
-        if frame is None or now - frame["t"] > stale_ms:
+        if frame is None or not _fresh(frame, now):
             continue
         for r in frame.get("replicas", []):
             up[r["id"]] = up.get(r["id"], False) or r["up"]
-            converged.setdefault(r["id"], []).append(r.get("converged"))
+            converged.setdefault(r["id"], []).append(_converged(r))
     addresses = actions.replica_addresses()
     ids = list(addresses) + [rid for rid in up if rid not in addresses]
     return [
