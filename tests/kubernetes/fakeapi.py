@@ -125,6 +125,8 @@ class FakeKubernetes:
         self.bookmark_interval_s = bookmark_interval_s
         self.metrics_installed = True
         self.requests: list[Received] = []
+        # The next this many requests get 500 (an API server in trouble).
+        self.fail_requests = 0
         # Pod names whose eviction a PodDisruptionBudget forbids (429).
         self.refused_evictions: set[str] = set()
         # Called (outside the lock) after a pod is evicted: a test's "ReplicaSet".
@@ -416,17 +418,17 @@ class FakeKubernetes:
         return 200, current
 
     def _advance(self, deployment: Obj, key: tuple[str, str]) -> Obj:
-        """One controller step: observe the generation, then one updated pod per read,
-        then ready and available."""
+        """One controller step (maxSurge 1): observe the generation, then one updated pod
+        per read, then the last old pod terminating, then done."""
         step = self._rollouts[key] = self._rollouts[key] + 1
         replicas = int(deployment["spec"].get("replicas", 1))
+        surging = step <= replicas + 1
         status = deployment.setdefault("status", {})
         status["observedGeneration"] = deployment["metadata"]["generation"]
-        status["replicas"] = replicas + (1 if step <= replicas else 0)
+        status["replicas"] = replicas + (1 if surging else 0)
         status["updatedReplicas"] = min(step - 1, replicas)
-        ready = replicas if step > replicas else replicas - 1
-        status["readyReplicas"] = status["availableReplicas"] = ready
-        if step > replicas:
+        status["readyReplicas"] = status["availableReplicas"] = replicas - (1 if surging else 0)
+        if not surging:
             del self._rollouts[key]
         return deployment
 
@@ -508,6 +510,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         content_type = self.headers.get("Content-Type")
         self.api.requests.append(Received(method, parts.path, query, content_type, body))
+        if self.api.fail_requests > 0:
+            self.api.fail_requests -= 1
+            self._json(500, _status(500, "InternalError", "etcdserver: request timed out"))
+            return
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self._json(401, _status(401, "Unauthorized", "Unauthorized"))
             return
