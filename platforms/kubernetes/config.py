@@ -94,7 +94,8 @@ def api_client(settings: KubernetesSettings) -> tuple[client.ApiClient, str]:
     except (ConfigException, OSError, ValueError) as err:
         where = "in-cluster service account" if settings.in_cluster else settings.kubeconfig
         raise KubernetesConfigError(
-            f"cannot configure the Kubernetes client from {where}: {err}; set KUBECONFIG"
+            f"cannot configure the Kubernetes client from {where}: {str(err).rstrip('.')};"
+            " set KUBECONFIG"
             " (or --kubeconfig) to a kubeconfig file, or run in a pod with a service account"
         ) from None
     return client.ApiClient(configuration), namespace
