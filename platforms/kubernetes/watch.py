@@ -149,7 +149,7 @@ class _SlicePump:
             label_selector=self._selector,
             resource_version=self.resource_version,
             allow_watch_bookmarks=True,
-            timeout_seconds=int(timeout_s),
+            timeout_seconds=max(1, round(timeout_s)),
             # A silent connection is dead once the server's timeout has long passed.
             _request_timeout=(self._settings.request_timeout_s, timeout_s + 30),
         )

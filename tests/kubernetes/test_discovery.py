@@ -191,3 +191,32 @@ async def test_it_uses_the_named_port(fake_api: FakeKubernetes, follow: object) 
     await wait_for(lambda: follower.endpoints, 10, "the endpoint")
 
     assert follower.endpoints["inv-1"].target == "10.0.0.1:8443"
+
+
+async def test_it_keeps_the_order_of_a_burst_of_changes(
+    fake_api: FakeKubernetes, follow: object
+) -> None:
+    follower = follow()  # type: ignore[operator]
+    await wait_for(lambda: fake_api.open_watches() == 1, 10, "the watch")
+
+    for i in range(60):  # the endpoint flaps; the last word is "ready"
+        put(fake_api, "inv-a", endpoint("10.0.0.1", "inv-1", ready=i % 2 == 1))
+    await wait_for(lambda: len(follower.updates) == 61, 15, "every change")
+
+    readiness = [u.addresses[0].ready for u in follower.updates[1:] if isinstance(u, Add)]
+    assert readiness == [i % 2 == 1 for i in range(60)]
+    assert pods(follower) == {"inv-1": (True, False)}
+
+
+async def test_it_closes_its_watch_when_the_consumer_stops(
+    fake_api: FakeKubernetes, platform: KubernetesPlatform
+) -> None:
+    follower = Follower(platform.watch_service("inventory"))
+    await wait_for(lambda: fake_api.open_watches() == 1, 10, "the watch")
+
+    await follower.stop()
+
+    await wait_for(lambda: fake_api.open_watches() == 0, 10, "no watch left open")
+    requests = len(fake_api.requests)
+    await asyncio.sleep(0.5)
+    assert len(fake_api.requests) == requests  # and none started again
