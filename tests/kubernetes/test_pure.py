@@ -125,3 +125,18 @@ def test_the_default_namespace_is_the_contexts(kubeconfig: Path) -> None:
 def test_a_missing_context_is_named(kubeconfig: Path) -> None:
     with pytest.raises(PlatformError, match="cannot configure the Kubernetes client"):
         KubernetesPlatform(KubernetesSettings(kubeconfig=str(kubeconfig), context="nope"))
+
+
+def test_the_backoff_doubles_with_jitter_up_to_its_ceiling_and_resets() -> None:
+    import random
+
+    from platforms.kubernetes.watch import Backoff
+
+    backoff = Backoff(0.5, 30.0, random.Random(3))
+    delays = [backoff.next_delay_s() for _ in range(10)]
+
+    ceilings = [min(30.0, 0.5 * 2**n) for n in range(10)]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d / c, 6) for d, c in zip(delays, ceilings, strict=True)}) > 1  # jittered
+    backoff.reset()
+    assert backoff.next_delay_s() <= 0.5
