@@ -147,11 +147,7 @@ class KubernetesPlatform:
         Raises UnknownPod, or EvictionRefused when a PodDisruptionBudget forbids it (429):
         the pod keeps running, and the eviction is not retried.
         """
-        ns, pod = (
-            self.split(name)
-            if "/" in name
-            else (self._pod_namespaces.get(name, self.namespace), name)
-        )
+        ns, pod = self._pod(name)
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod, namespace=ns))
         try:
             await self._call(self._core.create_namespaced_pod_eviction, pod, ns, body)
@@ -165,6 +161,12 @@ class KubernetesPlatform:
                 ) from None
             raise _platform_error(f"evicting pod {ns}/{pod}", err) from None
         await self._until_gone(ns, pod)
+
+    def _pod(self, name: str) -> tuple[str, str]:
+        """A pod's namespace: the one given, else where `list_pods` saw it, else the default."""
+        if "/" in name:
+            return self.split(name)
+        return self._pod_namespaces.get(name, self.namespace), name
 
     async def _until_gone(self, namespace: str, pod: str) -> None:
         deadline = time.monotonic() + self.settings.rollout_timeout_s
