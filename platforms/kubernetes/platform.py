@@ -62,7 +62,8 @@ class KubernetesPlatform:
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._custom = client.CustomObjectsApi(api)
-        self._pod_namespaces: dict[str, str] = {}  # pod name → namespace, from list_pods
+        # The pods each deployment had at its last list_pods, replaced each time: bounded.
+        self._pods_seen: dict[tuple[str, str], frozenset[str]] = {}
         # None until metrics.k8s.io was asked; False when it is not served (no metrics-server).
         self.metrics_available: bool | None = None
 
@@ -103,8 +104,7 @@ class KubernetesPlatform:
         raw.sort(
             key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"])
         )
-        for pod in raw:
-            self._pod_namespaces[pod["metadata"]["name"]] = ns
+        self._pods_seen[(ns, name)] = frozenset(p["metadata"]["name"] for p in raw)
         return [pod_facts(p, deployment, metrics.get(p["metadata"]["name"])) for p in raw]
 
     async def _deployment(self, namespace: str, name: str) -> Obj:
@@ -166,7 +166,8 @@ class KubernetesPlatform:
         """A pod's namespace: the one given, else where `list_pods` saw it, else the default."""
         if "/" in name:
             return self.split(name)
-        return self._pod_namespaces.get(name, self.namespace), name
+        seen = (ns for (ns, _), pods in self._pods_seen.items() if name in pods)
+        return next(seen, self.namespace), name
 
     async def _until_gone(self, namespace: str, pod: str) -> None:
         deadline = time.monotonic() + self.settings.rollout_timeout_s
