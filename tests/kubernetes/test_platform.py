@@ -155,3 +155,17 @@ async def test_it_scales_through_the_scale_subresource(
         await platform.scale("inventory", -1)
     with pytest.raises(UnknownDeployment):
         await platform.scale("nope", 1)
+
+
+async def test_it_evicts_a_pod_in_the_namespace_it_was_listed_in(
+    fake_api: FakeKubernetes, platform: KubernetesPlatform
+) -> None:
+    fake_api.put_deployment(deployment("inventory", namespace="prod"))
+    fake_api.put_pod(pod("inventory-p", namespace="prod"))
+    await platform.list_pods("prod/inventory")
+
+    await platform.restart_pod("inventory-p")
+
+    assert [r.path for r in fake_api.received("POST", "/eviction$")] == [
+        "/api/v1/namespaces/prod/pods/inventory-p/eviction"
+    ]
