@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balancer.config import BalancerConfig, ConfigError, load_config
-from balancer.server import Balancer, NoPlatform, static_discovery
+from balancer.server import Balancer, DiscoveryFactory, NoPlatform, static_discovery
+from platforms.base import PlatformError
 
 log = logging.getLogger("balancer")
 
@@ -29,6 +30,8 @@ environment:
                         admin.token_env in the config file)
   BALLAST_CONTROL_TOKEN API token of the dashboard, with [control_plane] (or the
                         variable named by control_plane.token_env)
+  KUBECONFIG            the kubeconfig file for discovery.kind = "kubernetes" when
+                        not in a pod (in a pod: its service account)
 
 SIGTERM or SIGINT stops gracefully: no new calls are accepted, in-flight calls
 get balancer.shutdown_grace_s to finish, then they are cancelled.
@@ -57,6 +60,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="once serving, write the bound addresses there as JSON "
         '({"listeners": [...], "admin": ..., "metrics": ...}); useful with port 0',
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help='for discovery.kind = "kubernetes": the kubeconfig file (default: $KUBECONFIG,'
+        " else in a pod its service account, else ~/.kube/config)",
+    )
+    parser.add_argument(
+        "--context", metavar="NAME", help="the kubeconfig context (default: its current one)"
     )
     parser.add_argument(
         "--log-level",
@@ -102,12 +114,26 @@ def _loop_factory(config: BalancerConfig) -> Callable[[], asyncio.AbstractEventL
     return None
 
 
-def _check(path: Path, config: BalancerConfig) -> int:
+def _discovery(config: BalancerConfig, args: argparse.Namespace) -> DiscoveryFactory:
+    """Static discovery, and Kubernetes discovery when a cluster asks for it."""
+    if not any(c.discovery.kind == "kubernetes" for c in config.clusters):
+        return static_discovery
+    # Imported here: the Kubernetes client is loaded only when a cluster uses it.
+    from platforms.discovery import kubernetes_discovery
+    from platforms.kubernetes import KubernetesSettings
+
+    settings = KubernetesSettings.from_environment(
+        os.environ, kubeconfig=args.kubeconfig, context=args.context
+    )
+    return kubernetes_discovery(settings)
+
+
+def _check(path: Path, config: BalancerConfig, discovery: DiscoveryFactory) -> int:
     """`--check`: what start would refuse, refused now (exit 2), else a summary (exit 0)."""
     try:
         for cluster in config.clusters:
-            static_discovery(cluster)
-    except NoPlatform as err:
+            discovery(cluster)
+    except (NoPlatform, PlatformError) as err:
         print(f"ballast: bad config: {path}: {err}", file=sys.stderr)
         return 2
     names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
@@ -131,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ballast: bad config: {err}", file=sys.stderr)
         return 2
+    discovery = _discovery(config, args)
     if args.check:
-        return _check(args.config, config)
+        return _check(args.config, config, discovery)
     try:
-        balancer = Balancer(config)
-    except NoPlatform as err:
+        balancer = Balancer(config, discovery=discovery)
+    except (NoPlatform, PlatformError) as err:
         print(f"ballast: bad config: {args.config}: {err}", file=sys.stderr)
         return 2
     try:

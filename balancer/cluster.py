@@ -178,13 +178,22 @@ class Cluster:
         return ep
 
     def _follow_discovery(self, ep: Endpoint) -> None:
-        """Without active health checks, discovery's readiness is the endpoint's health."""
-        if self.config.health_check.enabled:
-            return
-        if ep.address.ready:
-            self.set_healthy(ep, "discovered ready")
-        else:
-            self.set_unhealthy(ep, "discovery reports not ready")
+        """Without active health checks, discovery's readiness is the endpoint's health.
+
+        A terminating endpoint (Kubernetes: the pod is being deleted) is drained
+        whatever its health: no new requests, in-flight calls and streams finish, and
+        discovery's Remove forgets it once the pod is gone.
+        """
+        if not self.config.health_check.enabled:
+            if ep.address.ready:
+                self.set_healthy(ep, "discovered ready")
+            else:
+                self.set_unhealthy(ep, "discovery reports not ready")
+        if ep.address.terminating and ep.state not in (State.DRAINING, State.DRAINED):
+            now = self._clock()
+            ep.transition(State.DRAINING, "terminating (discovery)", now)
+            if not ep.calls:
+                ep.transition(State.DRAINED, "no calls in flight", now)
 
     def _remove(self, endpoint_id: str) -> None:
         ep = self.endpoints.get(endpoint_id)
@@ -359,11 +368,16 @@ class Cluster:
 
     def undrain(self, endpoint_id: str) -> Endpoint:
         """Returns a draining or drained endpoint to service: READY, or UNHEALTHY when its
-        health checks (or discovery) say so. Anything else is left as is.
+        health checks (or discovery) say so. Anything else is left as is, and so is an
+        endpoint discovery reports terminating.
         """
         ep = self.get(endpoint_id)
         if ep.removed:
             raise UnknownEndpoint(f"endpoint {endpoint_id!r} was removed by discovery")
+        if ep.address.terminating:
+            # Its pod is going away: traffic back to it would fail with the pod.
+            log.info("cluster %s: endpoint %s stays drained: terminating", self.name, ep.id)
+            return ep
         if ep.state in (State.DRAINING, State.DRAINED):
             state = State.READY if ep.healthy and ep.reachable else State.UNHEALTHY
             ep.transition(state, "undrained by operator", self._clock())

@@ -42,7 +42,7 @@ MIN_TOKEN_CHARS = 16
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
 DEFAULT_CONTROL_TOKEN_ENV = "BALLAST_CONTROL_TOKEN"
 EVENT_LOOPS = ("uvloop", "asyncio")
-DISCOVERY_KINDS = ("static", "platform")
+DISCOVERY_KINDS = ("static", "platform", "kubernetes")
 _STATUS_NAMES = {code.name for code in grpc.StatusCode}
 
 
@@ -177,25 +177,48 @@ class DiscoveryConfig:
 
     `static`: the `endpoints` list. `platform`: the pods of `service` on the
     platform the embedding process hands the balancer (the demo scene's local
-    platform); `python -m balancer` alone has none.
+    platform); `python -m balancer` alone has none. `kubernetes`: the EndpointSlices
+    of the Service `service` (`name` or `namespace/name`) in `namespace` (default:
+    the kubeconfig context's, or the pod's own in a cluster), endpoints on `port`
+    (a port name of the Service, or a number; default: its only port or `grpc`).
     """
 
     kind: str = "static"
     endpoints: tuple[Address, ...] = ()
     service: str | None = None
+    namespace: str | None = None
+    port: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in DISCOVERY_KINDS:
             raise ValueError(
                 f"kind {self.kind!r} is unknown: use one of {', '.join(DISCOVERY_KINDS)}"
             )
-        if self.kind == "platform" and not self.service:
-            raise ValueError("kind 'platform' needs service = \"<the service's name>\"")
-        if self.kind == "platform" and self.endpoints:
-            raise ValueError("endpoints are for kind 'static'; a platform discovers them")
+        if self.kind in ("platform", "kubernetes") and not self.service:
+            raise ValueError(f'kind {self.kind!r} needs service = "<the service\'s name>"')
+        if self.kind in ("platform", "kubernetes") and self.endpoints:
+            raise ValueError(f"endpoints are for kind 'static'; kind {self.kind!r} discovers them")
+        if self.kind != "kubernetes" and (self.namespace is not None or self.port is not None):
+            raise ValueError("namespace and port are for kind 'kubernetes'")
+        if self.kind == "kubernetes":
+            self._check_kubernetes()
         ids = [a.endpoint_id for a in self.endpoints]
         if dupes := sorted({i for i in ids if ids.count(i) > 1}):
             raise ValueError(f"endpoints: duplicate endpoint {', '.join(dupes)}")
+
+    def _check_kubernetes(self) -> None:
+        service = str(self.service)
+        namespace, sep, name = service.rpartition("/")
+        if sep and (not namespace or not name or "/" in namespace):
+            raise ValueError(f"service {service!r}: use 'name' or 'namespace/name'")
+        if sep and self.namespace is not None:
+            raise ValueError(f"service {service!r} names its namespace: leave out namespace")
+        if self.namespace is not None and not self.namespace.strip():
+            raise ValueError("namespace must not be blank")
+        if isinstance(self.port, int) and not 0 < self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range: use 1 to 65535 or a port name")
+        if isinstance(self.port, str) and (not self.port or " " in self.port):
+            raise ValueError(f"port {self.port!r}: give the Service's port name or a number")
 
 
 @dataclass(frozen=True)
@@ -519,7 +542,8 @@ def _cluster(t: _Table) -> ClusterConfig:
     d, hc, od, ss, pe = (t.table(k) for k in ("discovery", "health_check", "outlier_detection",
                                                 "slow_start", "peak_ewma"))  # fmt: skip
     discovery = _build(d, DiscoveryConfig, {"kind": d.get("kind", str),
-        "endpoints": _addresses(d), "service": d.get("service", str)})  # fmt: skip
+        "endpoints": _addresses(d), "service": d.get("service", str),
+        "namespace": d.get("namespace", str), "port": d.get("port", (int, str))})  # fmt: skip
     health = _build(hc, HealthCheckConfig, {k: hc.get(k, kind) for k, kind in (
         ("enabled", bool), ("interval_s", float), ("timeout_s", float),
         ("unhealthy_threshold", int), ("healthy_threshold", int), ("service", str))})  # fmt: skip

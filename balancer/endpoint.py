@@ -75,13 +75,16 @@ class Address:
     """What discovery knows of an endpoint. `endpoint_id` is the pod name when known.
 
     `ready` is discovery's own word (a Kubernetes `ready` condition): an address
-    that is not ready is kept but gets no requests.
+    that is not ready is kept but gets no requests. `terminating` (a Kubernetes
+    endpoint's `terminating` condition): the pod is going away; the cluster drains
+    it (no new requests, in-flight calls and streams finish) until discovery removes it.
     """
 
     host: str
     port: int
     pod_name: str | None = None
     ready: bool = True
+    terminating: bool = False
 
     @property
     def target(self) -> str:

@@ -1,7 +1,7 @@
 """The platform interface the balancer and the dashboard use.
 
 One interface, two implementations: `local` (pods are processes on this
-machine: the demo, tests, benchmarks) and, later, `kubernetes` (EndpointSlices,
+machine: the demo, tests, benchmarks) and `kubernetes` (EndpointSlices,
 pod status, metrics.k8s.io, eviction, rollout restart). Nothing here imports
 Django or the dashboard; the balancer may import it.
 
@@ -58,6 +58,7 @@ class PodFacts:
     memory_bytes: int | None = None
     memory_limit_bytes: int | None = None
     metrics_address: str | None = None  # host:port of its Prometheus /metrics, if any
+    node: str | None = None  # the node it runs on (Kubernetes); None on the local platform
 
 
 class Platform(Protocol):
