@@ -3,11 +3,13 @@
 Behind an L4 Service a client's connection is pinned to one balancer replica for
 as long as it lives, the seed problem one level up; an age makes clients
 reconnect, and so spread over the replicas. The client's own channel is watched
-through channelz: a new socket id is a new TCP connection.
+through channelz (a new socket id is a new TCP connection), and two replicas behind
+the demo's L4 Service show where the client's connections went.
 """
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
@@ -21,7 +23,9 @@ from grpc_channelz.v1 import channelz_pb2
 from grpc_channelz.v1.channelz import ChannelzServicer
 
 from balancer.config import config_from_dict
+from balancer.endpoint import Address
 from balancer.server import connection_age_options
+from demo.l4 import L4Service
 from tests.support import backend as be
 from tests.support.balancing import config
 
@@ -90,6 +94,52 @@ async def test_it_keeps_a_client_connection_without_an_age(backends, balancers):
     async with grpc.aio.insecure_channel(target) as channel:
         seen = await _calls_over(channel, target, duration_s=1.0)
     assert len(seen) == 1
+
+
+async def _replicas_behind_l4(backends, balancers, **balancer: Any) -> L4Service:
+    """Two balancer replicas behind an L4 Service (a replica per TCP connection, picked at
+    random as kube-proxy does, seeded), in front of one backend; started."""
+    backend = await backends("pod-a")
+    replicas = [await balancers(config([backend], **balancer)) for _ in range(2)]
+    addresses = []
+    for i, replica in enumerate(replicas):
+        host, port = replica.listen_addresses[0].rsplit(":", 1)
+        addresses.append(Address(host, int(port), f"replica-{i}"))
+    l4 = L4Service(addresses, rng=random.Random(7))
+    await l4.start()
+    return l4
+
+
+def _connections_per_replica(l4: L4Service) -> list[int]:
+    return [b.total_connections for b in l4.snapshot().backends]
+
+
+async def test_it_spreads_one_client_over_the_replicas_behind_an_l4_service(backends, balancers):
+    l4 = await _replicas_behind_l4(backends, balancers, max_connection_age_s=0.2)
+    try:
+        async with grpc.aio.insecure_channel(l4.address) as channel:
+            unary = channel.unary_unary(be.UNARY)
+            deadline = time.monotonic() + 30
+            # Every call answered while the client's connection is replaced, until the
+            # L4 Service has sent a connection of it to each replica.
+            while min(_connections_per_replica(l4)) == 0:
+                assert time.monotonic() < deadline, _connections_per_replica(l4)
+                assert await unary(b"ping", wait_for_ready=True, timeout=5) == b"ping"
+    finally:
+        await l4.stop()
+
+
+async def test_it_pins_one_client_to_one_replica_without_an_age(backends, balancers):
+    l4 = await _replicas_behind_l4(backends, balancers)
+    try:
+        async with grpc.aio.insecure_channel(l4.address) as channel:
+            unary = channel.unary_unary(be.UNARY)
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                assert await unary(b"ping", wait_for_ready=True, timeout=5) == b"ping"
+            assert sorted(_connections_per_replica(l4)) == [0, 1]
+    finally:
+        await l4.stop()
 
 
 def test_it_gives_grpc_the_age_and_grace_in_milliseconds():
