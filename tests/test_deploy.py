@@ -400,7 +400,8 @@ def test_it_checks_the_balancer_config_but_its_discovery_with_the_balancer(tmp_p
 
 def test_it_checks_the_balancer_config_as_deployed() -> None:
     result = _check(BASE / "balancer.toml")
-    if result.returncode != 0 and "kubernetes" in result.stderr and "kind" in result.stderr:
+    # Only an unknown kind is skipped: a build with the platform must run this config.
+    if result.returncode != 0 and "kind 'kubernetes' is unknown" in result.stderr:
         pytest.skip(
             "discovery kind 'kubernetes' is not in this build yet (platforms/kubernetes,"
             f" issue 10); --check said: {result.stderr.strip()}"
