@@ -38,6 +38,8 @@ DEFAULT_MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024
 # waits on its own side, so one client's flood of streams cannot take the balancer from the
 # others. Core may refuse a stream that races a just-finished one (REFUSED_STREAM).
 DEFAULT_MAX_CONCURRENT_STREAMS = 100
+# gRPC takes connection ages in milliseconds as a C int: about 24.8 days at most.
+MAX_CONNECTION_AGE_S_CAP = (2**31 - 1) // 1000
 MIN_TOKEN_CHARS = 16
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
 DEFAULT_CONTROL_TOKEN_ENV = "BALLAST_CONTROL_TOKEN"
@@ -378,6 +380,12 @@ class BalancerConfig:
     shutdown_grace_s: float = 10.0
     # uvloop takes ~8 % off the proxy's CPU per call (bench/proxy_overhead.py).
     event_loop: str = "uvloop"
+    # GOAWAY to client connections this old (±10 %, gRPC's own jitter; None: never), so
+    # clients reconnect and, behind an L4 Service, spread over the replicas (gRPC A9).
+    max_connection_age_s: float | None = None
+    # After the GOAWAY, how long calls in flight get before the connection is closed
+    # (None: as long as they take, gRPC's default; only with max_connection_age_s).
+    max_connection_age_grace_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.event_loop not in EVENT_LOOPS:
@@ -401,6 +409,7 @@ class BalancerConfig:
                 f" (clusters: {', '.join(names)})"
             )
         self._check_limits()
+        self._check_connection_age()
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(
                 f"shutdown_grace_s must be 0 or a positive number, got {self.shutdown_grace_s}"
@@ -422,6 +431,22 @@ class BalancerConfig:
             raise ValueError(
                 f"balancer.max_concurrent_streams must be between 1 and {MAX_MESSAGE_BYTES_CAP},"
                 f" got {self.max_concurrent_streams}"
+            )
+
+    def _check_connection_age(self) -> None:
+        for name in ("max_connection_age_s", "max_connection_age_grace_s"):
+            value = getattr(self, name)
+            if value is not None and not (
+                math.isfinite(value) and 0 < value <= MAX_CONNECTION_AGE_S_CAP
+            ):
+                raise ValueError(
+                    f"balancer.{name} must be a positive number of seconds, at most"
+                    f" {MAX_CONNECTION_AGE_S_CAP} (gRPC's largest), got {value}"
+                )
+        if self.max_connection_age_grace_s is not None and self.max_connection_age_s is None:
+            raise ValueError(
+                "balancer.max_connection_age_grace_s is the grace after max_connection_age_s:"
+                " set max_connection_age_s too, or remove it"
             )
 
     def cluster(self, name: str) -> ClusterConfig:
@@ -628,7 +653,8 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     settings = {k: b.get(k, kind) for k, kind in (
         ("id", str), ("max_message_bytes", int), ("max_in_flight_bytes", int),
         ("max_concurrent_streams", int), ("record_stats", bool),
-        ("shutdown_grace_s", float), ("event_loop", str))}  # fmt: skip
+        ("shutdown_grace_s", float), ("event_loop", str),
+        ("max_connection_age_s", float), ("max_connection_age_grace_s", float))}  # fmt: skip
     with b.building():
         pass
     default_cluster = routing.get("default_cluster", str)

@@ -82,6 +82,20 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
     ]
 
 
+def connection_age_options(config: BalancerConfig) -> list[tuple[str, Any]]:
+    """The listener's GOAWAY after `max_connection_age_s` (and its grace); none when unset."""
+    options: list[tuple[str, Any]] = []
+    if config.max_connection_age_s is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(config.max_connection_age_s)))
+    if config.max_connection_age_grace_s is not None:
+        options.append(("grpc.max_connection_age_grace_ms", _ms(config.max_connection_age_grace_s)))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 def _channel_factory(config: ClusterConfig, options: list[tuple[str, Any]]) -> ChannelFactory:
     """Channels to a cluster's endpoints: over TLS when the cluster has a `tls` table."""
     return lambda address: open_channel(address.target, config.tls, options)
@@ -178,6 +192,7 @@ class Balancer:
             ("grpc.so_reuseport", 0),
             # Sent in HTTP/2 SETTINGS: a client's streams past it wait on the client's side.
             ("grpc.max_concurrent_streams", self.config.max_concurrent_streams),
+            *connection_age_options(self.config),
         ]
 
     async def _start_admin(self) -> None:
