@@ -398,15 +398,19 @@ def test_it_checks_the_balancer_config_but_its_discovery_with_the_balancer(tmp_p
     assert "valid; clusters: inventory (least_request)" in result.stdout
 
 
-def test_it_checks_the_balancer_config_as_deployed() -> None:
-    result = _check(BASE / "balancer.toml")
-    # Only an unknown kind is skipped: a build with the platform must run this config.
-    if result.returncode != 0 and "kind 'kubernetes' is unknown" in result.stderr:
-        pytest.skip(
-            "discovery kind 'kubernetes' is not in this build yet (platforms/kubernetes,"
-            f" issue 10); --check said: {result.stderr.strip()}"
-        )
+def test_it_checks_the_balancer_config_as_deployed(tmp_path) -> None:
+    # --check reads the kubeconfig (as the pod reads its service account) but calls no API.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: ballast}}]\n",
+        "utf-8",
+    )
+    result = _check(BASE / "balancer.toml", KUBECONFIG=str(kubeconfig))
     assert result.returncode == 0, result.stderr
+    assert "valid; clusters: inventory (least_request)" in result.stdout
 
 
 def test_it_points_each_load_client_group_at_its_service() -> None:
