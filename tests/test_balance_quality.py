@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,9 +64,13 @@ def test_it_judges_each_goal_and_leaves_unmeasured_ones_open():
 
 
 def _workload_pids() -> set[int]:
+    """Pods started from this checkout's Python (other checkouts' test runs may share the
+    machine)."""
+    bin_dir = os.path.dirname(sys.executable)
     pids = set()
     for process in psutil.process_iter(["cmdline"]):
-        if "demo.workload" in (process.info["cmdline"] or []):
+        cmdline = process.info["cmdline"] or []
+        if "demo.workload" in cmdline and os.path.dirname(cmdline[0]) == bin_dir:
             pids.add(process.pid)
     return pids
 
