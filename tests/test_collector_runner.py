@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -185,14 +186,24 @@ async def test_it_survives_a_failing_publish(
     pods: tuple[Backend, Backend],
     balancers: Callable[..., Awaitable[Balancer]],
     collectors: Callable[..., Awaitable[Collector]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     balancer = await balancers(config(pods, admin={}))
     sink = Sink(fail=3)
-    collector = await collectors(collector_config(("b0", balancer.admin_address)), sink)
-    await wait_for(lambda: len(sink.frames) >= 2, what="frames after the failures")
+    with caplog.at_level(logging.WARNING, logger="dashboard.collector.runner"):
+        collector = await collectors(collector_config(("b0", balancer.admin_address)), sink)
+        await wait_for(lambda: len(sink.frames) >= 2, what="frames after the failures")
     assert sink.fail == 0
     # The frames that could not be sent are still kept for a page's first paint.
     assert collector.history.count(SERVICE) >= len(sink.frames) + 3
+    # Three failures in a row (a channel layer away) are one line, not a traceback each,
+    # and one more says when it works again.
+    publishing = [r for r in caplog.records if "publishing" in r.getMessage()]
+    assert [r.getMessage().split(" (")[0] for r in publishing] == [
+        f"publishing the frame of {SERVICE} failed",
+        "publishing frames works again",
+    ]
+    assert not any(r.exc_info for r in publishing)
 
 
 class Pods:

@@ -151,6 +151,7 @@ class FrameFollower:
         history = service_history()
         loop = asyncio.get_running_loop()
         joined_at = loop.time()
+        failing: str | None = None  # said once while the layer stays away
         while True:
             try:
                 message = await layer.receive(channel)
@@ -159,8 +160,14 @@ class FrameFollower:
                 if loop.time() - joined_at > self.REJOIN_S:
                     await self._join(layer, channel)
                     joined_at = loop.time()
+                if failing is not None:
+                    log.warning("following the frames works again")
+                    failing = None
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis away for a moment: keep following
-                log.warning("following the frames failed; retrying in 1 s", exc_info=True)
+            except Exception as err:  # Redis away for a moment: keep following
+                error = f"{type(err).__name__}: {err}"
+                if error != failing:
+                    log.warning("following the frames failed (%s); retrying every 1 s", error)
+                failing = error
                 await asyncio.sleep(1.0)

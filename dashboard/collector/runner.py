@@ -201,6 +201,9 @@ class Collector:
         size = max(1, round(WINDOW_S / config.interval_s))
         self._windows = {s: (LoadWindow(size), LoadWindow(size)) for s in config.services}
         self._tasks: list[asyncio.Task[None]] = []
+        # Why publishing last failed; None while it works. A channel layer that is away
+        # (Redis down) fails every tick: said once, and once more when it is back.
+        self._publish_error: str | None = None
 
     async def start(self) -> None:
         """Starts every task and returns; replicas come up as their streams connect."""
@@ -286,8 +289,24 @@ class Collector:
             self.history.append(frame)
             try:
                 await self._publish(frame)
-            except Exception:
-                log.exception("publishing the frame of %s failed; next tick tries again", service)
+            except Exception as err:
+                self._publish_failed(service, err)
+            else:
+                if self._publish_error is not None:
+                    log.warning("publishing frames works again (%s)", service)
+                    self._publish_error = None
+
+    def _publish_failed(self, service: str, err: Exception) -> None:
+        error = f"{type(err).__name__}: {err}"
+        if error == self._publish_error:
+            log.debug("publishing the frame of %s failed again: %s", service, error)
+            return
+        self._publish_error = error
+        log.warning(
+            "publishing the frame of %s failed (%s); the page history still keeps it;"
+            " each tick tries again, and this is logged once until it works",
+            service, error,
+        )  # fmt: skip
 
     async def _tick_forever(self) -> None:
         loop = asyncio.get_running_loop()
