@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -47,3 +47,18 @@ async def inventories() -> AsyncIterator[Callable[[str], Awaitable[InventoryServ
     fleet = InventoryFleet()
     yield fleet.start
     await fleet.stop_all()
+
+
+@pytest.fixture
+def fresh_dashboard_state() -> Iterator[None]:
+    """A fresh in-memory channel layer and page history, for a test that runs the
+    dashboard's collector in this process (imported here: balancer tests need no Django)."""
+    from channels.layers import channel_layers
+
+    from dashboard.app.history import service_history
+
+    channel_layers.backends.clear()
+    service_history.cache_clear()
+    yield
+    channel_layers.backends.clear()
+    service_history.cache_clear()

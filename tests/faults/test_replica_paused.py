@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,9 @@ import grpc
 import grpc.aio
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from django.test import override_settings
 
 from dashboard.app.collecting import ControlPlane, collector_config
-from dashboard.app.history import service_history
 from dashboard.collector.rates import state_name
 from dashboard.control import actions
 from dashboard.control.api import observed
@@ -47,12 +45,8 @@ RESUMED_CALLS = 200
 
 
 @pytest.fixture(autouse=True)
-def fresh_layer_and_history() -> Iterator[None]:
-    channel_layers.backends.clear()
-    service_history.cache_clear()
-    yield
-    channel_layers.backends.clear()
-    service_history.cache_clear()
+def _fresh(fresh_dashboard_state: None) -> None:
+    """Each test starts with a fresh channel layer and page history."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
-from channels.layers import channel_layers
 from django.contrib.auth.models import Group, User
 from django.test import override_settings
 from knox.models import AuthToken
@@ -30,7 +29,6 @@ from knox.models import AuthToken
 from balancer.config import config_from_dict
 from balancer.server import Balancer
 from dashboard.app.collecting import ControlPlane, collector_config
-from dashboard.app.history import service_history
 from dashboard.collector.frames import ServiceFrame
 from dashboard.collector.runner import (
     DEFAULT_BACKOFF_S,
@@ -150,12 +148,8 @@ async def test_the_collector_sees_a_replica_back_within_a_second(
 
 
 @pytest.fixture(autouse=True)
-def fresh_layer_and_history() -> Iterator[None]:
-    channel_layers.backends.clear()
-    service_history.cache_clear()
-    yield
-    channel_layers.backends.clear()
-    service_history.cache_clear()
+def _fresh(fresh_dashboard_state: None) -> None:
+    """Each test starts with a fresh channel layer and page history."""
 
 
 @dataclass(frozen=True)

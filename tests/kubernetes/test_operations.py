@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
 from django.test import override_settings
 
 from balancer.config import config_from_dict
@@ -57,12 +56,8 @@ class Shop:
 
 
 @pytest.fixture(autouse=True)
-def fresh() -> Iterator[None]:
-    channel_layers.backends.clear()
-    service_history.cache_clear()
-    yield
-    channel_layers.backends.clear()
-    service_history.cache_clear()
+def _fresh(fresh_dashboard_state: None) -> None:
+    """Each test starts with a fresh channel layer and page history."""
 
 
 def _frame_ready() -> set[str]:
