@@ -125,3 +125,53 @@ def test_the_dashboard_says_in_one_line_that_its_kubeconfig_does_not_work(
     line = one_line_error(result)
     assert result.returncode == 2
     assert line.startswith("dashboard: BALLAST_PLATFORM=kubernetes: cannot configure the")
+
+
+def test_the_deployed_dashboard_env_finds_the_balancers_through_the_kubernetes_api(
+    tmp_path: Path,
+) -> None:
+    from tests.test_deploy import named, raw_docs
+
+    env_data = named(raw_docs(), "ConfigMap", "ballast-dashboard-env")["data"]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG, encoding="utf-8")
+    code = (
+        "from dashboard.server import setup_django; setup_django()\n"
+        "from dashboard.app.collecting import control_plane_from_settings as made\n"
+        "plane = made()\n"
+        "print(type(plane.platform).__name__, plane.platform.namespace,"
+        " plane.follower is not None, len(plane.collector.config.replicas))\n"
+    )
+    result = run(
+        "-c", code, **DEV, **{**env_data, "BALLAST_DB_PATH": ":memory:"},
+        BALLAST_KUBECONFIG=str(kubeconfig), BALLAST_ADMIN_TOKEN="t" * 24,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["KubernetesPlatform", "ballast", "True", "0"]
+
+
+def test_runcollector_finds_the_balancers_from_their_admin_service(tmp_path: Path) -> None:
+    from django.test import override_settings
+
+    from dashboard.app.management.commands.runcollector import Command
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG, encoding="utf-8")
+    with override_settings(
+        BALLAST_PLATFORM="kubernetes",
+        BALLAST_KUBERNETES=envkubernetes({"BALLAST_KUBECONFIG": str(kubeconfig)}),
+        BALLAST_BALANCERS={},
+        BALLAST_BALANCERS_SERVICE=("ballast", "ballast-balancer-admin"),
+        BALLAST_ADMIN_TOKEN="t" * 24,
+    ):
+        plane = Command().control_plane()
+    assert plane.follower is not None
+    assert plane.platform is not None and type(plane.platform).__name__ == "KubernetesPlatform"
+
+
+# A kubeconfig that loads (nothing is called: the server is never reached here).
+KUBECONFIG = """{"apiVersion": "v1", "kind": "Config",
+ "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+ "users": [{"name": "u", "user": {"token": "x"}}],
+ "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u", "namespace": "ballast"}}],
+ "current-context": "c"}"""
