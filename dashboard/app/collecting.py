@@ -187,7 +187,7 @@ class ControlPlane:
         pushes to them."""
         targets = tuple(targets)
         self.collector.set_replicas(targets)
-        self.reconciler.targets = targets
+        self.reconciler.set_targets(targets)
         if runtime.current().collector is self.collector:
             runtime.current().replicas = targets
 

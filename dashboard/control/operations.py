@@ -35,7 +35,7 @@ from dashboard.control import actions, runtime
 from dashboard.control.actions import Actor, Conflict, NotFound, Unavailable
 from dashboard.control.desired import endpoint_view
 from dashboard.control.models import AuditEvent, EndpointOverride, Operation
-from platforms.base import Platform, PlatformError
+from platforms.base import Platform, RestartRefused, UnknownPod
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,16 @@ def _check_restart(actor: Actor, platform: Platform, service: str, pod: str) -> 
     future = asyncio.run_coroutine_threadsafe(check(pod), loop)
     try:
         future.result(timeout=CHECK_TIMEOUT_S)
-    except PlatformError as err:
+    except (UnknownPod, RestartRefused) as err:
         AuditEvent.objects.create(
             actor=actor.name, source=actor.source, token=actor.token,
             action=Operation.Kind.RESTART, service=service, target=pod, before=None,
             after=None, result=AuditEvent.Result.FAILED, detail=str(err),
         )  # fmt: skip
-        raise Conflict(str(err)) from None
-    except TimeoutError:
-        future.cancel()  # the eviction itself is asked again, and answers, later
+        raise (NotFound if isinstance(err, UnknownPod) else Conflict)(str(err)) from None
+    except Exception as err:  # the API in trouble: the eviction itself will say why
+        future.cancel()
+        log.warning("could not ask whether pod %s may be restarted now: %s", pod, err)
 
 
 def start_restart(actor: Actor, service: str, pod: str) -> Operation:

@@ -271,6 +271,13 @@ class Reconciler:
         self._noted_change_ms = 0
         self._task: asyncio.Task[None] | None = None
 
+    def set_targets(self, targets: Sequence[ReplicaTarget]) -> None:
+        """The replicas from now on (found by discovery): a new one is judged, and given
+        what it lacks, from its first snapshot; what was kept of one that left goes."""
+        self.targets = tuple(targets)
+        ids = {t.id for t in self.targets}
+        self._pushed_at_ms = {k: v for k, v in self._pushed_at_ms.items() if k in ids}
+
     def note_change(self) -> None:
         """An act changed the desired state and pushes it (`actions`, on this loop): no
         replica is known to hold it until a snapshot after it says so. The passes share

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kubernetes import client
 
 from balancer.discovery import Update
-from platforms.base import Platform, PlatformError, PodFacts, UnknownDeployment, UnknownPod
+from platforms.base import (
+    Platform,
+    PlatformError,
+    PodFacts,
+    RestartRefused,
+    UnknownDeployment,
+    UnknownPod,
+)
 from platforms.kubernetes.config import KubernetesSettings, api_client, split_name
 from platforms.kubernetes.pods import match_labels_selector, pod_facts
 from platforms.kubernetes.slices import Port
@@ -33,7 +40,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _TOO_MANY_REQUESTS = 429
 
 
-class EvictionRefused(PlatformError):
+class EvictionRefused(RestartRefused):
     """The Eviction API refused (429): a PodDisruptionBudget allows no disruption now."""
 
 

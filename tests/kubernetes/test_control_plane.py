@@ -330,6 +330,16 @@ async def test_a_restart_a_disruption_budget_refuses_now_is_409_with_the_reason(
     assert "disruption budget" in audit[0]["detail"]
 
 
+async def test_a_restart_of_a_pod_the_api_does_not_have_is_404(cluster: Cluster) -> None:
+    cluster.fake.delete_pod("inventory-a", "shop")  # still in the slices, not a pod
+
+    reply = await cluster.call("POST", f"/api/v1/services/{SERVICE}/pods/inventory-a/restart")
+
+    assert reply.status == 404, reply.body
+    assert reply.body["detail"] == "pod shop/inventory-a not found"
+    assert cluster.state("ballast-balancer-0", "inventory-a") is State.READY
+
+
 async def test_a_restart_a_budget_refuses_later_ends_failed_with_the_reason(
     cluster: Cluster,
 ) -> None:
