@@ -166,6 +166,7 @@ def test_runcollector_finds_the_balancers_from_their_admin_service(tmp_path: Pat
     ):
         plane = Command().control_plane()
     assert plane.follower is not None
+    assert plane.reconciler.pod_gone_grace_s == 60
     assert plane.platform is not None and type(plane.platform).__name__ == "KubernetesPlatform"
 
 
