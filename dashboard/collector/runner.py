@@ -264,6 +264,11 @@ class Collector:
         return tuple(r.target for r in self._replicas.values())
 
     @property
+    def streaming(self) -> list[str]:
+        """The ids of the replicas whose snapshot stream task runs now."""
+        return sorted(rid for rid, task in self._watches.items() if not task.done())
+
+    @property
     def lists_pods(self) -> bool:
         """Whether a platform gives this collector the pods."""
         return self._platform is not None

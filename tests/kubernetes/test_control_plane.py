@@ -207,6 +207,8 @@ async def test_it_finds_a_new_replica_collects_it_and_gives_it_the_desired_state
         return status == {"ballast-balancer-0": (True, True), "ballast-balancer-1": (True, True)}
 
     await _until(both_up_and_converged, 30, "both replicas up and converged")
+    assert cluster.plane is not None
+    assert cluster.plane.collector.streaming == ["ballast-balancer-0", "ballast-balancer-1"]
     assert cluster.weight("ballast-balancer-1", "inventory-a") == 300  # pushed on arrival
     assert cluster.weight("ballast-balancer-1", "inventory-b") == 100
     assert await cluster.replica_ids() == ["ballast-balancer-0", "ballast-balancer-1"]
@@ -228,6 +230,7 @@ async def test_it_drops_a_replica_whose_pod_is_gone_and_acts_on_the_others(
 
     assert cluster.plane is not None
     assert [t.id for t in cluster.plane.collector.targets] == ["ballast-balancer-1"]
+    assert cluster.plane.collector.streaming == ["ballast-balancer-1"]  # its stream stopped
     assert [t.id for t in cluster.plane.reconciler.targets] == ["ballast-balancer-1"]
     # An act pushes to the replicas there are now, and reports only them.
     drain = await cluster.call("POST", f"/api/v1/services/{SERVICE}/pods/inventory-b/drain", {})
