@@ -1,5 +1,6 @@
 """`python -m dashboard`: the dashboard process — the web app on uvicorn, with the collector
-embedded when ``BALLAST_BALANCERS`` names the balancers to watch.
+embedded when ``BALLAST_BALANCERS`` names the balancers to watch (or, on Kubernetes,
+``BALLAST_BALANCERS_SERVICE`` their admin Service), on the platform of ``BALLAST_PLATFORM``.
 
 Configured from the environment (see `dashboard/settings.py`). Without an embedded
 collector the pages show the frames that a `manage.py runcollector` process sends
@@ -39,21 +40,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     from django.conf import settings
 
-    from dashboard.app.collecting import ControlPlane, FrameFollower, collector_config
+    from dashboard.app.collecting import (
+        FrameFollower,
+        collects_here,
+        control_plane_from_settings,
+    )
 
     redis_url = channel_layer_redis_url()
     if redis_url:
         await check_redis(redis_url)
     background: Background
-    if args.no_collector or not settings.BALLAST_BALANCERS:
+    if args.no_collector or not collects_here():
         if not args.no_collector:
             log.warning(
                 "BALLAST_BALANCERS is not set, so no collector runs here: set it"
-                " (id=host:port,...) or run `manage.py runcollector` beside this process"
+                " (id=host:port,...; on Kubernetes BALLAST_BALANCERS_SERVICE) or run"
+                " `manage.py runcollector` beside this process"
             )
         background = FrameFollower(settings.BALLAST_SERVICES)
     else:
-        background = ControlPlane(collector_config())
+        background = control_plane_from_settings()
     server = DashboardServer(host=args.host, port=args.port, background=background)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,13 +12,16 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from balancer.tls import ClientTls, check_ca, check_key_pair
+
+if TYPE_CHECKING:
+    from platforms.kubernetes import KubernetesSettings
 
 Environ = Mapping[str, str]
 
@@ -266,3 +269,77 @@ def redact_url(url: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+PLATFORMS = ("kubernetes",)
+
+
+def envplatform(environ: Environ = os.environ) -> str | None:
+    """``BALLAST_PLATFORM``: the platform the control plane restarts and lists pods on
+    (``kubernetes``); None when unset (no platform: frames have no pod facts)."""
+    value = envstr("BALLAST_PLATFORM", "", environ).lower()
+    if not value or value == "none":
+        return None
+    if value not in PLATFORMS:
+        raise ImproperlyConfigured(
+            f"BALLAST_PLATFORM={value!r}: use {' or '.join(PLATFORMS)}, or unset it for none"
+        )
+    return value
+
+
+def envkubernetes(environ: Environ = os.environ) -> KubernetesSettings:
+    """The Kubernetes platform's `KubernetesSettings` from ``BALLAST_KUBECONFIG`` (a
+    kubeconfig file; else ``KUBECONFIG``, else ~/.kube/config, and in a pod — when
+    ``KUBERNETES_SERVICE_HOST`` is set — its service account), ``BALLAST_KUBE_CONTEXT``
+    (else the current context) and ``BALLAST_KUBE_NAMESPACE`` (else the context's,
+    in a pod its own). A kubeconfig that is named but missing names the variable."""
+    # Imported here: only a dashboard on Kubernetes needs the client.
+    from platforms.kubernetes import KubernetesConfigError, KubernetesSettings
+
+    kubeconfig = envstr("BALLAST_KUBECONFIG", "", environ) or None
+    if kubeconfig is not None and not Path(kubeconfig).expanduser().is_file():
+        raise ImproperlyConfigured(
+            f"BALLAST_KUBECONFIG={kubeconfig!r}: no such file; name a kubeconfig file, or unset"
+            " it (KUBECONFIG, ~/.kube/config, or the pod's service account in a cluster)"
+        )
+    try:
+        settings: KubernetesSettings = KubernetesSettings.from_environment(
+            environ,
+            kubeconfig=str(Path(kubeconfig).expanduser()) if kubeconfig else None,
+            context=envstr("BALLAST_KUBE_CONTEXT", "", environ) or None,
+            namespace=envstr("BALLAST_KUBE_NAMESPACE", "", environ) or None,
+        )
+        return settings
+    except KubernetesConfigError as err:
+        raise ImproperlyConfigured(f"BALLAST_PLATFORM=kubernetes: {err}") from None
+
+
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+def envservice(name: str, environ: Environ = os.environ) -> tuple[str, str] | None:
+    """NAME as a Kubernetes Service, ``namespace/name`` or ``name`` → (namespace or "",
+    name); None when unset."""
+    raw = envstr(name, "", environ)
+    if not raw:
+        return None
+    namespace, sep, service = raw.rpartition("/")
+    parts = [namespace, service] if sep else [service]
+    if not all(_K8S_NAME.fullmatch(p) for p in parts):
+        raise ImproperlyConfigured(
+            f"{name}={raw!r}: not a Service as 'name' or 'namespace/name'"
+            " (e.g. ballast/ballast-balancer-admin)"
+        )
+    return namespace, service
+
+
+def envport(name: str, default: str, environ: Environ = os.environ) -> int | str:
+    """NAME as a port: a number (1..65535) or a port's name (``admin``)."""
+    raw = envstr(name, default, environ)
+    if raw.isdigit():
+        if not 1 <= int(raw) <= 65535:
+            raise ImproperlyConfigured(f"{name}={raw!r}: a port number is 1 to 65535")
+        return int(raw)
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", raw):
+        raise ImproperlyConfigured(f"{name}={raw!r}: not a port number or a port's name")
+    return raw

@@ -32,6 +32,17 @@ Variables (all optional unless noted):
   the balancer cluster and the platform deployment of the same name.
 - ``BALLAST_BALANCERS`` — the balancer replicas the collector watches, comma-separated
   ``id=host:port`` of their admin APIs (e.g. ``b0=127.0.0.1:9901,b1=10.0.0.2:9901``).
+- ``BALLAST_PLATFORM`` — ``kubernetes``: pod facts, restarts and rollouts through the
+  Kubernetes API (unset: no platform). ``BALLAST_KUBECONFIG`` (a kubeconfig file; else
+  ``KUBECONFIG`` or ~/.kube/config, and in a pod its service account),
+  ``BALLAST_KUBE_CONTEXT`` (its current context by default), ``BALLAST_KUBE_NAMESPACE``
+  (the namespace of a service named without one: the context's, in a pod its own).
+- ``BALLAST_BALANCERS_SERVICE`` — on Kubernetes, instead of ``BALLAST_BALANCERS``: the
+  balancers' headless admin Service (``ballast/ballast-balancer-admin``); its
+  EndpointSlices are the replicas, each named by its pod, followed as they come and go.
+  ``BALLAST_BALANCERS_PORT``: the admin port's name or number (``admin``).
+- ``BALLAST_POD_GONE_GRACE_S`` — an override on a pod that neither the platform nor any
+  balancer has reported for this long ends (audited "pod gone"): 60 by default.
 - ``BALLAST_ADMIN_TOKEN`` / ``BALLAST_ADMIN_TOKEN_FILE`` — the balancers' admin API token.
 - ``BALLAST_ADMIN_CA_FILE`` — the balancers' admin API serves TLS: the CA (PEM) that signed
   its certificate. ``BALLAST_ADMIN_CERT_FILE`` + ``BALLAST_ADMIN_KEY_FILE``: a client
@@ -57,8 +68,12 @@ from dashboard.env import (
     envbool,
     envheader,
     envint,
+    envkubernetes,
     envlist,
+    envplatform,
+    envport,
     envsecret,
+    envservice,
     envstr,
     envtls,
 )
@@ -89,6 +104,23 @@ BALLAST_DASHBOARD_PROCESSES = envint("BALLAST_DASHBOARD_PROCESSES", 1, minimum=1
 # The collector: balancer replica id → admin API address; the token they all take.
 BALLAST_BALANCERS = envaddresses("BALLAST_BALANCERS", "", key=SERVICE_NAME)
 BALLAST_ADMIN_TOKEN = envsecret("BALLAST_ADMIN_TOKEN")
+# The platform (None, or "kubernetes" with its client settings), and on Kubernetes the
+# admin Service whose EndpointSlices are the balancer replicas.
+BALLAST_PLATFORM = envplatform()
+BALLAST_KUBERNETES = envkubernetes() if BALLAST_PLATFORM == "kubernetes" else None
+BALLAST_BALANCERS_SERVICE = envservice("BALLAST_BALANCERS_SERVICE")
+BALLAST_BALANCERS_PORT = envport("BALLAST_BALANCERS_PORT", "admin")
+if BALLAST_BALANCERS_SERVICE and BALLAST_PLATFORM != "kubernetes":
+    raise ImproperlyConfigured(
+        "BALLAST_BALANCERS_SERVICE is set but BALLAST_PLATFORM is not kubernetes: set"
+        " BALLAST_PLATFORM=kubernetes, or list the replicas in BALLAST_BALANCERS"
+    )
+if BALLAST_BALANCERS_SERVICE and BALLAST_BALANCERS:
+    raise ImproperlyConfigured(
+        "BALLAST_BALANCERS and BALLAST_BALANCERS_SERVICE are both set: set one (a static"
+        " list, or the admin Service whose endpoints are the replicas)"
+    )
+BALLAST_POD_GONE_GRACE_S = envint("BALLAST_POD_GONE_GRACE_S", 60, minimum=1)
 BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
 

@@ -25,6 +25,10 @@ class PlatformError(RuntimeError):
     """An action the platform refused or could not do; the message says why."""
 
 
+class RestartRefused(PlatformError):
+    """The platform refuses to restart a pod now (Kubernetes: a PodDisruptionBudget)."""
+
+
 class UnknownPod(PlatformError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])

@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from balancer.discovery import Update
+from balancer.endpoint import Address
 from dashboard.app.history import HISTORY_WINDOW_S, service_history
 from dashboard.app.live import publish_frame, service_group
 from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
+from dashboard.collector.replicas import ReplicaFollower
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from dashboard.control import operations, runtime
 from dashboard.control.orphans import OrphanSweeper
@@ -30,20 +34,68 @@ from platforms.base import Platform
 log = logging.getLogger(__name__)
 
 
+class WatchesServices(Protocol):
+    """A platform that watches a Service's endpoints on a named port (Kubernetes)."""
+
+    def watch_service(
+        self, service: str, *, port: int | str | None = None, namespace: str | None = None
+    ) -> AsyncIterator[Update]: ...
+
+
+@dataclass(frozen=True)
+class BalancerService:
+    """Where the balancer replicas are found: the endpoints of `service` (``namespace/name``
+    or ``name``) on `port` (a name or a number), through the platform."""
+
+    service: str
+    port: int | str = "admin"
+
+
+def balancer_service() -> BalancerService | None:
+    """``BALLAST_BALANCERS_SERVICE`` and ``BALLAST_BALANCERS_PORT``; None when unset."""
+    found = settings.BALLAST_BALANCERS_SERVICE
+    if not found:
+        return None
+    namespace, name = found
+    return BalancerService(f"{namespace}/{name}" if namespace else name,
+                           settings.BALLAST_BALANCERS_PORT)  # fmt: skip
+
+
+def platform_from_settings() -> Platform | None:
+    """The platform ``BALLAST_PLATFORM`` names, made now (None when unset); raises
+    ImproperlyConfigured in one line when the Kubernetes API cannot be configured."""
+    if settings.BALLAST_PLATFORM != "kubernetes":
+        return None
+    # Imported here: only a dashboard on Kubernetes needs the client.
+    from platforms.kubernetes import KubernetesConfigError, KubernetesPlatform
+
+    try:
+        return KubernetesPlatform(settings.BALLAST_KUBERNETES)
+    except KubernetesConfigError as err:
+        raise ImproperlyConfigured(f"BALLAST_PLATFORM=kubernetes: {err}") from None
+
+
 def collector_config(
-    balancers: Mapping[str, str] | None = None, token: str | None = None
+    balancers: Mapping[str, str] | None = None,
+    token: str | None = None,
+    *,
+    discovered: bool | None = None,
 ) -> CollectorConfig:
     """The collector's config: the replicas (`balancers`, id → admin address, and `token`,
     from ``BALLAST_BALANCERS`` and ``BALLAST_ADMIN_TOKEN`` unless given), the services of
-    ``BALLAST_SERVICES`` and ``BALLAST_COLLECTOR_INTERVAL_MS``.
+    ``BALLAST_SERVICES`` and ``BALLAST_COLLECTOR_INTERVAL_MS``. `discovered` (by default:
+    ``BALLAST_BALANCERS_SERVICE`` is set): the replicas are found, none is listed.
 
     Raises ImproperlyConfigured saying what is missing.
     """
+    if discovered is None:
+        discovered = balancers is None and settings.BALLAST_BALANCERS_SERVICE is not None
     balancers = settings.BALLAST_BALANCERS if balancers is None else balancers
     token = settings.BALLAST_ADMIN_TOKEN if token is None else token
-    if not balancers:
+    if not balancers and not discovered:
         raise ImproperlyConfigured(
             "BALLAST_BALANCERS is not set: name the balancers' admin APIs as id=host:port,..."
+            " (on Kubernetes: BALLAST_BALANCERS_SERVICE, their admin Service)"
         )
     if not token:
         raise ImproperlyConfigured(
@@ -88,11 +140,56 @@ class ControlPlane:
     `stop()` first stops the operations this process runs (each undoes its drain while
     the replicas are still reachable), then the rest."""
 
-    def __init__(self, config: CollectorConfig, platform: Platform | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        platform: Platform | None = None,
+        *,
+        balancers: BalancerService | None = None,
+        token: str | None = None,
+    ) -> None:
         self.collector = dashboard_collector(config, platform)
-        self.reconciler = Reconciler(self.collector, config.replicas)
+        self.reconciler = Reconciler(
+            self.collector, config.replicas, pod_gone_grace_s=settings.BALLAST_POD_GONE_GRACE_S
+        )
         self.platform = platform
         self.sweeper: OrphanSweeper | None = None
+        self.follower = None if balancers is None else self._follower(balancers, token)
+
+    def _follower(self, balancers: BalancerService, token: str | None) -> ReplicaFollower:
+        """Replicas from the admin Service's endpoints, named by their pods."""
+        platform = self.platform
+        if platform is None or not hasattr(platform, "watch_service"):
+            raise ImproperlyConfigured(
+                "BALLAST_BALANCERS_SERVICE needs BALLAST_PLATFORM=kubernetes: the replicas are"
+                " found through the Kubernetes API"
+            )
+        watcher: WatchesServices = platform  # type: ignore[assignment]
+        admin_token = token or settings.BALLAST_ADMIN_TOKEN or ""
+        if not admin_token:
+            raise ImproperlyConfigured(
+                "BALLAST_ADMIN_TOKEN is not set: the balancers' admin API needs its token"
+            )
+        tls = settings.BALLAST_ADMIN_TLS
+
+        def target(address: Address) -> ReplicaTarget:
+            return ReplicaTarget(address.endpoint_id, address.target, admin_token, tls)
+
+        return ReplicaFollower(
+            lambda: watcher.watch_service(balancers.service, port=balancers.port),
+            target,
+            self.set_replicas,
+        )
+
+    def set_replicas(self, targets: Sequence[ReplicaTarget]) -> None:
+        """The replicas from now on: the collector follows their streams, the reconciler
+        holds them (a new one gets the desired state at its first snapshot) and the API
+        pushes to them."""
+        targets = tuple(targets)
+        self.collector.set_replicas(targets)
+        self.reconciler.set_targets(targets)
+        if runtime.current().collector is self.collector:
+            runtime.current().replicas = targets
 
     async def start(self) -> None:
         runtime.install(
@@ -106,14 +203,31 @@ class ControlPlane:
         await self.reconciler.start()
         self.sweeper = OrphanSweeper(self.collector, runtime.current().owner)
         await self.sweeper.start()
+        if self.follower is not None:
+            await self.follower.start()
 
     async def stop(self) -> None:
         await operations.stop_owned()
+        if self.follower is not None:
+            await self.follower.stop()
         if self.sweeper is not None:
             await self.sweeper.stop()
         await self.reconciler.stop()
         await self.collector.stop()
         runtime.reset()
+
+
+def control_plane_from_settings() -> ControlPlane:
+    """The control plane as the settings describe it: the platform of ``BALLAST_PLATFORM``
+    and the replicas of ``BALLAST_BALANCERS`` or, found, ``BALLAST_BALANCERS_SERVICE``.
+    Raises ImproperlyConfigured in one line."""
+    platform = platform_from_settings()
+    return ControlPlane(collector_config(), platform, balancers=balancer_service())
+
+
+def collects_here() -> bool:
+    """Whether the settings name the balancers (listed or found)."""
+    return bool(settings.BALLAST_BALANCERS or settings.BALLAST_BALANCERS_SERVICE)
 
 
 class FrameFollower:

@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import grpc
@@ -204,15 +204,14 @@ class Collector:
         # Why publishing last failed; None while it works. A channel layer that is away
         # (Redis down) fails every tick: said once, and once more when it is back.
         self._publish_error: str | None = None
+        self._watches: dict[str, asyncio.Task[None]] = {}  # per replica id, while running
 
     async def start(self) -> None:
         """Starts every task and returns; replicas come up as their streams connect."""
         if self._tasks:
             raise RuntimeError("the collector is already running")
-        self._tasks = [
-            asyncio.create_task(self._watch(r), name=f"collector watch {r.target.id}")
-            for r in self._replicas.values()
-        ]
+        for replica in self._replicas.values():
+            self._start_watch(replica)
         if self._platform is not None:
             self._tasks.append(asyncio.create_task(self._poll_pods(), name="collector pods"))
         self._tasks.append(asyncio.create_task(self._tick_forever(), name="collector ticker"))
@@ -224,6 +223,8 @@ class Collector:
         moment) is cancelled again, so stop() always returns.
         """
         tasks, self._tasks = self._tasks, []
+        tasks += self._watches.values()
+        self._watches = {}
         while pending := [task for task in tasks if not task.done()]:
             for task in pending:
                 task.cancel()
@@ -235,6 +236,50 @@ class Collector:
     async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
         await serve_until(self, shutdown_trigger)
+
+    def _start_watch(self, replica: _Replica) -> None:
+        rid = replica.target.id
+        task = asyncio.create_task(self._watch(replica), name=f"collector watch {rid}")
+        self._watches[rid] = task
+
+    def set_replicas(self, targets: Sequence[ReplicaTarget]) -> None:
+        """Follows exactly `targets` from now on (replicas found by discovery come and go):
+        a new one gets its stream (when running), one that left loses its stream and
+        figures, one whose address changed starts again. Frames list them in this order."""
+        wanted = {t.id: t for t in targets}
+        for rid, replica in list(self._replicas.items()):
+            if wanted.get(rid) != replica.target:
+                del self._replicas[rid]
+                task = self._watches.pop(rid, None)
+                if task is not None:
+                    task.cancel()
+        running = bool(self._tasks)
+        kept, self._replicas = self._replicas, {}
+        for rid, target in wanted.items():
+            self._replicas[rid] = kept.get(rid) or _Replica(target)
+            if running and rid not in self._watches:
+                self._start_watch(self._replicas[rid])
+        self.config = replace(self.config, replicas=tuple(targets))
+
+    @property
+    def targets(self) -> tuple[ReplicaTarget, ...]:
+        """The replicas followed now."""
+        return tuple(r.target for r in self._replicas.values())
+
+    @property
+    def streaming(self) -> list[str]:
+        """The ids of the replicas whose snapshot stream task runs now."""
+        return sorted(rid for rid, task in self._watches.items() if not task.done())
+
+    @property
+    def lists_pods(self) -> bool:
+        """Whether a platform gives this collector the pods."""
+        return self._platform is not None
+
+    def pods(self, deployment: str) -> list[PodFacts] | None:
+        """The deployment's pods at the platform's last list; None before one (or without
+        a platform)."""
+        return self._pods.get(deployment)
 
     def replica_frames(self) -> list[ReplicaFrame]:
         """Every configured replica, whether its stream is up and whether it holds the

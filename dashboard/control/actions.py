@@ -199,7 +199,8 @@ def push(service: str, commands: Sequence[Command]) -> list[dict[str, Any]]:
     targets = replicas()
     if not targets:
         raise Unavailable(
-            "no balancer replica is configured: set BALLAST_BALANCERS (id=host:port,...)"
+            "no balancer replica is configured: set BALLAST_BALANCERS (id=host:port,...);"
+            " on Kubernetes none was found (yet) in BALLAST_BALANCERS_SERVICE"
         )
     _note_change()
     down = _down_replicas(service)

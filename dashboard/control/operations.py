@@ -23,7 +23,7 @@ import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -35,7 +35,7 @@ from dashboard.control import actions, runtime
 from dashboard.control.actions import Actor, Conflict, NotFound, Unavailable
 from dashboard.control.desired import endpoint_view
 from dashboard.control.models import AuditEvent, EndpointOverride, Operation
-from platforms.base import Platform
+from platforms.base import Platform, RestartRefused, UnknownPod
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,38 @@ def _begin(actor: Actor, kind: str, service: str, target: str) -> Operation:
     return operation
 
 
+CHECK_TIMEOUT_S = 15.0  # the platform's answer to "may this pod be restarted now?"
+
+
+def _check_restart(actor: Actor, platform: Platform, service: str, pod: str) -> None:
+    """Asks the platform whether the pod may be restarted now, when it can tell without
+    acting (Kubernetes: a dry-run eviction): Conflict with the platform's reason (a
+    PodDisruptionBudget's), audited, before anything is drained."""
+    check = getattr(platform, "check_restart", None)
+    loop = runtime.current().loop
+    if check is None or loop is None:
+        return
+    future = asyncio.run_coroutine_threadsafe(check(pod), loop)
+    try:
+        future.result(timeout=CHECK_TIMEOUT_S)
+    except (UnknownPod, RestartRefused) as err:
+        AuditEvent.objects.create(
+            actor=actor.name, source=actor.source, token=actor.token,
+            action=Operation.Kind.RESTART, service=service, target=pod, before=None,
+            after=None, result=AuditEvent.Result.FAILED, detail=str(err),
+        )  # fmt: skip
+        raise (NotFound if isinstance(err, UnknownPod) else Conflict)(str(err)) from None
+    except Exception as err:  # the API in trouble: the eviction itself will say why
+        future.cancel()
+        log.warning("could not ask whether pod %s may be restarted now: %s", pod, err)
+
+
 def start_restart(actor: Actor, service: str, pod: str) -> Operation:
-    """Starts restarting `pod` of `service`; returns the running operation."""
+    """Starts restarting `pod` of `service`; returns the running operation. Conflict
+    (409) at once when the platform already refuses (a PodDisruptionBudget)."""
     actions.balanced_pod(service, pod)
     platform = _platform()
+    _check_restart(actor, platform, service, pod)
     operation = _begin(actor, Operation.Kind.RESTART, service, pod)
     steps = _run(operation.pk, actor, lambda op: _restart_one(op, actor, platform, pod))
     _schedule(operation.pk, steps)
@@ -128,10 +156,16 @@ def start_restart(actor: Actor, service: str, pod: str) -> Operation:
 
 
 def start_rollout_restart(actor: Actor, service: str) -> Operation:
-    """Starts restarting every pod of the service's deployment, one at a time."""
+    """Starts restarting every pod of the service's deployment, one at a time: pod by
+    pod through `_restart_one`, or, on a platform that rolls out itself (Kubernetes),
+    by its own rolling update, whose progress the operation's detail shows."""
     actions.known_service(service)
     platform = _platform()
     operation = _begin(actor, Operation.Kind.ROLLOUT_RESTART, service, service)
+    if getattr(platform, "rolls_out_itself", False):
+        steps = _run(operation.pk, actor, lambda op: _platform_rollout(op, platform))
+        _schedule(operation.pk, steps)
+        return operation
 
     async def rollout(op: Operation) -> None:
         pods = [p.name for p in await platform.list_pods(service)]
@@ -236,6 +270,64 @@ def _stop_actor(op: Operation, actor: Actor) -> Actor:
     """Who the steps undo a drain as: whoever stopped the operation, else its actor."""
     handle = _handles.get(op.pk)
     return handle.stop.actor if handle is not None and handle.stop is not None else actor
+
+
+class RollsOut(Protocol):
+    """A platform whose rollout restart is its own rolling update, followed by `progress`."""
+
+    async def rollout_restart(
+        self, deployment: str, progress: Callable[[str], None] | None = None
+    ) -> None: ...
+
+
+ROLLOUT_GOES_ON = "the platform's rollout goes on (it replaces the pods itself)"
+
+
+async def _platform_rollout(op: Operation, platform: Platform) -> None:
+    """The platform's own rollout restart (Kubernetes: the Deployment's rolling update;
+    discovery drains each terminating pod's endpoint), its progress in the detail, then
+    until every ready pod is READY on every balancer."""
+    service = op.service
+    rolling: RollsOut = platform  # type: ignore[assignment]
+    await _note(op, step=Operation.Step.RESTARTING, detail="rollout restart requested")
+    states: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.create_task(rolling.rollout_restart(service, progress=states.put_nowait))
+    try:
+        await _follow(op, task, states)
+    except BaseException:
+        if (handle := _handles.get(op.pk)) is not None and not task.done():
+            handle.undone = ROLLOUT_GOES_ON
+        raise
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await _note(op, step=Operation.Step.WAITING_READY)
+    await _wait(
+        lambda: _pods_ready_everywhere(service, platform),
+        READY_TIMEOUT_S, "every ready pod to be READY on every balancer", op,
+    )  # fmt: skip
+
+
+async def _follow(op: Operation, task: asyncio.Task[None], states: asyncio.Queue[str]) -> None:
+    """Notes each progress state of `task` in the detail until it ends (raises what it
+    raised); stops at once when the operation is asked to."""
+    while True:
+        await asyncio.wait({task}, timeout=POLL_S)
+        latest = ""
+        while not states.empty():
+            latest = states.get_nowait()
+        if latest:
+            await _note(op, detail=latest)
+        if task.done():
+            task.result()
+            return
+        _check(op)
+
+
+async def _pods_ready_everywhere(service: str, platform: Platform) -> bool:
+    pods = [p.name for p in await platform.list_pods(service) if p.ready]
+    return bool(pods) and all(_ready_everywhere(service, pod) for pod in pods)
 
 
 async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str) -> None:

@@ -19,6 +19,11 @@ Audit events pending on replicas that were down (`AuditEvent.pending_replicas`)
 are settled here: once a replica is seen holding the desired state, it is taken off
 the list and the detail says when; an event with no replica left becomes ok.
 
+Pods come and go with new names: an override on a pod that neither the platform (its
+last list of the service's pods) nor any replica that is up has reported for
+`pod_gone_grace_s` is ended — deleted and audited by the system as "pod gone". Nothing
+is judged gone while no replica is up, or before the platform's first list.
+
 Replica snapshots are stamped with the replica's clock and changes with this
 process's: the two are assumed to agree to well under a second (NTP).
 """
@@ -39,7 +44,13 @@ from django.utils import timezone
 
 from balancer.admin.v1 import admin_pb2
 from dashboard.collector.runner import Collector, ReplicaTarget
-from dashboard.control.desired import Command, EndpointWant, ServiceWant, commands_for
+from dashboard.control.desired import (
+    Command,
+    EndpointWant,
+    ServiceWant,
+    commands_for,
+    endpoint_view,
+)
 from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride, Operation
 from dashboard.control.push import push
 
@@ -47,6 +58,10 @@ log = logging.getLogger(__name__)
 
 
 INTERVAL_S = 1.0
+# How long a pod must be missing from the platform and every replica before an override
+# on it ends: longer than a replica takes to reconnect and the platform to list again.
+POD_GONE_GRACE_S = 60.0
+POD_GONE = "pod_gone"
 # A snapshot older than this many collector intervals (and at least STALE_MIN_S) says
 # nothing about the replica now: it is not judged (a paused replica's last picture).
 STALE_INTERVALS = 4
@@ -192,6 +207,39 @@ def _settle(
     event.save(update_fields=["pending_replicas", "detail", "result"])
 
 
+def overridden_endpoints() -> list[tuple[str, str]]:
+    """(service, endpoint) of every endpoint override, but those a running restart owns
+    (it ends its own override)."""
+    restarting, _ = _running_operations()
+    return [
+        (service, endpoint)
+        for service, endpoint in EndpointOverride.objects.values_list("service", "endpoint_id")
+        if endpoint not in restarting.get(service, ())
+    ]
+
+
+def end_gone_overrides(gone: Iterable[tuple[str, str]], grace_s: float) -> int:
+    """Deletes the overrides of pods that are gone, each audited (system, "pod gone").
+    Returns how many ended."""
+    ended = 0
+    with transaction.atomic():
+        for service, endpoint in gone:
+            for o in EndpointOverride.objects.select_for_update().filter(
+                service=service, endpoint_id=endpoint
+            ):
+                AuditEvent.objects.create(
+                    actor="ballast", source=AuditEvent.Source.SYSTEM, action=POD_GONE,
+                    service=service, target=endpoint,
+                    before={"weight": o.weight, "drained": o.drained}, after=None,
+                    result=AuditEvent.Result.OK,
+                    detail=f"pod gone: neither the platform nor any balancer has reported it"
+                    f" for {grace_s:g} s; its override ended",
+                )  # fmt: skip
+                o.delete()
+                ended += 1
+    return ended
+
+
 def _utc(unix_ms: int) -> str:
     return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -209,16 +257,26 @@ class Reconciler:
         *,
         interval_s: float = INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        pod_gone_grace_s: float = POD_GONE_GRACE_S,
     ) -> None:
         self.collector = collector
         self.targets = tuple(targets)
         self.interval_s = interval_s
+        self.pod_gone_grace_s = pod_gone_grace_s
+        self._missing_since: dict[tuple[str, str], float] = {}
         self._clock = clock
         self._stale_ms = 1000 * max(STALE_MIN_S, STALE_INTERVALS * collector.config.interval_s)
         self._clusters = {s: t.cluster for s, t in collector.config.services.items()}
         self._pushed_at_ms: dict[str, int] = {}
         self._noted_change_ms = 0
         self._task: asyncio.Task[None] | None = None
+
+    def set_targets(self, targets: Sequence[ReplicaTarget]) -> None:
+        """The replicas from now on (found by discovery): a new one is judged, and given
+        what it lacks, from its first snapshot; what was kept of one that left goes."""
+        self.targets = tuple(targets)
+        ids = {t.id for t in self.targets}
+        self._pushed_at_ms = {k: v for k, v in self._pushed_at_ms.items() if k in ids}
 
     def note_change(self) -> None:
         """An act changed the desired state and pushes it (`actions`, on this loop): no
@@ -252,6 +310,7 @@ class Reconciler:
 
     async def reconcile_once(self) -> None:
         await sync_to_async(expire_overrides)([t.id for t in self.targets])
+        await self.end_gone_pods()
         # Snapshots first, then the desired state: a snapshot showing a change was taken
         # after the change was saved, so the desired state read next includes it. Read
         # the other way round, a pass could undo a change made between the two reads.
@@ -274,6 +333,41 @@ class Reconciler:
         await asyncio.gather(*(self._apply(target, commands) for target, commands in sends))
         if held:
             await sync_to_async(settle_pending)(held, [t.id for t in self.targets])
+
+    async def end_gone_pods(self) -> None:
+        """Ends the overrides of pods missing for `pod_gone_grace_s` (see the module)."""
+        overridden = await sync_to_async(overridden_endpoints)()
+        now = self._clock()
+        missing = self._missing(overridden)
+        self._missing_since = {k: self._missing_since.get(k, now) for k in missing}
+        gone = [
+            k for k, since in self._missing_since.items() if now - since >= self.pod_gone_grace_s
+        ]
+        if gone:
+            ended = await sync_to_async(end_gone_overrides)(gone, self.pod_gone_grace_s)
+            log.info("ended %d override(s) of pods that are gone: %s", ended, gone)
+            for k in gone:
+                self._missing_since.pop(k, None)
+
+    def _missing(self, overridden: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The overridden endpoints no up replica and no platform list reports now; none
+        while no replica is up, or the platform has not listed the service's pods."""
+        snapshots = [s for s in self.collector.snapshots().values() if s is not None]
+        if not snapshots:
+            return set()
+        services = self.collector.config.services
+        missing = set()
+        for service, endpoint in overridden:
+            target = services.get(service)
+            cluster = target.cluster if target is not None else service
+            if any(endpoint in endpoint_view(s, cluster) for s in snapshots):
+                continue
+            pods = self.collector.pods(target.deployment if target is not None else service)
+            if pods is None and self.collector.lists_pods:
+                continue  # not listed yet: cannot tell
+            if not any(p.name == endpoint for p in pods or ()):
+                missing.add((service, endpoint))
+        return missing
 
     def _judge(
         self, target: ReplicaTarget, snapshot: admin_pb2.Snapshot, desired: Desired

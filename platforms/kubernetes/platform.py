@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kubernetes import client
 
 from balancer.discovery import Update
-from platforms.base import Platform, PlatformError, PodFacts, UnknownDeployment, UnknownPod
+from platforms.base import (
+    Platform,
+    PlatformError,
+    PodFacts,
+    RestartRefused,
+    UnknownDeployment,
+    UnknownPod,
+)
 from platforms.kubernetes.config import KubernetesSettings, api_client, split_name
 from platforms.kubernetes.pods import match_labels_selector, pod_facts
 from platforms.kubernetes.slices import Port
@@ -33,7 +40,7 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 _TOO_MANY_REQUESTS = 429
 
 
-class EvictionRefused(PlatformError):
+class EvictionRefused(RestartRefused):
     """The Eviction API refused (429): a PodDisruptionBudget allows no disruption now."""
 
 
@@ -43,6 +50,10 @@ class KubernetesPlatform:
     `api` and `namespace` default to what `settings` configure (raises
     KubernetesConfigError when that fails). `rng` jitters the watches' backoff.
     """
+
+    # A rollout restart is the Deployment's own rolling update (`rollout_restart`), not
+    # the control plane's pod-by-pod restarts; terminating endpoints drain by discovery.
+    rolls_out_itself = True
 
     def __init__(
         self,
@@ -140,6 +151,19 @@ class KubernetesPlatform:
 
     # --- actions ----------------------------------------------------------------------------
 
+    async def check_restart(self, name: str) -> None:
+        """Asks the Eviction API whether the pod may be evicted now, without evicting it
+        (dryRun=All): raises UnknownPod, or EvictionRefused when a PodDisruptionBudget
+        forbids it (the same answer `restart_pod` would get, before anything is drained)."""
+        ns, pod = self._pod(name)
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod, namespace=ns))
+        try:
+            await self._call(
+                self._core.create_namespaced_pod_eviction, pod, ns, body, dry_run="All"
+            )
+        except client.ApiException as err:
+            raise _eviction_error(ns, pod, err) from None
+
     async def restart_pod(self, name: str) -> None:
         """Evicts the pod (policy/v1 Eviction: PodDisruptionBudgets apply), then waits until
         it is gone or terminating; its controller starts the replacement. Never deletes.
@@ -152,14 +176,7 @@ class KubernetesPlatform:
         try:
             await self._call(self._core.create_namespaced_pod_eviction, pod, ns, body)
         except client.ApiException as err:
-            if err.status == 404:
-                raise UnknownPod(f"pod {ns}/{pod} not found") from None
-            if err.status == _TOO_MANY_REQUESTS:
-                raise EvictionRefused(
-                    f"pod {ns}/{pod} was not evicted: {_message(err)} (a PodDisruptionBudget"
-                    " allows no disruption now); the pod keeps running"
-                ) from None
-            raise _platform_error(f"evicting pod {ns}/{pod}", err) from None
+            raise _eviction_error(ns, pod, err) from None
         await self._until_gone(ns, pod)
 
     def _pod(self, name: str) -> tuple[str, str]:
@@ -260,6 +277,17 @@ def _message(err: client.ApiException) -> str:
         return str(json.loads(err.body or "{}").get("message") or err.reason)
     except (ValueError, AttributeError):
         return str(err.reason)
+
+
+def _eviction_error(namespace: str, pod: str, err: client.ApiException) -> PlatformError:
+    if err.status == 404:
+        return UnknownPod(f"pod {namespace}/{pod} not found")
+    if err.status == _TOO_MANY_REQUESTS:
+        return EvictionRefused(
+            f"pod {namespace}/{pod} was not evicted: {_message(err)} (a PodDisruptionBudget"
+            " allows no disruption now); the pod keeps running"
+        )
+    return _platform_error(f"evicting pod {namespace}/{pod}", err)
 
 
 def _platform_error(doing: str, err: client.ApiException) -> PlatformError:

@@ -129,6 +129,8 @@ class FakeKubernetes:
         self.fail_requests = 0
         # Pod names whose eviction a PodDisruptionBudget forbids (429).
         self.refused_evictions: set[str] = set()
+        # False: a dry run passes them (the budget changes between a check and the eviction).
+        self.refuse_dry_runs = True
         # Called (outside the lock) after a pod is evicted: a test's "ReplicaSet".
         self.on_evicted: Callable[[str, str], None] | None = None
         self._store = _Store()
@@ -382,13 +384,17 @@ class FakeKubernetes:
             and _matches(obj, watch.selector)
         ]
 
-    def evict(self, namespace: str, name: str) -> tuple[int, Obj]:
+    def evict(self, namespace: str, name: str, *, dry_run: bool = False) -> tuple[int, Obj]:
+        """An eviction; `dry_run` (?dryRun=All) answers the same without evicting."""
         if self._get(PODS, namespace, name) is None:
             return 404, _status(404, "NotFound", f'pods "{name}" not found')
-        if name in self.refused_evictions:
+        if name in self.refused_evictions and (self.refuse_dry_runs or not dry_run):
             return 429, _status(
                 429, "TooManyRequests",
                 "Cannot evict pod as it would violate the pod's disruption budget.")  # fmt: skip
+        if dry_run:
+            return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                         "status": "Success", "code": 201}  # fmt: skip
         self.delete_pod(name, namespace)
         if self.on_evicted is not None:
             self.on_evicted(namespace, name)
@@ -551,7 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(*((200, pod) if pod else (404, _status(
                 404, "NotFound", f'pods "{args[1]}" not found'))))  # fmt: skip
         elif name == "eviction" and method == "POST":
-            self._json(*api.evict(args[0], args[1]))
+            self._json(*api.evict(args[0], args[1], dry_run=query.get("dryRun") == "All"))
         elif name == "deployment" and method == "GET":
             self._json(*api.read_deployment(args[0], args[1]))
         elif name == "deployment" and method == "PATCH":
