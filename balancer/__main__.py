@@ -99,6 +99,7 @@ def _write_ready_file(path: Path, balancer: Balancer) -> None:
         "listeners": balancer.listen_addresses,
         "admin": balancer.admin_address,
         "metrics": balancer.metrics_address,
+        "xds": balancer.xds_address,
         "pid": os.getpid(),
     }
     partial = path.with_name(path.name + ".partial")

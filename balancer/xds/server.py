@@ -1,0 +1,79 @@
+"""The xDS server: ADS on its own port, fed from the balancer's clusters.
+
+Proxyless gRPC clients (any language, `xds:///<cluster>` targets, a bootstrap
+file naming this server) get the same endpoint states the proxy uses and
+balance every call themselves: no hop. Composed by the balancer process; it
+reads cluster state only and never touches the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import grpc
+import grpc.aio
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from balancer.admin.auth import TokenAuth
+from balancer.cluster import Cluster
+from balancer.config import XdsConfig
+from balancer.server import bind
+from balancer.xds.ads import AdsService, ClientStatus
+from balancer.xds.cache import SnapshotCache
+from balancer.xds.publisher import DEFAULT_DEBOUNCE_S, Publisher
+from balancer.xds.resources import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class XdsServer:
+    """Serves ADS for `clusters` as `config` says: `start()`, then `stop()`.
+
+    After `start`, `address` is the bound `host:port` (the real port when the
+    config says 0).
+    """
+
+    def __init__(
+        self,
+        clusters: Iterable[Cluster],
+        config: XdsConfig,
+        *,
+        debounce_s: float = DEFAULT_DEBOUNCE_S,
+    ) -> None:
+        self._config = config
+        self.cache = SnapshotCache()
+        self.publisher = Publisher(clusters, self.cache, debounce_s=debounce_s)
+        self.ads = AdsService(self.cache)
+        self._server: grpc.aio.Server | None = None
+        self.address: str | None = None
+
+    async def start(self) -> None:
+        """Publishes the clusters' state, binds and serves; raises ListenError when it cannot."""
+        interceptors = [] if self._config.token is None else [TokenAuth(self._config.token)]
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        self.address = bind(server, self._config.address, "xDS server", self._config.tls)
+        self.publisher.start()
+        await server.start()
+        self._server = server
+        log.info(
+            "xDS server on %s%s%s",
+            self.address,
+            "" if self._config.tls is None else " (TLS)",
+            "" if self._config.token is None else " (bearer token)",
+        )
+
+    def snapshot(self) -> Snapshot:
+        """The resources every client is being given now."""
+        return self.cache.snapshot("")
+
+    def clients(self) -> list[ClientStatus]:
+        """The connected clients: node id, peer, and per type what they ACKed or NACKed."""
+        return list(self.ads.clients.values())
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        self.publisher.stop()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
