@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 
+from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.discovery import Add, Remove
+from balancer.endpoint import Address
 from balancer.server import Balancer
-from balancer.xds.resources import TYPES
+from balancer.xds.resources import CLUSTER, ENDPOINT, TYPES, build_resources
 from balancer.xds.server import XdsServer
-from tests.support.balancing import config
+from tests.support.balancing import ADMIN_TOKEN, config
 from tests.support.waiting import wait_for
 from tests.support.xds import XdsClientProcess, write_bootstrap
 
 pytestmark = pytest.mark.timeout(120)
 
+AUTH = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 ClientFactory = Callable[[str], Awaitable[XdsClientProcess]]
 
 
@@ -79,3 +86,97 @@ async def test_it_makes_shares_follow_weights(backends, balancers, xds_clients):
     shares = {name: n / 4000 for name, n in answer["counts"].items()}
     expected = {"pod-a": 1 / 8, "pod-b": 2 / 8, "pod-c": 5 / 8}
     assert all(abs(shares[name] - share) < 0.03 for name, share in expected.items()), shares
+
+
+def _eds_version(server: XdsServer) -> int:
+    return int(server.snapshot().version(ENDPOINT))
+
+
+async def test_it_stops_new_calls_to_a_drained_pod_within_one_push(
+    backends, balancers, xds_clients
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    balancer = await balancers(config([a, b], admin={}, xds={"address": "127.0.0.1:0"}))
+    server = _xds(balancer)
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=20)
+    await wait_for(lambda: _all_acked(server, "client-1"), what="first config ACKed")
+    await client.request(op="open_streams", n=10, messages=10, delay_ms=200)
+    await wait_for(lambda: a.in_flight + b.in_flight == 10, what="10 streams open")
+    assert a.in_flight > 0
+    version_before = _eds_version(server)
+    calls_before = a.calls
+
+    assert balancer.admin_address is not None
+    async with grpc.aio.insecure_channel(balancer.admin_address) as channel:
+        request = admin_pb2.DrainRequest(cluster="echo", endpoint_id="pod-a")
+        await admin_pb2_grpc.AdminStub(channel).Drain(request, metadata=AUTH)
+    await wait_for(lambda: _eds_version(server) > version_before, what="the drain pushed")
+    await wait_for(lambda: _all_acked(server, "client-1"), what="drain ACKed")
+
+    assert _eds_version(server) == version_before + 1  # one push
+    answer = await client.request(op="calls", n=50)
+    assert answer == {"counts": {"pod-b": 50}, "errors": {}}
+    assert a.calls == calls_before  # not one new call reached the drained pod
+    streams = await client.request(op="finish_streams")
+    assert streams["codes"] == {"OK": 10}
+    assert streams["messages"] == [10] * 10  # the drained pod's streams finished whole
+
+
+async def _in_sync_after_push(server: XdsServer, version_before: int) -> None:
+    await wait_for(lambda: _eds_version(server) > version_before, what="a push")
+    await wait_for(lambda: _all_acked(server, "client-1"), what="the push ACKed")
+
+
+async def test_it_follows_endpoints_added_and_removed_by_discovery(
+    backends, balancers, xds_clients
+):
+    a, b, c = await backends("pod-a"), await backends("pod-b"), await backends("pod-c")
+    balancer = await balancers(config([a, b], xds={"address": "127.0.0.1:0"}))
+    server, cluster = _xds(balancer), balancer.clusters["echo"]
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=20)
+
+    version = _eds_version(server)
+    cluster.apply(Add((Address("127.0.0.1", c.port, pod_name="pod-c"),)))
+    await _in_sync_after_push(server, version)
+    added = await client.request(op="calls", n=60)
+    assert added["errors"] == {} and added["counts"].get("pod-c", 0) > 0
+
+    version = _eds_version(server)
+    cluster.apply(Remove(("pod-a",)))
+    await _in_sync_after_push(server, version)
+    calls_before = a.calls
+    removed = await client.request(op="calls", n=60)
+    assert removed["errors"] == {} and set(removed["counts"]) == {"pod-b", "pod-c"}
+    assert a.calls == calls_before
+
+
+async def test_it_keeps_and_shows_a_nack_of_an_invalid_update(
+    backends, balancers, xds_clients, caplog
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    balancer = await balancers(config([a, b], xds={"address": "127.0.0.1:0"}))
+    server, cluster = _xds(balancer), balancer.clusters["echo"]
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=10)
+    await wait_for(lambda: _all_acked(server, "client-1"), what="first config ACKed")
+    good_version = server.snapshot().version(CLUSTER)
+
+    invalid = build_resources(balancer.clusters.values())
+    invalid[CLUSTER]["echo"].type = cluster_pb2.Cluster.DiscoveryType.STATIC  # gRPC: EDS only
+    server.cache.set_snapshot(invalid)
+    (status,) = server.clients()
+    await wait_for(lambda: CLUSTER in status.pending_nacks(), what="a NACK")
+
+    nack = status.pending_nacks()[CLUSTER]
+    assert nack.version == server.snapshot().version(CLUSTER) != good_version
+    assert nack.message  # the client's own words
+    assert status.types[CLUSTER].acked_version == good_version
+    assert f"NACKed CDS version {nack.version}: {nack.message}" in caplog.text
+    still = await client.request(op="calls", n=10)  # the client kept its last good config
+    assert still["errors"] == {} and sum(still["counts"].values()) == 10
+
+    cluster.set_weight("pod-a", 50)  # the next change publishes valid resources again
+    await wait_for(lambda: not status.pending_nacks(), what="the NACK cleared by an ACK")
+    assert status.types[CLUSTER].acked_version == server.snapshot().version(CLUSTER)
