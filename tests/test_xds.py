@@ -9,8 +9,10 @@ import grpc
 import grpc.aio
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.config import ConfigError, XdsConfig, config_from_dict
 from balancer.discovery import Add, Remove
 from balancer.endpoint import Address
 from balancer.server import Balancer
@@ -23,7 +25,7 @@ from tests.support.xds import XdsClientProcess, write_bootstrap
 pytestmark = pytest.mark.timeout(120)
 
 AUTH = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
-ClientFactory = Callable[[str], Awaitable[XdsClientProcess]]
+TOKEN = "test-xds-token-0123456789"
 
 
 def _xds(balancer: Balancer) -> XdsServer:
@@ -180,3 +182,63 @@ async def test_it_keeps_and_shows_a_nack_of_an_invalid_update(
     cluster.set_weight("pod-a", 50)  # the next change publishes valid resources again
     await wait_for(lambda: not status.pending_nacks(), what="the NACK cleared by an ACK")
     assert status.types[CLUSTER].acked_version == server.snapshot().version(CLUSTER)
+
+
+@pytest.mark.parametrize("policy", ["least_request", "peak_ewma", "random"])
+async def test_it_falls_back_to_weighted_round_robin_visibly(
+    policy, backends, balancers, xds_clients, caplog
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    balancer = await balancers(config([a, b], xds={"address": "127.0.0.1:0"}))
+    server = _xds(balancer)
+    balancer.clusters["echo"].set_policy(policy)
+    await wait_for(lambda: f"policy {policy} cannot be sent" in caplog.text, what="the warning")
+
+    sent = server.snapshot().resources[CLUSTER]["echo"]
+    assert sent.lb_policy == cluster_pb2.Cluster.LbPolicy.ROUND_ROBIN
+    client = await xds_clients(balancer)
+    answer = await client.request(op="calls", n=20)
+    assert answer["errors"] == {} and sum(answer["counts"].values()) == 20
+    assert "they balance by weighted round robin" in caplog.text
+
+
+def _config_with_xds(xds: dict[str, object], environ: dict[str, str] | None = None):
+    data = {
+        "clusters": [{"name": "echo", "discovery": {"endpoints": ["127.0.0.1:1"]}}],
+        "xds": xds,
+    }
+    return config_from_dict(data, environ or {})
+
+
+def test_it_is_off_without_an_xds_table_or_when_disabled():
+    assert _config_with_xds({"enabled": False}).xds is None
+    data = {"clusters": [{"name": "echo", "discovery": {"endpoints": ["127.0.0.1:1"]}}]}
+    assert config_from_dict(data, {}).xds is None
+    assert _config_with_xds({}).xds == XdsConfig(address="127.0.0.1:18000")
+
+
+def test_it_refuses_a_non_loopback_address_without_a_token():
+    with pytest.raises(ConfigError, match="not a loopback address and the xDS server has no token"):
+        _config_with_xds({"address": "0.0.0.0:18000"})
+    config = _config_with_xds({"address": "0.0.0.0:18000"}, {"BALLAST_XDS_TOKEN": TOKEN})
+    assert config.xds is not None and config.xds.token == TOKEN
+    with pytest.raises(ConfigError, match=r"xds\.adress: unknown key; did you mean 'address'"):
+        _config_with_xds({"adress": "127.0.0.1:1"})
+
+
+async def test_it_refuses_a_stream_without_the_token(backends, balancers):
+    a = await backends("pod-a")
+    balancer = await balancers(config([a], xds={"address": "127.0.0.1:0", "token": TOKEN}))
+    assert balancer.xds_address is not None
+    async with grpc.aio.insecure_channel(balancer.xds_address) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        request = discovery_pb2.DiscoveryRequest(type_url=CLUSTER, resource_names=["echo"])
+        refused = stub.StreamAggregatedResources(iter([request]))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused.read()
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        auth = (("authorization", f"Bearer {TOKEN}"),)
+        allowed = stub.StreamAggregatedResources(iter([request]), metadata=auth)
+        response = await allowed.read()
+        assert response.type_url == CLUSTER and len(response.resources) == 1
+        allowed.cancel()
