@@ -328,8 +328,11 @@ class XdsConfig:
     address: str = "127.0.0.1:18000"
     token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
     tls: ServerTls | None = None
+    # How often proxyless clients send load reports (LRS), per-pod calls they made.
+    load_report_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
+        _positive("load_report_interval_s", self.load_report_interval_s)
         host, _ = parse_address(self.address)
         if self.token is None and not is_loopback(host):
             raise ValueError(
@@ -660,10 +663,11 @@ def _xds(t: _Table, environ: Mapping[str, str]) -> XdsConfig | None:
     token = t.get("token", str) or environ.get(token_env) or None
     if not t.get("enabled", bool, True):
         with t.building():
-            t.get("address", str), t.get("tls", dict)
+            t.get("address", str), t.get("tls", dict), t.get("load_report_interval_s", float)
         return None
     return _build(t, XdsConfig, {"address": t.get("address", str), "token": token,
-        "tls": _server_tls(t)})  # fmt: skip
+        "tls": _server_tls(t),
+        "load_report_interval_s": t.get("load_report_interval_s", float)})  # fmt: skip
 
 
 def _control_plane(t: _Table, environ: Mapping[str, str]) -> ControlPlaneConfig:

@@ -214,7 +214,7 @@ class Balancer:
         from balancer.xds.server import XdsServer
 
         assert self.config.xds is not None
-        self.xds = XdsServer(self.clusters.values(), self.config.xds)
+        self.xds = XdsServer(self.clusters, self.config.xds)
         await self.xds.start()
         self.xds_address = self.xds.address
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -118,7 +119,7 @@ async def test_it_stops_new_calls_to_a_drained_pod_within_one_push(
 
     assert _eds_version(server) == version_before + 1  # one push
     answer = await client.request(op="calls", n=50)
-    assert answer == {"counts": {"pod-b": 50}, "errors": {}}
+    assert answer["counts"] == {"pod-b": 50} and answer["errors"] == {}
     assert a.calls == calls_before  # not one new call reached the drained pod
     streams = await client.request(op="finish_streams")
     assert streams["codes"] == {"OK": 10}
@@ -242,3 +243,31 @@ async def test_it_refuses_a_stream_without_the_token(backends, balancers):
         response = await allowed.read()
         assert response.type_url == CLUSTER and len(response.resources) == 1
         allowed.cancel()
+
+
+async def test_it_counts_the_calls_clients_report_per_pod(backends, balancers, xds_clients):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    xds = {"address": "127.0.0.1:0", "load_report_interval_s": 0.2}
+    balancer = await balancers(config([a, b], xds=xds))
+    loads = _xds(balancer).loads
+    client = await xds_clients(balancer)
+
+    ok = await client.request(op="calls", n=40)
+    failed = await client.request(op="calls", n=10, metadata={"x-fail-code": "INTERNAL"})
+
+    assert failed["errors"] == {"INTERNAL": 10}
+    issued = Counter(ok["counts"]) + Counter(failed["failed_on"])
+
+    def reported() -> dict[str, tuple[int, int, int]]:
+        return {
+            pod: (c.issued, c.succeeded, c.errored)
+            for pod in ("pod-a", "pod-b")
+            if (c := loads.counters("echo", pod)).issued
+        }
+
+    expected = {
+        pod: (issued[pod], ok["counts"].get(pod, 0), failed["failed_on"].get(pod, 0))
+        for pod in issued
+    }
+    await wait_for(lambda: reported() == expected, timeout_s=20, what=f"LRS == {expected}")
+    assert all(loads.counters("echo", pod).in_progress == 0 for pod in issued)

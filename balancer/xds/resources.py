@@ -74,7 +74,7 @@ def build_resources(clusters: Iterable[Cluster]) -> dict[str, dict[str, Message]
     for cluster in clusters:
         out[LISTENER][cluster.name] = listener(cluster.name)
         out[ROUTE][cluster.name] = route_configuration(cluster.name)
-        out[CLUSTER][cluster.name] = xds_cluster(cluster.name, cluster.policy)
+        out[CLUSTER][cluster.name] = xds_cluster(cluster.name)
         out[ENDPOINT][cluster.name] = load_assignment(cluster)
     return out
 
@@ -115,11 +115,13 @@ def route_configuration(name: str) -> route_pb2.RouteConfiguration:
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[host])
 
 
-def xds_cluster(name: str, policy: str) -> cluster_pb2.Cluster:
-    """CDS: endpoints come over ADS; round robin across localities weighted by weight.
+def xds_cluster(name: str) -> cluster_pb2.Cluster:
+    """CDS: endpoints come over ADS; round robin across localities weighted by weight;
+    load reports (LRS) to this same server.
 
-    Only round_robin is sent as itself: least_request, peak_ewma and random become
-    weighted round robin (a warning says so where the snapshot is built).
+    Every policy is sent as round robin: with one endpoint per locality, the locality
+    weights decide, and least_request, peak_ewma and random cannot be expressed (a
+    warning says so where the snapshot is built).
     """
     return cluster_pb2.Cluster(
         name=name,
@@ -128,6 +130,7 @@ def xds_cluster(name: str, policy: str) -> cluster_pb2.Cluster:
             eds_config=_ads(), service_name=name
         ),
         lb_policy=cluster_pb2.Cluster.LbPolicy.ROUND_ROBIN,
+        lrs_server=config_source_pb2.ConfigSource(self=config_source_pb2.SelfConfigSource()),
     )
 
 

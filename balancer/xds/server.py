@@ -1,4 +1,4 @@
-"""The xDS server: ADS on its own port, fed from the balancer's clusters.
+"""The xDS server: ADS and LRS on its own port, fed from the balancer's clusters.
 
 Proxyless gRPC clients (any language, `xds:///<cluster>` targets, a bootstrap
 file naming this server) get the same endpoint states the proxy uses and
@@ -9,11 +9,12 @@ reads cluster state only and never touches the proxy.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import grpc
 import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.load_stats.v3 import lrs_pb2_grpc
 
 from balancer.admin.auth import TokenAuth
 from balancer.cluster import Cluster
@@ -21,6 +22,7 @@ from balancer.config import XdsConfig
 from balancer.server import bind
 from balancer.xds.ads import AdsService, ClientStatus
 from balancer.xds.cache import SnapshotCache
+from balancer.xds.lrs import LoadStore, LrsService
 from balancer.xds.publisher import DEFAULT_DEBOUNCE_S, Publisher
 from balancer.xds.resources import Snapshot
 
@@ -36,15 +38,17 @@ class XdsServer:
 
     def __init__(
         self,
-        clusters: Iterable[Cluster],
+        clusters: Mapping[str, Cluster],
         config: XdsConfig,
         *,
         debounce_s: float = DEFAULT_DEBOUNCE_S,
     ) -> None:
         self._config = config
         self.cache = SnapshotCache()
-        self.publisher = Publisher(clusters, self.cache, debounce_s=debounce_s)
+        self.publisher = Publisher(clusters.values(), self.cache, debounce_s=debounce_s)
         self.ads = AdsService(self.cache)
+        self.loads = LoadStore(clusters)
+        self._lrs = LrsService(self.loads, interval_s=config.load_report_interval_s)
         self._server: grpc.aio.Server | None = None
         self.address: str | None = None
 
@@ -53,6 +57,7 @@ class XdsServer:
         interceptors = [] if self._config.token is None else [TokenAuth(self._config.token)]
         server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.ads, server)
+        lrs_pb2_grpc.add_LoadReportingServiceServicer_to_server(self._lrs, server)
         self.address = bind(server, self._config.address, "xDS server", self._config.tls)
         self.publisher.start()
         await server.start()
