@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -271,3 +272,51 @@ async def test_it_counts_the_calls_clients_report_per_pod(backends, balancers, x
     }
     await wait_for(lambda: reported() == expected, timeout_s=20, what=f"LRS == {expected}")
     assert all(loads.counters("echo", pod).in_progress == 0 for pod in issued)
+
+
+async def test_it_shows_clients_nacks_and_proxyless_calls_in_the_admin_snapshot(
+    backends, balancers, xds_clients
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    xds = {"address": "127.0.0.1:0", "load_report_interval_s": 0.2}
+    balancer = await balancers(config([a, b], admin={}, xds=xds))
+    server = _xds(balancer)
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=20)
+    assert balancer.admin_address is not None
+    async with grpc.aio.insecure_channel(balancer.admin_address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        latest: list[admin_pb2.Snapshot] = []
+
+        async def snapshot_shows(predicate: Callable[[admin_pb2.Snapshot], bool]) -> bool:
+            latest[:] = [await stub.GetSnapshot(admin_pb2.GetSnapshotRequest(), metadata=AUTH)]
+            return predicate(latest[0])
+
+        def issued(s: admin_pb2.Snapshot) -> int:
+            return sum(ep.proxyless_requests_issued for ep in s.clusters[0].endpoints)
+
+        await _poll(lambda: snapshot_shows(lambda s: issued(s) == 20), "20 proxyless calls")
+        (shown,) = latest[0].xds_clients
+        assert shown.node_id == "client-1" and shown.in_sync and not shown.pending_nacks
+        assert dict(shown.acked_versions) == dict(latest[0].xds_versions)
+        cluster = latest[0].clusters[0]
+        assert (cluster.xds_clients, cluster.xds_clients_in_sync) == (1, 1)
+        assert {ep.xds_health_status for ep in cluster.endpoints} == {"HEALTHY"}
+        assert sum(ep.requests_total for ep in cluster.endpoints) == 0  # none via the proxy
+
+        invalid = build_resources(balancer.clusters.values())
+        invalid[CLUSTER]["echo"].type = cluster_pb2.Cluster.DiscoveryType.STATIC
+        server.cache.set_snapshot(invalid)
+        await _poll(
+            lambda: snapshot_shows(lambda s: bool(s.xds_clients[0].pending_nacks)), "the NACK"
+        )
+        (nack,) = latest[0].xds_clients[0].pending_nacks
+        assert nack.type == "CDS" and nack.version == latest[0].xds_versions["CDS"]
+        assert nack.message and not latest[0].xds_clients[0].in_sync
+
+
+async def _poll(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)

@@ -13,18 +13,21 @@ from collections.abc import Mapping
 
 import grpc
 import grpc.aio
+from envoy.config.core.v3 import health_check_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.load_stats.v3 import lrs_pb2_grpc
 
 from balancer.admin.auth import TokenAuth
 from balancer.cluster import Cluster
 from balancer.config import XdsConfig
+from balancer.endpoint import Endpoint
 from balancer.server import bind
 from balancer.xds.ads import AdsService, ClientStatus
 from balancer.xds.cache import SnapshotCache
-from balancer.xds.lrs import LoadStore, LrsService
+from balancer.xds.lrs import LoadStore, LrsService, ProxylessCounters
 from balancer.xds.publisher import DEFAULT_DEBOUNCE_S, Publisher
-from balancer.xds.resources import Snapshot
+from balancer.xds.resources import ENDPOINT, Snapshot, fallback_policy_warning, health_status
+from balancer.xds.status import XdsView, client_view, versions
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,37 @@ class XdsServer:
     def clients(self) -> list[ClientStatus]:
         """The connected clients: node id, peer, and per type what they ACKed or NACKed."""
         return list(self.ads.clients.values())
+
+    def status(self) -> XdsView:
+        """The server as the admin snapshot shows it."""
+        snapshot = self.snapshot()
+        return XdsView(
+            address=self.address or "",
+            clients=tuple(client_view(c, snapshot) for c in self.clients()),
+            pushes_total=self.publisher.pushes,
+            versions=versions(snapshot),
+        )
+
+    def cluster_sync(self, cluster: str) -> tuple[int, int]:
+        """(clients subscribed to the cluster's endpoints, those that ACKed what is served)."""
+        version = self.snapshot().version(ENDPOINT)
+        subscribed = [
+            status
+            for client in self.clients()
+            if (status := client.types.get(ENDPOINT)) is not None and cluster in status.names
+        ]
+        return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
+
+    def policy_fallback(self, cluster: Cluster) -> bool:
+        """True when proxyless clients use weighted round robin instead of its policy."""
+        return fallback_policy_warning(cluster) is not None
+
+    def endpoint_health(self, ep: Endpoint) -> str:
+        """What proxyless clients are told of `ep`: HEALTHY, DRAINING or UNHEALTHY."""
+        return str(health_check_pb2.HealthStatus.Name(health_status(ep)))
+
+    def proxyless(self, cluster: str, endpoint_id: str) -> ProxylessCounters:
+        return self.loads.counters(cluster, endpoint_id)
 
     async def stop(self, grace_s: float = 0.5) -> None:
         self.publisher.stop()
