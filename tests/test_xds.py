@@ -320,3 +320,52 @@ async def _poll(check: Callable[[], Awaitable[bool]], what: str, timeout_s: floa
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+async def test_it_takes_an_unhealthy_pod_out_and_back(backends, balancers, xds_clients):
+    pods = [await backends(name) for name in ("pod-a", "pod-b", "pod-c")]
+    health = {"enabled": True, "interval_s": 0.1, "unhealthy_threshold": 1}
+    balancer = await balancers(
+        config(pods, cluster={"health_check": health}, xds={"address": "127.0.0.1:0"})
+    )
+    server, ep = _xds(balancer), balancer.clusters["echo"].endpoints["pod-a"]
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=30)
+
+    version = _eds_version(server)
+    await pods[0].set_serving(False)
+    await _in_sync_after_push(server, version)
+    assert server.endpoint_health(ep) == "UNHEALTHY"
+    calls_before = pods[0].calls
+    out = await client.request(op="calls", n=40)
+    assert out["errors"] == {} and set(out["counts"]) == {"pod-b", "pod-c"}
+    assert pods[0].calls == calls_before
+
+    version = _eds_version(server)
+    await pods[0].set_serving(True)
+    await _in_sync_after_push(server, version)
+    back = await client.request(op="calls", n=60)
+    assert back["errors"] == {} and back["counts"].get("pod-a", 0) > 0
+
+
+async def test_it_keeps_clients_serving_through_a_balancer_restart(
+    backends, balancers, xds_clients
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    first = await balancers(config([a, b], xds={"address": "127.0.0.1:0"}))
+    client = await xds_clients(first)
+    await client.request(op="calls", n=20)
+    await wait_for(lambda: _all_acked(_xds(first), "client-1"), what="first config ACKed")
+    address = first.xds_address
+    await first.stop(grace_s=0)
+
+    alone = await client.request(op="calls", n=20)  # no xDS server: the last config holds
+    assert alone["errors"] == {} and set(alone["counts"]) == {"pod-a", "pod-b"}
+
+    second = await balancers(config([a, b], xds={"address": address}))
+    second.clusters["echo"].drain("pod-a")
+    await wait_for(lambda: _xds(second).publisher.pushes == 2, what="the drain published")
+    await wait_for(lambda: _all_acked(_xds(second), "client-1"), timeout_s=60, what="resync")
+    calls_before = a.calls
+    after = await client.request(op="calls", n=30)
+    assert after["counts"] == {"pod-b": 30} and a.calls == calls_before
