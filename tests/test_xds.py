@@ -13,6 +13,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from balancer.__main__ import main as balancer_main
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.config import ConfigError, XdsConfig, config_from_dict
 from balancer.discovery import Add, Remove
@@ -369,3 +370,14 @@ async def test_it_keeps_clients_serving_through_a_balancer_restart(
     calls_before = a.calls
     after = await client.request(op="calls", n=30)
     assert after["counts"] == {"pod-b": 30} and a.calls == calls_before
+
+
+def test_it_says_where_xds_is_served_in_check(tmp_path, capsys):
+    path = tmp_path / "ballast.toml"
+    path.write_text(
+        '[[clusters]]\nname = "echo"\n[clusters.discovery]\nendpoints = ["127.0.0.1:1"]\n'
+        '[xds]\naddress = "127.0.0.1:18123"\n',
+        encoding="utf-8",
+    )
+    assert balancer_main(["--config", str(path), "--check"]) == 0
+    assert "xDS server for proxyless gRPC clients on 127.0.0.1:18123" in capsys.readouterr().out
