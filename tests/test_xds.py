@@ -381,3 +381,20 @@ def test_it_says_where_xds_is_served_in_check(tmp_path, capsys):
     )
     assert balancer_main(["--config", str(path), "--check"]) == 0
     assert "xDS server for proxyless gRPC clients on 127.0.0.1:18123" in capsys.readouterr().out
+
+
+async def test_it_leaves_out_an_endpoint_known_by_host_name_and_says_so(
+    backends, balancers, xds_clients, caplog
+):
+    a, h = await backends("pod-a"), await backends("pod-h")
+    data = config([a], xds={"address": "127.0.0.1:0"})
+    by_name = Address("localhost", h.port, pod_name="pod-h")
+    balancer = await balancers(data)
+    balancer.clusters["echo"].apply(Add((by_name,)))
+    await wait_for(lambda: "endpoint pod-h (localhost:" in caplog.text, what="the warning")
+    assert "they need an IP address, not a host name" in caplog.text
+
+    client = await xds_clients(balancer)
+    answer = await client.request(op="calls", n=10)
+    assert answer["counts"] == {"pod-a": 10} and answer["errors"] == {}
+    await wait_for(lambda: _all_acked(_xds(balancer), "client-1"), what="no NACK: all ACKed")

@@ -14,11 +14,13 @@ from collections.abc import Iterable
 
 from balancer.cluster import Cluster
 from balancer.xds.cache import SnapshotCache
-from balancer.xds.resources import build_resources, fallback_policy_warning
+from balancer.xds.resources import build_resources, fallback_policy_warning, unsendable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEBOUNCE_S = 0.05
+# Warnings already given are remembered so they are given once; the memory is bounded.
+_MAX_WARNED = 10_000
 
 
 class Publisher:
@@ -68,10 +70,19 @@ class Publisher:
         self.pushes += 1
 
     def _warn_fallbacks(self) -> None:
-        """One warning per cluster and policy that proxyless clients cannot follow."""
+        """One warning per cluster and policy that proxyless clients cannot follow, and per
+        endpoint they cannot be sent."""
         for cluster in self._clusters:
-            key = f"{cluster.name}/{cluster.policy}"
-            warning = fallback_policy_warning(cluster)
-            if warning is not None and key not in self._warned:
-                self._warned.add(key)
-                log.warning("xds: %s", warning)
+            self._warn_once(f"{cluster.name}/{cluster.policy}", fallback_policy_warning(cluster))
+            for endpoint_id in unsendable(cluster):
+                address = cluster.endpoints[endpoint_id].address.target
+                self._warn_once(
+                    f"{cluster.name}//{endpoint_id}",
+                    f"cluster {cluster.name}: endpoint {endpoint_id} ({address}) is left out for"
+                    " proxyless clients: they need an IP address, not a host name; list it by IP",
+                )
+
+    def _warn_once(self, key: str, warning: str | None) -> None:
+        if warning is not None and key not in self._warned and len(self._warned) < _MAX_WARNED:
+            self._warned.add(key)
+            log.warning("xds: %s", warning)

@@ -20,6 +20,7 @@ keeps weight 1, because a client NACKs a locality or endpoint weight of 0.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,8 +136,14 @@ def xds_cluster(name: str) -> cluster_pb2.Cluster:
 
 
 def load_assignment(cluster: Cluster) -> endpoint_pb2.ClusterLoadAssignment:
-    """EDS: one locality per endpoint (sub_zone = endpoint id), weighted by effective weight."""
-    endpoints = sorted(cluster.endpoints.values(), key=lambda ep: ep.id)
+    """EDS: one locality per endpoint (sub_zone = endpoint id), weighted by effective weight.
+
+    Endpoints known by a host name are left out (see `unsendable`): a client NACKs a
+    whole assignment with one address that is not an IP.
+    """
+    endpoints = sorted(
+        (ep for ep in cluster.endpoints.values() if _is_ip(ep.address.host)), key=lambda ep: ep.id
+    )
     return endpoint_pb2.ClusterLoadAssignment(
         cluster_name=cluster.name, endpoints=[_locality(ep) for ep in endpoints]
     )
@@ -155,6 +162,19 @@ def _locality(ep: Endpoint) -> endpoint_components_pb2.LocalityLbEndpoints:
         lb_endpoints=[lb_endpoint],
         load_balancing_weight=wrappers_pb2.UInt32Value(value=locality_weight(ep)),
     )
+
+
+def unsendable(cluster: Cluster) -> list[str]:
+    """Ids of the endpoints left out of EDS: their address is a host name, not an IP."""
+    return sorted(ep.id for ep in cluster.endpoints.values() if not _is_ip(ep.address.host))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def health_status(ep: Endpoint) -> health_check_pb2.HealthStatus.ValueType:
