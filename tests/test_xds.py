@@ -22,6 +22,7 @@ from balancer.server import Balancer
 from balancer.xds.resources import CLUSTER, ENDPOINT, TYPES, build_resources
 from balancer.xds.server import XdsServer
 from tests.support.balancing import ADMIN_TOKEN, config
+from tests.support.certs import make_pki
 from tests.support.waiting import wait_for
 from tests.support.xds import XdsClientProcess, write_bootstrap
 
@@ -398,3 +399,22 @@ async def test_it_leaves_out_an_endpoint_known_by_host_name_and_says_so(
     answer = await client.request(op="calls", n=10)
     assert answer["counts"] == {"pod-a": 10} and answer["errors"] == {}
     await wait_for(lambda: _all_acked(_xds(balancer), "client-1"), what="no NACK: all ACKed")
+
+
+async def test_it_serves_clients_over_mutual_tls(tmp_path, backends, balancers, xds_clients):
+    pki = make_pki(tmp_path / "pki")
+    a = await backends("pod-a")
+    tls = {"cert_file": pki.server.cert, "key_file": pki.server.key}
+    xds = {"address": "127.0.0.1:0", "tls": {**tls, "client_ca_file": pki.ca.cert_file}}
+    balancer = await balancers(config([a], xds=xds))
+    assert balancer.xds_address is not None
+    host_port = "localhost:" + balancer.xds_address.rpartition(":")[2]  # the cert's name
+    client_tls = {"ca_certificate_file": pki.ca.cert_file, "certificate_file": pki.client.cert,
+                  "private_key_file": pki.client.key}  # fmt: skip
+    bootstrap = write_bootstrap(tmp_path / "tls.json", host_port, "tls-client", client_tls)
+    client = await XdsClientProcess.start("xds:///echo", bootstrap)
+    try:
+        answer = await client.request(op="calls", n=10)
+    finally:
+        await client.close()
+    assert answer["counts"] == {"pod-a": 10} and answer["errors"] == {}

@@ -12,13 +12,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_bootstrap(path: Path, server_address: str, node_id: str) -> Path:
-    """A gRPC xDS bootstrap file naming Ballast's xDS server (plaintext) and the node id."""
+def write_bootstrap(
+    path: Path, server_address: str, node_id: str, tls: dict[str, str] | None = None
+) -> Path:
+    """A gRPC xDS bootstrap file naming Ballast's xDS server and the node id; over TLS with
+    `tls` (`ca_certificate_file`, and for mTLS `certificate_file` and `private_key_file`)."""
+    creds = {"type": "insecure"} if tls is None else {"type": "tls", "config": tls}
     bootstrap = {
         "xds_servers": [
             {
                 "server_uri": server_address,
-                "channel_creds": [{"type": "insecure"}],
+                "channel_creds": [creds],
                 "server_features": ["xds_v3"],
             }
         ],
