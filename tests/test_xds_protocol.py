@@ -13,6 +13,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
+from balancer.discovery import Add
+from balancer.endpoint import Address
 from balancer.server import Balancer
 from balancer.xds.resources import CLUSTER, ENDPOINT, LISTENER
 from tests.support.balancing import config
@@ -164,3 +166,32 @@ async def test_it_marks_a_drained_endpoint_draining_with_weight_kept_above_zero(
     }
     draining = health_check_pb2.HealthStatus.DRAINING
     assert sent == {"pod-a": (draining, 1), "pod-b": (draining, 1)}
+
+
+async def test_it_ramps_a_new_endpoints_weight_through_slow_start(backends, balancers):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    slow_start = {"window_s": 2.0, "min_weight_percent": 10.0}
+    balancer = await balancers(
+        config([a], cluster={"slow_start": slow_start}, xds={"address": "127.0.0.1:0"})
+    )
+    await asyncio.sleep(2.1)  # pod-a is past its window: only the newcomer ramps
+    assert balancer.xds_address is not None
+    async with grpc.aio.insecure_channel(balancer.xds_address) as channel:
+        ads = Ads(channel)
+        ads.send(ENDPOINT, ["echo"])
+        first = await ads.recv()
+        assert first is not None
+        ads.send(ENDPOINT, ["echo"], version=first.version_info, nonce=first.nonce)
+        balancer.clusters["echo"].apply(Add((Address("127.0.0.1", b.port, pod_name="pod-b"),)))
+        seen = []
+        while not seen or seen[-1] < 100:
+            update = await ads.recv(timeout_s=10)
+            assert update is not None, f"no push after weights {seen}"
+            ads.send(ENDPOINT, ["echo"], version=update.version_info, nonce=update.nonce)
+            weights = {e.locality.sub_zone: e.load_balancing_weight.value
+                       for e in _assignment(update).endpoints}  # fmt: skip
+            seen.append(weights.get("pod-b", 0))
+        ads.close()
+
+    assert seen[0] < 100 and len(seen) >= 2  # pushed as it ramped, not only at the end
+    assert seen == sorted(seen)
