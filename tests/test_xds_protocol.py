@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,9 +15,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
 from balancer.discovery import Add
-from balancer.endpoint import Address
+from balancer.endpoint import Address, State
 from balancer.server import Balancer
 from balancer.xds.resources import CLUSTER, ENDPOINT, LISTENER
+from tests.support import backend as be
 from tests.support.balancing import config
 
 pytestmark = pytest.mark.timeout(60)
@@ -195,3 +197,33 @@ async def test_it_ramps_a_new_endpoints_weight_through_slow_start(backends, bala
 
     assert seen[0] < 100 and len(seen) >= 2  # pushed as it ramped, not only at the end
     assert seen == sorted(seen)
+
+
+async def test_it_sends_an_endpoint_ejected_by_the_proxys_traffic_as_unhealthy(setup):
+    balancer, ads = setup
+    ads.send(ENDPOINT, ["echo"])
+    first = await ads.recv()
+    assert first is not None
+    ads.send(ENDPOINT, ["echo"], version=first.version_info, nonce=first.nonce)
+    unavailable = (("x-fail-code", "UNAVAILABLE"),)
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as proxy:
+        unary = proxy.unary_unary(be.UNARY)
+        for _ in range(20):  # round robin: 10 each, 5 in a row eject one pod
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await unary(b"x", metadata=unavailable, timeout=5)
+            if any(
+                ep.state is State.EJECTED for ep in balancer.clusters["echo"].endpoints.values()
+            ):
+                break
+    (ejected,) = [e.id for e in balancer.clusters["echo"].endpoints.values()
+                  if e.state is State.EJECTED]  # fmt: skip
+
+    update = await ads.recv()
+    assert update is not None
+    sent = {e.locality.sub_zone: e.lb_endpoints[0].health_status
+            for e in _assignment(update).endpoints}  # fmt: skip
+    assert sent[ejected] == health_check_pb2.HealthStatus.UNHEALTHY
+    assert set(sent.values()) == {
+        health_check_pb2.HealthStatus.UNHEALTHY,
+        health_check_pb2.HealthStatus.HEALTHY,
+    }
