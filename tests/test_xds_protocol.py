@@ -10,11 +10,12 @@ import grpc
 import grpc.aio
 import pytest
 from envoy.config.core.v3 import base_pb2, health_check_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2, load_report_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.load_stats.v3 import lrs_pb2
 from google.rpc import status_pb2
 
-from balancer.discovery import Add
+from balancer.discovery import Add, Remove
 from balancer.endpoint import Address, State
 from balancer.server import Balancer
 from balancer.xds.resources import CLUSTER, ENDPOINT, LISTENER
@@ -227,3 +228,32 @@ async def test_it_sends_an_endpoint_ejected_by_the_proxys_traffic_as_unhealthy(s
         health_check_pb2.HealthStatus.UNHEALTHY,
         health_check_pb2.HealthStatus.HEALTHY,
     }
+
+
+def _report(cluster: str, endpoint_id: str, issued: int) -> lrs_pb2.LoadStatsRequest:
+    locality = load_report_pb2.UpstreamLocalityStats(
+        locality=base_pb2.Locality(sub_zone=endpoint_id),
+        total_issued_requests=issued,
+        total_successful_requests=issued,
+        total_requests_in_progress=1,
+    )
+    stats = load_report_pb2.ClusterStats(cluster_name=cluster, upstream_locality_stats=[locality])
+    return lrs_pb2.LoadStatsRequest(node=NODE, cluster_stats=[stats])
+
+
+async def test_it_counts_only_known_endpoints_and_forgets_removed_ones(setup):
+    balancer, _ = setup
+    loads = balancer.xds.loads  # type: ignore[union-attr]
+    loads.record(1, _report("echo", "pod-a", 5))
+    loads.record(1, _report("echo", "pod-a", 3))
+    loads.record(1, _report("echo", "made-up-pod", 1000))
+    loads.record(1, _report("made-up-cluster", "pod-a", 1000))
+    counted = loads.counters("echo", "pod-a")
+    assert (counted.issued, counted.succeeded, counted.in_progress) == (8, 8, 1)
+    assert loads.counters("echo", "made-up-pod").issued == 0
+
+    balancer.clusters["echo"].apply(Remove(("pod-a",)))
+    loads.prune()
+    assert loads.counters("echo", "pod-a").issued == 0
+    assert loads.counters("echo", "pod-a").in_progress == 0
+    loads.forget_stream(1)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_INTERVAL_S = 1.0
+_PRUNE_EVERY = 100  # reports
 
 
 @dataclass
@@ -52,8 +53,13 @@ class LoadStore:
         self._totals: dict[Key, ProxylessCounters] = {}
         # The in-progress gauge each stream last reported, per endpoint: summed on read.
         self._in_progress: dict[int, dict[Key, int]] = {}
+        self._reports = 0
 
     def record(self, stream_id: int, request: lrs_pb2.LoadStatsRequest) -> None:
+        """Adds one report's counts; every `_PRUNE_EVERY` reports, forgets removed endpoints."""
+        self._reports += 1
+        if self._reports % _PRUNE_EVERY == 0:
+            self.prune()
         gauges = self._in_progress.setdefault(stream_id, {})
         for stats in request.cluster_stats:
             cluster = self._clusters.get(stats.cluster_name)
@@ -78,13 +84,18 @@ class LoadStore:
         """The endpoint's cumulative counters (zeros when no client reported it)."""
         key = (cluster, endpoint_id)
         totals = self._totals.get(key, ProxylessCounters())
-        in_progress = sum(g.get(key, 0) for g in self._in_progress.values())
+        # Copied first: a metrics scrape reads from its own thread while the loop writes.
+        in_progress = sum(g.get(key, 0) for g in list(self._in_progress.values()))
         return ProxylessCounters(totals.issued, totals.succeeded, totals.errored, in_progress)
 
     def prune(self) -> None:
-        """Forgets endpoints their cluster no longer has."""
+        """Forgets endpoints their cluster no longer has (pods come and go: the store would
+        otherwise grow with every pod name ever seen)."""
         for key in [k for k in self._totals if k[1] not in self._endpoints_of(k[0])]:
             del self._totals[key]
+        for gauges in self._in_progress.values():
+            for key in [k for k in gauges if k[1] not in self._endpoints_of(k[0])]:
+                del gauges[key]
 
     def _endpoints_of(self, cluster: str) -> Mapping[str, object]:
         found = self._clusters.get(cluster)
