@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import grpc.aio
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.__main__ import main as balancer_main
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -418,3 +420,41 @@ async def test_it_serves_clients_over_mutual_tls(tmp_path, backends, balancers, 
     finally:
         await client.close()
     assert answer["counts"] == {"pod-a": 10} and answer["errors"] == {}
+
+
+def _scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_it_exports_proxyless_calls_and_client_sync_to_prometheus(
+    backends, balancers, xds_clients
+):
+    a = await backends("pod-a")
+    xds = {"address": "127.0.0.1:0", "load_report_interval_s": 0.2}
+    balancer = await balancers(config([a], admin={"metrics_address": "127.0.0.1:0"}, xds=xds))
+    assert balancer.metrics_address is not None
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=20)
+    await client.request(op="calls", n=5, metadata={"x-fail-code": "INTERNAL"})
+
+    def issued() -> float:
+        series = _scrape(str(balancer.metrics_address))
+        key = frozenset({"cluster": "echo", "endpoint": "pod-a", "result": "issued"}.items())
+        return series.get(("ballast_endpoint_proxyless_requests_total", key), 0)
+
+    await wait_for(lambda: issued() == 25, timeout_s=20, what="25 proxyless calls scraped")
+    series = _scrape(balancer.metrics_address)
+    ep = {"cluster": "echo", "endpoint": "pod-a"}
+    errored = frozenset({**ep, "result": "errored"}.items())
+    assert series[("ballast_endpoint_proxyless_requests_total", errored)] == 5
+    synced = frozenset({"cluster": "echo", "in_sync": "true"}.items())
+    await wait_for(
+        lambda: _scrape(str(balancer.metrics_address))[("ballast_xds_clients", synced)] == 1
+    )
+    assert series[("ballast_xds_pending_nacks", frozenset())] == 0
