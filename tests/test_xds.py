@@ -458,3 +458,27 @@ async def test_it_exports_proxyless_calls_and_client_sync_to_prometheus(
         lambda: _scrape(str(balancer.metrics_address))[("ballast_xds_clients", synced)] == 1
     )
     assert series[("ballast_xds_pending_nacks", frozenset())] == 0
+
+
+async def test_it_fails_calls_fast_when_every_pod_is_drained_and_recovers(
+    backends, balancers, xds_clients
+):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    balancer = await balancers(config([a, b], xds={"address": "127.0.0.1:0"}))
+    server, cluster = _xds(balancer), balancer.clusters["echo"]
+    client = await xds_clients(balancer)
+    await client.request(op="calls", n=10)
+
+    version = _eds_version(server)
+    cluster.drain("pod-a")
+    cluster.drain("pod-b")
+    await _in_sync_after_push(server, version)
+    calls_before = a.calls + b.calls
+    refused = await client.request(op="calls", n=5, wait_for_ready=False)
+    assert refused["errors"] == {"UNAVAILABLE": 5} and a.calls + b.calls == calls_before
+
+    version = _eds_version(server)
+    cluster.undrain("pod-b")
+    await _in_sync_after_push(server, version)
+    back = await client.request(op="calls", n=10)
+    assert back["counts"] == {"pod-b": 10} and back["errors"] == {}

@@ -4,9 +4,9 @@ grpcio reads GRPC_XDS_BOOTSTRAP when the process starts, so each client is a
 subprocess. It takes one JSON command per stdin line and answers each with one
 JSON line on stdout:
 
-- `{"op": "calls", "n": N, "metadata": {...}}` → `{"counts": {backend: calls},
-  "errors": {code: calls}, "failed_on": {backend: calls}}`: N unary calls one after
-  another, counted by the `x-backend` header;
+- `{"op": "calls", "n": N, "metadata": {...}, "wait_for_ready": true}` →
+  `{"counts": {backend: calls}, "errors": {code: calls}, "failed_on": {backend: calls}}`:
+  N unary calls one after another, counted by the `x-backend` header;
 - `{"op": "open_streams", "n": K, "messages": M, "delay_ms": D}` → `{"opened": K}`:
   K server streams left running (M messages, D ms apart);
 - `{"op": "finish_streams"}` → `{"codes": {code: n}, "messages": [...], "counts": {...}}`:
@@ -32,14 +32,16 @@ class Client:
         self.channel = grpc.aio.insecure_channel(target)
         self.streams: list[asyncio.Task[tuple[str, int, str]]] = []
 
-    async def calls(self, n: int, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    async def calls(
+        self, n: int, metadata: dict[str, str] | None = None, wait_for_ready: bool = True
+    ) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         errors: Counter[str] = Counter()
         failed_on: Counter[str] = Counter()  # calls that failed, by the backend that failed them
         unary = self.channel.unary_unary(be.UNARY)
         md = tuple((metadata or {}).items())
         for _ in range(n):
-            call = unary(b"x", metadata=md, timeout=10, wait_for_ready=True)
+            call = unary(b"x", metadata=md, timeout=10, wait_for_ready=wait_for_ready)
             try:
                 await call
                 counts[dict(await call.initial_metadata())["x-backend"]] += 1
