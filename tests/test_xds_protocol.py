@@ -257,3 +257,13 @@ async def test_it_counts_only_known_endpoints_and_forgets_removed_ones(setup):
     assert loads.counters("echo", "pod-a").issued == 0
     assert loads.counters("echo", "pod-a").in_progress == 0
     loads.forget_stream(1)
+
+
+async def test_it_ignores_a_type_it_does_not_serve(setup):
+    balancer, ads = setup
+    ads.send("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", ["x"])
+    ads.send(CLUSTER, ["echo"])
+    answer = await ads.recv()
+    assert answer is not None and answer.type_url == CLUSTER  # the unserved type got nothing
+    (client,) = balancer.xds.clients()  # type: ignore[union-attr]
+    assert set(client.types) == {CLUSTER}

@@ -27,7 +27,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
 from balancer.xds.cache import SnapshotCache
-from balancer.xds.resources import CLUSTER, LISTENER, TYPE_NAMES, Snapshot
+from balancer.xds.resources import CLUSTER, LISTENER, TYPE_NAMES, TYPES, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,10 @@ class _Stream:
         if request.node.id and not client.node_id:
             client.node_id = request.node.id
             log.info("xds: client %s connected from %s", client.node_id, client.peer)
+        if request.type_url not in TYPES:
+            # Envoy's way: a type the server does not serve is ignored, and not remembered.
+            log.debug("xds: client %s asked for unserved type %s", client.peer, request.type_url)
+            return
         status = client.types.setdefault(request.type_url, TypeStatus())
         names = frozenset(request.resource_names)
         if request.response_nonce:
