@@ -4,16 +4,20 @@ Starts two echo backends, one balancer (`python -m balancer`) with its listener,
 admin API and the xDS server, and one load generator process whose channels are
 direct (both backends), proxyless (`xds:///echo`, GRPC_XDS_BOOTSTRAP naming the
 balancer's xDS server) or through the proxy. The cases run in alternating rounds
-(throughput at concurrency 64, then p50 latency at concurrency 1); then
-`convergence` drains and undrains a backend through the admin API and measures how
-long until every proxyless client has ACKed the new endpoints (the server's
-ACK state, read from the admin snapshot every ~2 ms).
+(throughput at concurrency 64, then p50 latency at concurrency 1). Then
+convergence, on a second cluster (`probe`: two named backends, `xds_probe.py`) and a
+proxyless probe client calling it from 4 workers: a backend is drained and undrained
+through the admin API, and per change the bench measures the time until the client
+acted on it (its last call to the drained backend started; its first call to the
+undrained one started) and until every client ACKed it (the admin snapshot, polled
+every ~2 ms).
 
 The last line of stdout is one JSON object (medians over rounds of
 per-round figures, so drift on a shared machine cancels within a round):
 `proxyless_throughput_ratio` and `proxy_throughput_ratio` (÷ direct),
 `proxyless_added_p50_ms` and `proxy_added_p50_ms` (− direct, concurrency 1),
-`convergence_p50_ms` / `convergence_p99_ms`. Progress goes to stderr.
+`convergence_p50_ms` / `convergence_p99_ms` (client acted), `ack_p50_ms` /
+`ack_p99_ms` (every client ACKed). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -48,9 +52,12 @@ FULL = {"rounds": 5, "duration_s": 4.0, "warmup_s": 1.0, "drains": 40}
 CASES = ("direct", "proxyless", "proxy")
 
 
-def balancer_toml(backends: list[str]) -> str:
+def balancer_toml(backends: list[str], probes: list[dict[str, str]]) -> str:
     endpoints = ", ".join(
         f'{{ address = "{a}", name = "echo-{i}" }}' for i, a in enumerate(backends)
+    )
+    probe_endpoints = ", ".join(
+        f'{{ address = "{p["address"]}", name = "{p["name"]}" }}' for p in probes
     )
     return f"""\
 [balancer]
@@ -74,6 +81,17 @@ unary_methods = ["/bench.Echo/Unary"]
 [clusters.discovery]
 kind = "static"
 endpoints = [{endpoints}]
+
+[[clusters]]
+name = "probe"
+policy = "round_robin"
+
+[clusters.discovery]
+kind = "static"
+endpoints = [{probe_endpoints}]
+
+[routing]
+default_cluster = "echo"
 """
 
 
@@ -81,6 +99,10 @@ def bootstrap(xds_address: str) -> dict[str, Any]:
     server = {"server_uri": xds_address, "channel_creds": [{"type": "insecure"}]}
     server["server_features"] = ["xds_v3"]
     return {"xds_servers": [server], "node": {"id": "bench-loadgen"}}
+
+
+def write_bootstrap(path: Path, xds_address: str) -> None:
+    path.write_text(json.dumps(bootstrap(xds_address)))
 
 
 async def start_backend(stack: contextlib.AsyncExitStack, name: str) -> str:
@@ -91,10 +113,13 @@ async def start_backend(stack: contextlib.AsyncExitStack, name: str) -> str:
 
 
 async def start_balancer(
-    stack: contextlib.AsyncExitStack, work_dir: Path, backends: list[str]
+    stack: contextlib.AsyncExitStack,
+    work_dir: Path,
+    backends: list[str],
+    probes: list[dict[str, str]],
 ) -> dict[str, Any]:
     config, ready_path = work_dir / "balancer.toml", work_dir / "balancer.ready.json"
-    config.write_text(balancer_toml(backends))
+    config.write_text(balancer_toml(backends, probes))
     argv = [sys.executable, "-m", "balancer", "--config", str(config)]
     argv += ["--ready-file", str(ready_path), "--log-level", "WARNING"]
     child = await start_child(
@@ -178,32 +203,83 @@ async def eds_version(stub: admin_pb2_grpc.AdminStub) -> str:
     return str(snapshot.xds_versions.get("EDS", ""))
 
 
-async def convergence_ms(admin: str, loadgen: Child, drains: int) -> list[float]:
-    """Drain/undrain `drains` times while proxyless load runs; ms until every client ACKed."""
-    assert loadgen.process.stdin is not None
-    spec = {"targets": ["xds:///echo"], "channels": 2, "concurrency": 8}
-    spec |= {"duration_s": 1.0 + drains * 0.3, "warmup_s": 0.1}
-    loadgen.process.stdin.write((json.dumps(spec) + "\n").encode())
-    await loadgen.process.stdin.drain()
-    await read_json_line(loadgen, 30)  # measuring: the channels are up
-    results = []
+async def start_probes(
+    stack: contextlib.AsyncExitStack, work_dir: Path
+) -> tuple[list[dict[str, str]], Path]:
+    """Two named backends for the `probe` cluster; returns their endpoints, and the
+    bootstrap file the probe client will use (written once the xDS address is known)."""
+    endpoints = []
+    for i in range(2):
+        argv = [sys.executable, str(BENCH_DIR / "xds_probe.py"), "backend", f"probe-{i}"]
+        child = await start_child(f"probe-{i}", argv)
+        stack.push_async_callback(stop_child, child)
+        port = (await read_json_line(child, 15))["port"]
+        endpoints.append({"address": f"127.0.0.1:{port}", "name": f"probe-{i}"})
+    return endpoints, work_dir / "probe-bootstrap.json"
+
+
+async def start_probe_client(
+    stack: contextlib.AsyncExitStack, bootstrap_path: Path, xds: str
+) -> Child:
+    write_bootstrap(bootstrap_path, xds)
+    env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap_path)}
+    argv = [sys.executable, str(BENCH_DIR / "xds_probe.py"), "client", "xds:///probe"]
+    child = await start_child("probe-client", argv, stdin=asyncio.subprocess.PIPE, env=env)
+    stack.push_async_callback(stop_child, child)
+    return child
+
+
+async def ask(probe: Child, command: str) -> dict[str, Any]:
+    assert probe.process.stdin is not None
+    probe.process.stdin.write(f"{command}\n".encode())
+    await probe.process.stdin.drain()
+    return await read_json_line(probe, 30)
+
+
+async def drained_ms(stub: admin_pb2_grpc.AdminStub, probe: Child) -> tuple[float, float]:
+    """Drain probe-0: (ms to every client's ACK, ms until the last call it got started)."""
+    before = await eds_version(stub)
+    started = time.time()
+    request = admin_pb2.DrainRequest(cluster="probe", endpoint_id="probe-0")
+    await stub.Drain(request, metadata=AUTH)
+    await poll_until_converged(stub, before)
+    acked = time.time()
+    await asyncio.sleep(0.3)  # time enough for any straggler to show
+    last = (await ask(probe, "report"))["last"].get("probe-0", 0.0)
+    return (acked - started) * 1000, max(0.0, last - started) * 1000
+
+
+async def undrained_ms(stub: admin_pb2_grpc.AdminStub, probe: Child) -> tuple[float, float]:
+    """Undrain probe-0: (ms to every client's ACK, ms until its first new call started)."""
+    await ask(probe, "mark")
+    before = await eds_version(stub)
+    started = time.time()
+    request = admin_pb2.UndrainRequest(cluster="probe", endpoint_id="probe-0")
+    await stub.Undrain(request, metadata=AUTH)
+    await poll_until_converged(stub, before)
+    acked = time.time()
+    deadline = time.monotonic() + 10
+    while "probe-0" not in (first := (await ask(probe, "report"))["first"]):
+        if time.monotonic() > deadline:
+            raise BenchError("no call reached probe-0 within 10 s of its undrain")
+        await asyncio.sleep(0.01)
+    return (acked - started) * 1000, (first["probe-0"] - started) * 1000
+
+
+async def convergence_ms(admin: str, probe: Child, drains: int) -> tuple[list[float], list[float]]:
+    """Drain and undrain probe-0 `drains` times in all; per change, ms until every client
+    ACKed it and ms until the client acted on it (no new call / a first call)."""
+    await ask(probe, "report")  # the client answers: it runs
+    acks, acted = [], []
     async with grpc.aio.insecure_channel(admin) as channel:
         stub = admin_pb2_grpc.AdminStub(channel)
         for i in range(drains):
-            before = await eds_version(stub)
-            started = time.perf_counter()
-            if i % 2 == 0:
-                request = admin_pb2.DrainRequest(cluster="echo", endpoint_id="echo-0")
-                await stub.Drain(request, metadata=AUTH)
-            else:
-                undrain = admin_pb2.UndrainRequest(cluster="echo", endpoint_id="echo-0")
-                await stub.Undrain(undrain, metadata=AUTH)
-            await poll_until_converged(stub, before)
-            results.append((time.perf_counter() - started) * 1000)
-            await asyncio.sleep(0.1)
-    while (await read_json_line(loadgen, 60))["event"] != "result":
-        pass
-    return results
+            ack_ms, act_ms = await (drained_ms if i % 2 == 0 else undrained_ms)(stub, probe)
+            acks.append(ack_ms)
+            acted.append(act_ms)
+            print(f"change {i + 1}/{drains}: ACK {ack_ms:.1f} ms, acted {act_ms:.1f} ms",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return acks, acted
 
 
 def percentile(values: list[float], quantile: float) -> float:
@@ -212,8 +288,11 @@ def percentile(values: list[float], quantile: float) -> float:
 
 
 def summarize(
-    samples: dict[str, dict[str, list[float]]], convergence: list[float], settings: dict[str, Any]
+    samples: dict[str, dict[str, list[float]]],
+    convergence: tuple[list[float], list[float]],
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
+    acks, acted = convergence
     rps = {c: statistics.median(samples[c]["rps"]) for c in CASES}
     p50 = {c: statistics.median(samples[c]["p50_ms"]) for c in CASES}
 
@@ -237,9 +316,11 @@ def summarize(
         "proxy_p50_ms": round(p50["proxy"], 4),
         "proxyless_added_p50_ms": round(added("proxyless"), 4),
         "proxy_added_p50_ms": round(added("proxy"), 4),
-        "convergence_p50_ms": round(percentile(convergence, 0.5), 1),
-        "convergence_p99_ms": round(percentile(convergence, 0.99), 1),
-        "convergence_samples": len(convergence),
+        "convergence_p50_ms": round(percentile(acted, 0.5), 1),
+        "convergence_p99_ms": round(percentile(acted, 0.99), 1),
+        "ack_p50_ms": round(percentile(acks, 0.5), 1),
+        "ack_p99_ms": round(percentile(acks, 0.99), 1),
+        "convergence_samples": len(acted),
         **settings,
         "grpcio_version": grpc.__version__,
         "python_version": platform.python_version(),
@@ -251,10 +332,13 @@ async def run(settings: dict[str, Any]) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ballast-xds-")))
         backends = [await start_backend(stack, f"echo-backend-{i}") for i in range(2)]
-        ready = await start_balancer(stack, work_dir, backends)
+        probes, probe_bootstrap = await start_probes(stack, work_dir)
+        ready = await start_balancer(stack, work_dir, backends, probes)
         loadgen = await start_loadgen(stack, work_dir, ready["xds"])
         samples = await run_rounds(loadgen, settings, backends, ready["listeners"][0])
-        convergence = await convergence_ms(ready["admin"], loadgen, settings["drains"])
+        # Started only now: its calls would take CPU from the rounds above.
+        probe = await start_probe_client(stack, probe_bootstrap, ready["xds"])
+        convergence = await convergence_ms(ready["admin"], probe, settings["drains"])
     return summarize(samples, convergence, settings)
 
 
