@@ -28,6 +28,9 @@ EPILOG = """\
 environment:
   BALLAST_ADMIN_TOKEN   bearer token for the admin API (or the variable named by
                         admin.token_env in the config file)
+  BALLAST_XDS_TOKEN     bearer token the xDS server requires, with [xds] (or the
+                        variable named by xds.token_env); without one it listens
+                        on loopback only
   BALLAST_CONTROL_TOKEN API token of the dashboard, with [control_plane] (or the
                         variable named by control_plane.token_env)
   KUBECONFIG            the kubeconfig file for discovery.kind = "kubernetes" when
@@ -59,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="FILE",
         help="once serving, write the bound addresses there as JSON "
-        '({"listeners": [...], "admin": ..., "metrics": ...}); useful with port 0',
+        '({"listeners": [...], "admin": ..., "metrics": ..., "xds": ...}); useful with port 0',
     )
     parser.add_argument(
         "--kubeconfig",
@@ -99,6 +102,7 @@ def _write_ready_file(path: Path, balancer: Balancer) -> None:
         "listeners": balancer.listen_addresses,
         "admin": balancer.admin_address,
         "metrics": balancer.metrics_address,
+        "xds": balancer.xds_address,
         "pid": os.getpid(),
     }
     partial = path.with_name(path.name + ".partial")
@@ -138,6 +142,8 @@ def _check(path: Path, config: BalancerConfig, discovery: DiscoveryFactory) -> i
         return 2
     names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
     print(f"{path}: valid; clusters: {names}")
+    if config.xds is not None:
+        print(f"xDS server for proxyless gRPC clients on {config.xds.address}")
     if config.control_plane is not None:
         cp = config.control_plane
         print(

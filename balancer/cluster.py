@@ -86,6 +86,9 @@ class Cluster:
         self._watch_connectivity = watch_connectivity
         # True while fewer than panic_threshold_percent of the endpoints are READY.
         self.panic = False
+        # Called after every rebuild (any change of endpoints, states, weights, policy):
+        # the xDS server's publisher follows the cluster through it.
+        self.rebuild_listeners: list[Callable[[], None]] = []
 
     # --- picking (hot path) ---------------------------------------------------------------
 
@@ -414,6 +417,8 @@ class Cluster:
         self._picker = build_picker(
             self.policy, routable, self._rng, tolerance=self.config.peak_ewma.tolerance
         )
+        for listener in self.rebuild_listeners:
+            listener()
 
     def _set_panic(self, ready: int, judged: int) -> None:
         threshold = self.config.panic_threshold_percent

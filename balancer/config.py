@@ -23,7 +23,7 @@ import grpc
 
 from balancer.endpoint import DEFAULT_WEIGHT, Address, check_weight
 from balancer.picker import POLICIES
-from balancer.tls import ClientTls, ServerTls
+from balancer.tls import ClientTls, ServerTls, is_loopback
 
 # gRPC's own default: a larger limit lets each caller make the balancer hold that much.
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -43,6 +43,7 @@ MAX_CONNECTION_AGE_S_CAP = (2**31 - 1) // 1000
 MIN_TOKEN_CHARS = 16
 DEFAULT_TOKEN_ENV = "BALLAST_ADMIN_TOKEN"
 DEFAULT_CONTROL_TOKEN_ENV = "BALLAST_CONTROL_TOKEN"
+DEFAULT_XDS_TOKEN_ENV = "BALLAST_XDS_TOKEN"
 EVENT_LOOPS = ("uvloop", "asyncio")
 DISCOVERY_KINDS = ("static", "platform", "kubernetes")
 _STATUS_NAMES = {code.name for code in grpc.StatusCode}
@@ -317,6 +318,33 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class XdsConfig:
+    """The xDS server proxyless gRPC clients balance from (ADS on its own port).
+
+    Without a token it must listen on a loopback address: anything that can reach
+    it learns every endpoint. With a token, calls need `authorization: Bearer <token>`.
+    """
+
+    address: str = "127.0.0.1:18000"
+    token: str | None = field(default=None, repr=False)  # a secret: kept out of logs
+    tls: ServerTls | None = None
+    # How often proxyless clients send load reports (LRS), per-pod calls they made.
+    load_report_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("load_report_interval_s", self.load_report_interval_s)
+        host, _ = parse_address(self.address)
+        if self.token is None and not is_loopback(host):
+            raise ValueError(
+                f"address {self.address!r} is not a loopback address and the xDS server has no"
+                f" token: set {DEFAULT_XDS_TOKEN_ENV} (or the variable named by xds.token_env),"
+                " or xds.token, or listen on 127.0.0.1"
+            )
+        if self.token is not None:
+            check_token(self.token, "token")
+
+
+@dataclass(frozen=True)
 class ControlPlaneConfig:
     """The dashboard this replica fetches the desired state from before it serves.
 
@@ -372,6 +400,8 @@ class BalancerConfig:
     admin: AdminConfig = field(default_factory=lambda: AdminConfig(enabled=False))
     # None: serve the config file's state from the start (no dashboard asked).
     control_plane: ControlPlaneConfig | None = None
+    # None: no xDS server (no [xds] table, or xds.enabled = false).
+    xds: XdsConfig | None = None
     id: str = "balancer"
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES
@@ -628,6 +658,18 @@ def _admin(t: _Table, environ: Mapping[str, str]) -> AdminConfig:
         "metrics_address": t.get("metrics_address", str), "tls": _server_tls(t)})  # fmt: skip
 
 
+def _xds(t: _Table, environ: Mapping[str, str]) -> XdsConfig | None:
+    token_env = t.get("token_env", str, DEFAULT_XDS_TOKEN_ENV)
+    token = t.get("token", str) or environ.get(token_env) or None
+    if not t.get("enabled", bool, True):
+        with t.building():
+            t.get("address", str), t.get("tls", dict), t.get("load_report_interval_s", float)
+        return None
+    return _build(t, XdsConfig, {"address": t.get("address", str), "token": token,
+        "tls": _server_tls(t),
+        "load_report_interval_s": t.get("load_report_interval_s", float)})  # fmt: skip
+
+
 def _control_plane(t: _Table, environ: Mapping[str, str]) -> ControlPlaneConfig:
     token_env = t.get("token_env", str, DEFAULT_CONTROL_TOKEN_ENV)
     token = t.get("token", str) or environ.get(token_env) or None
@@ -650,6 +692,7 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     admin = _admin(root.table("admin"), environ) if "admin" in data else None
     cp = root.table("control_plane")
     control_plane = _control_plane(cp, environ) if "control_plane" in data else None
+    xds = _xds(root.table("xds"), environ) if "xds" in data else None
     settings = {k: b.get(k, kind) for k, kind in (
         ("id", str), ("max_message_bytes", int), ("max_in_flight_bytes", int),
         ("max_concurrent_streams", int), ("record_stats", bool),
@@ -664,7 +707,7 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
         **settings, "clusters": clusters,
         "listeners": listeners if "listeners" in data else None, "routes": routes,
         "default_cluster": default_cluster, "admin": admin,
-        "control_plane": control_plane})  # fmt: skip
+        "control_plane": control_plane, "xds": xds})  # fmt: skip
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:

@@ -29,6 +29,7 @@ from balancer.tls import ServerTls, open_channel, server_credentials
 
 if TYPE_CHECKING:
     from balancer.admin.server import AdminServer
+    from balancer.xds.server import XdsServer
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class Balancer:
         self._server: grpc.aio.Server | None = None
         self._server_id: int | None = None
         self._admin: AdminServer | None = None
+        self.xds: XdsServer | None = None
+        self.xds_address: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._learned: set[str] = set()
 
@@ -178,6 +181,8 @@ class Balancer:
         self._server_id = min(connections.server_ids() - before, default=None)
         if self.config.admin.enabled:
             await self._start_admin()
+        if self.config.xds is not None:
+            await self._start_xds()
         log.info("balancer %s listening on %s", self.config.id, ", ".join(self.listen_addresses))
 
     async def _hold_desired_state(self, config: ControlPlaneConfig) -> None:
@@ -203,6 +208,15 @@ class Balancer:
         await self._admin.start()
         self.admin_address = self._admin.address
         self.metrics_address = self._admin.metrics_address
+
+    async def _start_xds(self) -> None:
+        # Imported here: only a replica serving proxyless clients needs Envoy's types.
+        from balancer.xds.server import XdsServer
+
+        assert self.config.xds is not None
+        self.xds = XdsServer(self.clusters, self.config.xds)
+        await self.xds.start()
+        self.xds_address = self.xds.address
 
     async def _initial_fetch(self, fetched: dict[str, asyncio.Event]) -> None:
         waits = [asyncio.wait_for(e.wait(), _INITIAL_FETCH_TIMEOUT_S) for e in fetched.values()]
@@ -283,6 +297,8 @@ class Balancer:
         grace_s = self.config.shutdown_grace_s if grace_s is None else grace_s
         if self._admin is not None:
             await self._admin.stop(grace_s=0.5)
+        if self.xds is not None:
+            await self.xds.stop(grace_s=0.5)
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from balancer.admin.snapshot import BalancerView, ClusterView, EndpointView
 from balancer.admin.v1 import admin_pb2
 from balancer.endpoint import State
 from balancer.stats import LATENCY_BOUNDS_MS
+
+if TYPE_CHECKING:
+    from balancer.xds.status import XdsView
 
 STATE_MESSAGES: dict[State, admin_pb2.EndpointState] = {
     State.PENDING: admin_pb2.ENDPOINT_STATE_PENDING,
@@ -33,7 +38,38 @@ def snapshot_message(view: BalancerView) -> admin_pb2.Snapshot:
         ],
         messages_over_budget_total=view.messages_over_budget_total,
         in_flight_message_bytes=view.in_flight_message_bytes,
+        **_xds_fields(view.xds),
     )
+
+
+def _xds_fields(view: XdsView | None) -> dict[str, Any]:
+    if view is None:
+        return {}
+    clients = [
+        admin_pb2.XdsClient(
+            node_id=c.node_id,
+            peer=c.peer,
+            connected_at_unix_ms=_unix_ms(c.connected_at_unix_s),
+            acked_versions=dict(c.acked_versions),
+            pending_nacks=[
+                admin_pb2.XdsNack(
+                    type=n.type,
+                    version=n.version,
+                    message=n.message,
+                    at_unix_ms=_unix_ms(n.at_unix_s),
+                )
+                for n in c.pending_nacks
+            ],
+            in_sync=c.in_sync,
+        )
+        for c in view.clients
+    ]
+    return {
+        "xds_address": view.address,
+        "xds_clients": clients,
+        "xds_pushes_total": view.pushes_total,
+        "xds_versions": dict(view.versions),
+    }
 
 
 def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
@@ -47,6 +83,9 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         default_weight=view.default_weight,
         configured_policy=view.configured_policy,
         panic=view.panic,
+        xds_clients=view.xds_clients,
+        xds_clients_in_sync=view.xds_clients_in_sync,
+        xds_policy_fallback=view.xds_policy_fallback,
     )
 
 
@@ -78,7 +117,21 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         ejection_multiplier=view.ejection_multiplier,
         state_reason=view.state_reason,
         connectivity=view.connectivity,
+        **_proxyless_fields(view),
     )
+
+
+def _proxyless_fields(view: EndpointView) -> dict[str, Any]:
+    counters = view.proxyless
+    if counters is None:
+        return {}
+    return {
+        "proxyless_requests_issued": counters.issued,
+        "proxyless_requests_succeeded": counters.succeeded,
+        "proxyless_requests_errored": counters.errored,
+        "proxyless_in_flight": counters.in_progress,
+        "xds_health_status": view.xds_health_status,
+    }
 
 
 def cluster_info(view: ClusterView) -> admin_pb2.ClusterInfo:

@@ -25,6 +25,7 @@ from prometheus_client.utils import floatToGoString
 from balancer.admin.snapshot import BalancerView, Reader
 from balancer.endpoint import State
 from balancer.stats import CODE_INDEX, LATENCY_BOUNDS_MS, STATUS_CODES
+from balancer.xds.metrics import proxyless_metrics
 
 _EP = ("cluster", "endpoint")
 # Histogram bucket labels (`le`), in seconds as Prometheus names durations.
@@ -50,6 +51,7 @@ class BalancerCollector:
         yield _cluster_info(view)
         yield _connections(view)
         yield from _budget(view)
+        yield from proxyless_metrics(view)
 
 
 def _endpoint_counters(view: BalancerView) -> list[Metric]:

@@ -24,6 +24,8 @@ from balancer.stats import STATUS_CODES
 if TYPE_CHECKING:
     from balancer.cluster import Cluster
     from balancer.server import Balancer
+    from balancer.xds.lrs import ProxylessCounters
+    from balancer.xds.status import XdsView
 
 WallClock = Callable[[], float]
 
@@ -55,6 +57,9 @@ class EndpointView:
     state_reason: str
     # The channel's last connectivity state (grpc.ChannelConnectivity name).
     connectivity: str
+    # With [xds]: calls proxyless clients reported (LRS), and what they are told of it.
+    proxyless: ProxylessCounters | None = None
+    xds_health_status: str = ""
 
     @property
     def requests_total(self) -> int:
@@ -75,6 +80,11 @@ class ClusterView:
     configured_policy: str
     # Below the panic threshold: calls go to every non-drained endpoint that can connect.
     panic: bool
+    # With [xds]: clients subscribed to its endpoints, those in sync, and whether they
+    # use weighted round robin instead of `policy`.
+    xds_clients: int = 0
+    xds_clients_in_sync: int = 0
+    xds_policy_fallback: bool = False
 
     @property
     def requests_total(self) -> int:
@@ -100,6 +110,8 @@ class BalancerView:
     # The in-flight message bytes budget: refusals so far, and bytes held now.
     messages_over_budget_total: int = 0
     in_flight_message_bytes: int = 0
+    # None without [xds].
+    xds: XdsView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +148,7 @@ class Reader:
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
             messages_over_budget_total=self._balancer.proxy.limits.budget.refused,
             in_flight_message_bytes=self._balancer.proxy.limits.budget.in_flight_bytes,
+            xds=None if self._balancer.xds is None else self._balancer.xds.status(),
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:
@@ -149,17 +162,23 @@ class Reader:
 
     def _cluster(self, cluster: Cluster, now: _Now) -> ClusterView:
         endpoints = list(cluster.endpoints.values())  # copied: see the thread note above
+        xds = self._balancer.xds
+        subscribed, in_sync = (0, 0) if xds is None else xds.cluster_sync(cluster.name)
         return ClusterView(
             name=cluster.name,
             policy=cluster.policy,
-            endpoints=tuple(self._endpoint(ep, now) for ep in endpoints),
+            endpoints=tuple(self._endpoint(ep, now, cluster.name) for ep in endpoints),
             default_weight=cluster.config.default_weight,
             configured_policy=cluster.config.policy,
             panic=cluster.panic,
+            xds_clients=subscribed,
+            xds_clients_in_sync=in_sync,
+            xds_policy_fallback=xds is not None and xds.policy_fallback(cluster),
         )
 
-    def _endpoint(self, ep: Endpoint, now: _Now) -> EndpointView:
+    def _endpoint(self, ep: Endpoint, now: _Now, cluster: str | None = None) -> EndpointView:
         stats = ep.stats
+        xds = self._balancer.xds if cluster is not None else None
         deadline = ep.drain_deadline_s if ep.state is State.DRAINING else None
         return EndpointView(
             endpoint_id=ep.id,
@@ -183,4 +202,6 @@ class Reader:
             ejection_multiplier=ep.times_ejected,
             state_reason=ep.state_reason,
             connectivity=ep.connectivity,
+            proxyless=None if xds is None else xds.proxyless(cluster or "", ep.id),
+            xds_health_status="" if xds is None else xds.endpoint_health(ep),
         )

@@ -16,6 +16,7 @@ def config(
     *,
     cluster: dict[str, Any] | None = None,
     admin: dict[str, Any] | None = None,
+    xds: dict[str, Any] | None = None,
     **balancer: Any,
 ) -> BalancerConfig:
     """A one-cluster (`echo`) config in front of `backends`, named by their pod names."""
@@ -34,4 +35,6 @@ def config(
     }
     if admin is not None:
         data["admin"] = {"address": "127.0.0.1:0", "token": ADMIN_TOKEN, **admin}
+    if xds is not None:
+        data["xds"] = xds
     return config_from_dict(data, environ={})

@@ -24,17 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61lancer/admin/v1/admin.proto\x12\x10\x62\x61llast.admin.v1\"\x15\n\x13ListClustersRequest\"G\n\x14ListClustersResponse\x12/\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x1d.ballast.admin.v1.ClusterInfo\"^\n\x0b\x43lusterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x31\n\tendpoints\x18\x03 \x03(\x0b\x32\x1e.ballast.admin.v1.EndpointInfo\"\x86\x01\n\x0c\x45ndpointInfo\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.ballast.admin.v1.EndpointState\x12\x0e\n\x06weight\x18\x05 \x01(\r\"&\n\x12GetSnapshotRequest\x12\x10\n\x08\x63lusters\x18\x01 \x03(\t\">\n\x15WatchSnapshotsRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\x12\x10\n\x08\x63lusters\x18\x02 \x03(\t\"\xa2\x02\n\x08Snapshot\x12\x13\n\x0b\x62\x61lancer_id\x18\x01 \x01(\t\x12\x18\n\x10taken_at_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12started_at_unix_ms\x18\x03 \x01(\x03\x12\x19\n\x11latency_bounds_ms\x18\x04 \x03(\x01\x12\x33\n\x08\x63lusters\x18\x05 \x03(\x0b\x32!.ballast.admin.v1.ClusterSnapshot\x12\x36\n\x0b\x63onnections\x18\x06 \x03(\x0b\x32!.ballast.admin.v1.PeerConnections\x12\"\n\x1amessages_over_budget_total\x18\x07 \x01(\x04\x12\x1f\n\x17in_flight_message_bytes\x18\x08 \x01(\x04\"\xec\x01\n\x0f\x43lusterSnapshot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x35\n\tendpoints\x18\x03 \x03(\x0b\x32\".ballast.admin.v1.EndpointSnapshot\x12\x16\n\x0erequests_total\x18\x04 \x01(\x04\x12\x11\n\tin_flight\x18\x05 \x01(\x04\x12\x17\n\x0fready_endpoints\x18\x06 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_weight\x18\x07 \x01(\r\x12\x19\n\x11\x63onfigured_policy\x18\x08 \x01(\t\x12\r\n\x05panic\x18\t \x01(\x08\"\xb9\x05\n\x10\x45ndpointSnapshot\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.ballast.admin.v1.EndpointState\x12\x1b\n\x13state_since_unix_ms\x18\x05 \x01(\x03\x12#\n\x16\x64rain_deadline_unix_ms\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07removed\x18\x07 \x01(\x08\x12\x0e\n\x06weight\x18\x08 \x01(\r\x12\x18\n\x10\x65\x66\x66\x65\x63tive_weight\x18\t \x01(\x01\x12\x11\n\tin_flight\x18\n \x01(\x04\x12P\n\x10requests_by_code\x18\x0b \x03(\x0b\x32\x36.ballast.admin.v1.EndpointSnapshot.RequestsByCodeEntry\x12\x16\n\x0erequests_total\x18\x0c \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\r \x01(\x04\x12\x12\n\nbytes_sent\x18\x0e \x01(\x04\x12,\n\x07latency\x18\x0f \x01(\x0b\x32\x1b.ballast.admin.v1.Histogram\x12\x17\n\x0f\x65wma_latency_ms\x18\x10 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x11 \x01(\r\x12\x17\n\x0f\x65jections_total\x18\x12 \x01(\x04\x12\x1b\n\x13\x65jection_multiplier\x18\x13 \x01(\r\x12\x14\n\x0cstate_reason\x18\x14 \x01(\t\x12\x14\n\x0c\x63onnectivity\x18\x15 \x01(\t\x1a\x35\n\x13RequestsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\x19\n\x17_drain_deadline_unix_ms\":\n\tHistogram\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x04\x12\x0e\n\x06sum_ms\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\".\n\x0fPeerConnections\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"H\n\x10SetWeightRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x05\"H\n\x0c\x44rainRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"6\n\x0eUndrainRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"3\n\x10SetPolicyRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t*\xd8\x01\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NDPOINT_STATE_PENDING\x10\x01\x12\x18\n\x14\x45NDPOINT_STATE_READY\x10\x02\x12\x1c\n\x18\x45NDPOINT_STATE_UNHEALTHY\x10\x03\x12\x1a\n\x16\x45NDPOINT_STATE_EJECTED\x10\x04\x12\x1b\n\x17\x45NDPOINT_STATE_DRAINING\x10\x05\x12\x1a\n\x16\x45NDPOINT_STATE_DRAINED\x10\x06\x32\xd7\x04\n\x05\x41\x64min\x12]\n\x0cListClusters\x12%.ballast.admin.v1.ListClustersRequest\x1a&.ballast.admin.v1.ListClustersResponse\x12O\n\x0bGetSnapshot\x12$.ballast.admin.v1.GetSnapshotRequest\x1a\x1a.ballast.admin.v1.Snapshot\x12W\n\x0eWatchSnapshots\x12\'.ballast.admin.v1.WatchSnapshotsRequest\x1a\x1a.ballast.admin.v1.Snapshot0\x01\x12S\n\tSetWeight\x12\".ballast.admin.v1.SetWeightRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12K\n\x05\x44rain\x12\x1e.ballast.admin.v1.DrainRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12O\n\x07Undrain\x12 .ballast.admin.v1.UndrainRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12R\n\tSetPolicy\x12\".ballast.admin.v1.SetPolicyRequest\x1a!.ballast.admin.v1.ClusterSnapshotb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61lancer/admin/v1/admin.proto\x12\x10\x62\x61llast.admin.v1\"\x15\n\x13ListClustersRequest\"G\n\x14ListClustersResponse\x12/\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x1d.ballast.admin.v1.ClusterInfo\"^\n\x0b\x43lusterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x31\n\tendpoints\x18\x03 \x03(\x0b\x32\x1e.ballast.admin.v1.EndpointInfo\"\x86\x01\n\x0c\x45ndpointInfo\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.ballast.admin.v1.EndpointState\x12\x0e\n\x06weight\x18\x05 \x01(\r\"&\n\x12GetSnapshotRequest\x12\x10\n\x08\x63lusters\x18\x01 \x03(\t\">\n\x15WatchSnapshotsRequest\x12\x13\n\x0binterval_ms\x18\x01 \x01(\r\x12\x10\n\x08\x63lusters\x18\x02 \x03(\t\"\xfa\x03\n\x08Snapshot\x12\x13\n\x0b\x62\x61lancer_id\x18\x01 \x01(\t\x12\x18\n\x10taken_at_unix_ms\x18\x02 \x01(\x03\x12\x1a\n\x12started_at_unix_ms\x18\x03 \x01(\x03\x12\x19\n\x11latency_bounds_ms\x18\x04 \x03(\x01\x12\x33\n\x08\x63lusters\x18\x05 \x03(\x0b\x32!.ballast.admin.v1.ClusterSnapshot\x12\x36\n\x0b\x63onnections\x18\x06 \x03(\x0b\x32!.ballast.admin.v1.PeerConnections\x12\"\n\x1amessages_over_budget_total\x18\x07 \x01(\x04\x12\x1f\n\x17in_flight_message_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bxds_address\x18\x0b \x01(\t\x12\x30\n\x0bxds_clients\x18\x0c \x03(\x0b\x32\x1b.ballast.admin.v1.XdsClient\x12\x18\n\x10xds_pushes_total\x18\r \x01(\x04\x12\x41\n\x0cxds_versions\x18\x0e \x03(\x0b\x32+.ballast.admin.v1.Snapshot.XdsVersionsEntry\x1a\x32\n\x10XdsVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x02\n\tXdsClient\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04peer\x18\x02 \x01(\t\x12\x1c\n\x14\x63onnected_at_unix_ms\x18\x03 \x01(\x03\x12\x46\n\x0e\x61\x63ked_versions\x18\x04 \x03(\x0b\x32..ballast.admin.v1.XdsClient.AckedVersionsEntry\x12\x30\n\rpending_nacks\x18\x05 \x03(\x0b\x32\x19.ballast.admin.v1.XdsNack\x12\x0f\n\x07in_sync\x18\x06 \x01(\x08\x1a\x34\n\x12\x41\x63kedVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x07XdsNack\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nat_unix_ms\x18\x04 \x01(\x03\"\xbb\x02\n\x0f\x43lusterSnapshot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x35\n\tendpoints\x18\x03 \x03(\x0b\x32\".ballast.admin.v1.EndpointSnapshot\x12\x16\n\x0erequests_total\x18\x04 \x01(\x04\x12\x11\n\tin_flight\x18\x05 \x01(\x04\x12\x17\n\x0fready_endpoints\x18\x06 \x01(\r\x12\x16\n\x0e\x64\x65\x66\x61ult_weight\x18\x07 \x01(\r\x12\x19\n\x11\x63onfigured_policy\x18\x08 \x01(\t\x12\r\n\x05panic\x18\t \x01(\x08\x12\x13\n\x0bxds_clients\x18\x11 \x01(\r\x12\x1b\n\x13xds_clients_in_sync\x18\x12 \x01(\r\x12\x1b\n\x13xds_policy_fallback\x18\x13 \x01(\x08\"\xde\x06\n\x10\x45ndpointSnapshot\x12\x13\n\x0b\x65ndpoint_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12.\n\x05state\x18\x04 \x01(\x0e\x32\x1f.ballast.admin.v1.EndpointState\x12\x1b\n\x13state_since_unix_ms\x18\x05 \x01(\x03\x12#\n\x16\x64rain_deadline_unix_ms\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x0f\n\x07removed\x18\x07 \x01(\x08\x12\x0e\n\x06weight\x18\x08 \x01(\r\x12\x18\n\x10\x65\x66\x66\x65\x63tive_weight\x18\t \x01(\x01\x12\x11\n\tin_flight\x18\n \x01(\x04\x12P\n\x10requests_by_code\x18\x0b \x03(\x0b\x32\x36.ballast.admin.v1.EndpointSnapshot.RequestsByCodeEntry\x12\x16\n\x0erequests_total\x18\x0c \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\r \x01(\x04\x12\x12\n\nbytes_sent\x18\x0e \x01(\x04\x12,\n\x07latency\x18\x0f \x01(\x0b\x32\x1b.ballast.admin.v1.Histogram\x12\x17\n\x0f\x65wma_latency_ms\x18\x10 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x11 \x01(\r\x12\x17\n\x0f\x65jections_total\x18\x12 \x01(\x04\x12\x1b\n\x13\x65jection_multiplier\x18\x13 \x01(\r\x12\x14\n\x0cstate_reason\x18\x14 \x01(\t\x12\x14\n\x0c\x63onnectivity\x18\x15 \x01(\t\x12!\n\x19proxyless_requests_issued\x18\x1e \x01(\x04\x12$\n\x1cproxyless_requests_succeeded\x18\x1f \x01(\x04\x12\"\n\x1aproxyless_requests_errored\x18  \x01(\x04\x12\x1b\n\x13proxyless_in_flight\x18! \x01(\x04\x12\x19\n\x11xds_health_status\x18\" \x01(\t\x1a\x35\n\x13RequestsByCodeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x42\x19\n\x17_drain_deadline_unix_ms\":\n\tHistogram\x12\x0e\n\x06\x63ounts\x18\x01 \x03(\x04\x12\x0e\n\x06sum_ms\x18\x02 \x01(\x01\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\".\n\x0fPeerConnections\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"H\n\x10SetWeightRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x05\"H\n\x0c\x44rainRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"6\n\x0eUndrainRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x02 \x01(\t\"3\n\x10SetPolicyRequest\x12\x0f\n\x07\x63luster\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t*\xd8\x01\n\rEndpointState\x12\x1e\n\x1a\x45NDPOINT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45NDPOINT_STATE_PENDING\x10\x01\x12\x18\n\x14\x45NDPOINT_STATE_READY\x10\x02\x12\x1c\n\x18\x45NDPOINT_STATE_UNHEALTHY\x10\x03\x12\x1a\n\x16\x45NDPOINT_STATE_EJECTED\x10\x04\x12\x1b\n\x17\x45NDPOINT_STATE_DRAINING\x10\x05\x12\x1a\n\x16\x45NDPOINT_STATE_DRAINED\x10\x06\x32\xd7\x04\n\x05\x41\x64min\x12]\n\x0cListClusters\x12%.ballast.admin.v1.ListClustersRequest\x1a&.ballast.admin.v1.ListClustersResponse\x12O\n\x0bGetSnapshot\x12$.ballast.admin.v1.GetSnapshotRequest\x1a\x1a.ballast.admin.v1.Snapshot\x12W\n\x0eWatchSnapshots\x12\'.ballast.admin.v1.WatchSnapshotsRequest\x1a\x1a.ballast.admin.v1.Snapshot0\x01\x12S\n\tSetWeight\x12\".ballast.admin.v1.SetWeightRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12K\n\x05\x44rain\x12\x1e.ballast.admin.v1.DrainRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12O\n\x07Undrain\x12 .ballast.admin.v1.UndrainRequest\x1a\".ballast.admin.v1.EndpointSnapshot\x12R\n\tSetPolicy\x12\".ballast.admin.v1.SetPolicyRequest\x1a!.ballast.admin.v1.ClusterSnapshotb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'balancer.admin.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SNAPSHOT_XDSVERSIONSENTRY']._loaded_options = None
+  _globals['_SNAPSHOT_XDSVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_XDSCLIENT_ACKEDVERSIONSENTRY']._loaded_options = None
+  _globals['_XDSCLIENT_ACKEDVERSIONSENTRY']._serialized_options = b'8\001'
   _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._loaded_options = None
   _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._serialized_options = b'8\001'
-  _globals['_ENDPOINTSTATE']._serialized_start=2082
-  _globals['_ENDPOINTSTATE']._serialized_end=2298
+  _globals['_ENDPOINTSTATE']._serialized_start=2889
+  _globals['_ENDPOINTSTATE']._serialized_end=3105
   _globals['_LISTCLUSTERSREQUEST']._serialized_start=51
   _globals['_LISTCLUSTERSREQUEST']._serialized_end=72
   _globals['_LISTCLUSTERSRESPONSE']._serialized_start=74
@@ -48,25 +52,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHSNAPSHOTSREQUEST']._serialized_start=420
   _globals['_WATCHSNAPSHOTSREQUEST']._serialized_end=482
   _globals['_SNAPSHOT']._serialized_start=485
-  _globals['_SNAPSHOT']._serialized_end=775
-  _globals['_CLUSTERSNAPSHOT']._serialized_start=778
-  _globals['_CLUSTERSNAPSHOT']._serialized_end=1014
-  _globals['_ENDPOINTSNAPSHOT']._serialized_start=1017
-  _globals['_ENDPOINTSNAPSHOT']._serialized_end=1714
-  _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._serialized_start=1634
-  _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._serialized_end=1687
-  _globals['_HISTOGRAM']._serialized_start=1716
-  _globals['_HISTOGRAM']._serialized_end=1774
-  _globals['_PEERCONNECTIONS']._serialized_start=1776
-  _globals['_PEERCONNECTIONS']._serialized_end=1822
-  _globals['_SETWEIGHTREQUEST']._serialized_start=1824
-  _globals['_SETWEIGHTREQUEST']._serialized_end=1896
-  _globals['_DRAINREQUEST']._serialized_start=1898
-  _globals['_DRAINREQUEST']._serialized_end=1970
-  _globals['_UNDRAINREQUEST']._serialized_start=1972
-  _globals['_UNDRAINREQUEST']._serialized_end=2026
-  _globals['_SETPOLICYREQUEST']._serialized_start=2028
-  _globals['_SETPOLICYREQUEST']._serialized_end=2079
-  _globals['_ADMIN']._serialized_start=2301
-  _globals['_ADMIN']._serialized_end=2900
+  _globals['_SNAPSHOT']._serialized_end=991
+  _globals['_SNAPSHOT_XDSVERSIONSENTRY']._serialized_start=941
+  _globals['_SNAPSHOT_XDSVERSIONSENTRY']._serialized_end=991
+  _globals['_XDSCLIENT']._serialized_start=994
+  _globals['_XDSCLIENT']._serialized_end=1259
+  _globals['_XDSCLIENT_ACKEDVERSIONSENTRY']._serialized_start=1207
+  _globals['_XDSCLIENT_ACKEDVERSIONSENTRY']._serialized_end=1259
+  _globals['_XDSNACK']._serialized_start=1261
+  _globals['_XDSNACK']._serialized_end=1338
+  _globals['_CLUSTERSNAPSHOT']._serialized_start=1341
+  _globals['_CLUSTERSNAPSHOT']._serialized_end=1656
+  _globals['_ENDPOINTSNAPSHOT']._serialized_start=1659
+  _globals['_ENDPOINTSNAPSHOT']._serialized_end=2521
+  _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._serialized_start=2441
+  _globals['_ENDPOINTSNAPSHOT_REQUESTSBYCODEENTRY']._serialized_end=2494
+  _globals['_HISTOGRAM']._serialized_start=2523
+  _globals['_HISTOGRAM']._serialized_end=2581
+  _globals['_PEERCONNECTIONS']._serialized_start=2583
+  _globals['_PEERCONNECTIONS']._serialized_end=2629
+  _globals['_SETWEIGHTREQUEST']._serialized_start=2631
+  _globals['_SETWEIGHTREQUEST']._serialized_end=2703
+  _globals['_DRAINREQUEST']._serialized_start=2705
+  _globals['_DRAINREQUEST']._serialized_end=2777
+  _globals['_UNDRAINREQUEST']._serialized_start=2779
+  _globals['_UNDRAINREQUEST']._serialized_end=2833
+  _globals['_SETPOLICYREQUEST']._serialized_start=2835
+  _globals['_SETPOLICYREQUEST']._serialized_end=2886
+  _globals['_ADMIN']._serialized_start=3108
+  _globals['_ADMIN']._serialized_end=3707
 # @@protoc_insertion_point(module_scope)

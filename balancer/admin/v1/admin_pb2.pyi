@@ -73,7 +73,14 @@ class WatchSnapshotsRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ..., clusters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections", "messages_over_budget_total", "in_flight_message_bytes")
+    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections", "messages_over_budget_total", "in_flight_message_bytes", "xds_address", "xds_clients", "xds_pushes_total", "xds_versions")
+    class XdsVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     BALANCER_ID_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +89,10 @@ class Snapshot(_message.Message):
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_OVER_BUDGET_TOTAL_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    XDS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    XDS_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    XDS_PUSHES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    XDS_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     balancer_id: str
     taken_at_unix_ms: int
     started_at_unix_ms: int
@@ -90,10 +101,49 @@ class Snapshot(_message.Message):
     connections: _containers.RepeatedCompositeFieldContainer[PeerConnections]
     messages_over_budget_total: int
     in_flight_message_bytes: int
-    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., messages_over_budget_total: _Optional[int] = ..., in_flight_message_bytes: _Optional[int] = ...) -> None: ...
+    xds_address: str
+    xds_clients: _containers.RepeatedCompositeFieldContainer[XdsClient]
+    xds_pushes_total: int
+    xds_versions: _containers.ScalarMap[str, str]
+    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., messages_over_budget_total: _Optional[int] = ..., in_flight_message_bytes: _Optional[int] = ..., xds_address: _Optional[str] = ..., xds_clients: _Optional[_Iterable[_Union[XdsClient, _Mapping]]] = ..., xds_pushes_total: _Optional[int] = ..., xds_versions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class XdsClient(_message.Message):
+    __slots__ = ("node_id", "peer", "connected_at_unix_ms", "acked_versions", "pending_nacks", "in_sync")
+    class AckedVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ACKED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_NACKS_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    peer: str
+    connected_at_unix_ms: int
+    acked_versions: _containers.ScalarMap[str, str]
+    pending_nacks: _containers.RepeatedCompositeFieldContainer[XdsNack]
+    in_sync: bool
+    def __init__(self, node_id: _Optional[str] = ..., peer: _Optional[str] = ..., connected_at_unix_ms: _Optional[int] = ..., acked_versions: _Optional[_Mapping[str, str]] = ..., pending_nacks: _Optional[_Iterable[_Union[XdsNack, _Mapping]]] = ..., in_sync: _Optional[bool] = ...) -> None: ...
+
+class XdsNack(_message.Message):
+    __slots__ = ("type", "version", "message", "at_unix_ms")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    version: str
+    message: str
+    at_unix_ms: int
+    def __init__(self, type: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ..., at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic")
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic", "xds_clients", "xds_clients_in_sync", "xds_policy_fallback")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +153,9 @@ class ClusterSnapshot(_message.Message):
     DEFAULT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     CONFIGURED_POLICY_FIELD_NUMBER: _ClassVar[int]
     PANIC_FIELD_NUMBER: _ClassVar[int]
+    XDS_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    XDS_CLIENTS_IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    XDS_POLICY_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
@@ -112,10 +165,13 @@ class ClusterSnapshot(_message.Message):
     default_weight: int
     configured_policy: str
     panic: bool
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ...) -> None: ...
+    xds_clients: int
+    xds_clients_in_sync: int
+    xds_policy_fallback: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
-    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity")
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status")
     class RequestsByCodeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +200,11 @@ class EndpointSnapshot(_message.Message):
     EJECTION_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     STATE_REASON_FIELD_NUMBER: _ClassVar[int]
     CONNECTIVITY_FIELD_NUMBER: _ClassVar[int]
+    PROXYLESS_REQUESTS_ISSUED_FIELD_NUMBER: _ClassVar[int]
+    PROXYLESS_REQUESTS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    PROXYLESS_REQUESTS_ERRORED_FIELD_NUMBER: _ClassVar[int]
+    PROXYLESS_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    XDS_HEALTH_STATUS_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     address: str
     pod_name: str
@@ -165,7 +226,12 @@ class EndpointSnapshot(_message.Message):
     ejection_multiplier: int
     state_reason: str
     connectivity: str
-    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ...) -> None: ...
+    proxyless_requests_issued: int
+    proxyless_requests_succeeded: int
+    proxyless_requests_errored: int
+    proxyless_in_flight: int
+    xds_health_status: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ..., proxyless_requests_issued: _Optional[int] = ..., proxyless_requests_succeeded: _Optional[int] = ..., proxyless_requests_errored: _Optional[int] = ..., proxyless_in_flight: _Optional[int] = ..., xds_health_status: _Optional[str] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("counts", "sum_ms", "count")
