@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balancer.config import BalancerConfig, ConfigError, load_config
+from balancer.engines import EngineUnavailable, check_engine
 from balancer.server import Balancer, NoPlatform, static_discovery
 
 log = logging.getLogger("balancer")
@@ -110,8 +111,13 @@ def _check(path: Path, config: BalancerConfig) -> int:
     except NoPlatform as err:
         print(f"ballast: bad config: {path}: {err}", file=sys.stderr)
         return 2
+    try:
+        check_engine(config)
+    except EngineUnavailable as err:
+        print(f"ballast: cannot start: {err}", file=sys.stderr)
+        return 1
     names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
-    print(f"{path}: valid; clusters: {names}")
+    print(f"{path}: valid; engine: {config.engine}; clusters: {names}")
     if config.control_plane is not None:
         cp = config.control_plane
         print(
@@ -138,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoPlatform as err:
         print(f"ballast: bad config: {args.config}: {err}", file=sys.stderr)
         return 2
+    except EngineUnavailable as err:
+        print(f"ballast: cannot start: {err}", file=sys.stderr)
+        return 1
     try:
         with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
             runner.run(run(balancer, args.ready_file))

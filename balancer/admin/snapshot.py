@@ -127,6 +127,7 @@ class Reader:
     def balancer(self, clusters: Iterable[Cluster] | None = None) -> BalancerView:
         """The whole balancer, or only `clusters` of it; connections are always included."""
         now = self._now()
+        figures = self._balancer.engine.figures()
         chosen = list(self._balancer.clusters.values()) if clusters is None else list(clusters)
         return BalancerView(
             balancer_id=self._balancer.config.id,
@@ -134,8 +135,8 @@ class Reader:
             started_at_unix_s=self._balancer.started_at_unix_s,
             clusters=tuple(self._cluster(c, now) for c in chosen),
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
-            messages_over_budget_total=self._balancer.proxy.limits.budget.refused,
-            in_flight_message_bytes=self._balancer.proxy.limits.budget.in_flight_bytes,
+            messages_over_budget_total=figures.messages_over_budget_total,
+            in_flight_message_bytes=figures.in_flight_message_bytes,
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:
