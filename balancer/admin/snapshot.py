@@ -100,6 +100,9 @@ class BalancerView:
     # The in-flight message bytes budget: refusals so far, and bytes held now.
     messages_over_budget_total: int = 0
     in_flight_message_bytes: int = 0
+    # The engine carrying calls (embedded, haproxy), and whether it can carry them now.
+    engine: str = "embedded"
+    engine_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,8 @@ class Reader:
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
             messages_over_budget_total=figures.messages_over_budget_total,
             in_flight_message_bytes=figures.in_flight_message_bytes,
+            engine=figures.name,
+            engine_up=figures.up,
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:

@@ -21,7 +21,7 @@ def make_engine(
         # Imported here: the embedded default needs none of it.
         from balancer.engines.haproxy import HaproxyEngine
 
-        return HaproxyEngine(config, clusters)  # type: ignore[return-value]  # stub
+        return HaproxyEngine(config, clusters, clock=clock)
     from balancer.engines.embedded import EmbeddedEngine
 
     return EmbeddedEngine(config, clusters, clock=clock)
