@@ -71,7 +71,7 @@ def test_it_refuses_tls_listeners_with_haproxy_for_now(tmp_path):
     )
 
 
-def _check(tmp_path: Path, binary: str) -> subprocess.CompletedProcess[str]:
+def _run(tmp_path: Path, binary: str, *flags: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "ballast.toml"
     path.write_text(
         f'[balancer]\nengine = "haproxy"\n\n[haproxy]\nbinary = "{binary}"\n\n'
@@ -79,14 +79,15 @@ def _check(tmp_path: Path, binary: str) -> subprocess.CompletedProcess[str]:
         encoding="utf-8",
     )
     return subprocess.run(
-        [sys.executable, "-m", "balancer", "--config", str(path), "--check"],
+        [sys.executable, "-m", "balancer", "--config", str(path), *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("flags", [("--check",), ()], ids=["check", "start"])
 @pytest.mark.parametrize("binary", ["haproxy-not-installed", "/nowhere/haproxy"])
-def test_it_says_in_one_line_how_to_install_a_missing_haproxy(tmp_path, binary):
-    result = _check(tmp_path, binary)
+def test_it_says_in_one_line_how_to_install_a_missing_haproxy(tmp_path, binary, flags):
+    result = _run(tmp_path, binary, *flags)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -95,6 +96,6 @@ def test_it_says_in_one_line_how_to_install_a_missing_haproxy(tmp_path, binary):
 
 
 def test_it_checks_a_config_whose_haproxy_is_installed(tmp_path):
-    result = _check(tmp_path, "/usr/sbin/haproxy")
+    result = _run(tmp_path, "/usr/sbin/haproxy", "--check")
     assert result.returncode == 0, result.stderr
     assert "engine: haproxy" in result.stdout

@@ -151,6 +151,11 @@ class HaproxyEngine:
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the HAProxy process carrying new calls; None before start."""
+        return None if self._process is None else self._process.pid
+
     # --- notifications from the clusters ------------------------------------------------------
 
     def cluster_changed(self, cluster: Cluster) -> None:
