@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import grpc.aio
 import pytest
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.config import Route
 from balancer.server import Balancer
 from tests.support import backend as be
 from tests.support.backend import Backend
@@ -163,3 +164,32 @@ async def wait_for_state(setup: Setup, endpoint_id: str, state: int) -> None:
         return await setup.state(endpoint_id) == state
 
     await _until(reached, what=f"{endpoint_id} in {admin_pb2.EndpointState.Name(state)}")
+
+
+async def test_it_takes_a_pod_out_while_its_health_check_fails(backends, balancers):
+    a, b = await backends("pod-a"), await backends("pod-b")
+    cluster = {"health_check": {"enabled": True, "interval_s": 0.2, "unhealthy_threshold": 1}}
+    balancer = await balancers(config([a, b], cluster=cluster, **HAPROXY))
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as proxy:
+        setup = Setup(a, b, balancer, None, proxy)  # type: ignore[arg-type]
+        await b.set_serving(False)
+        await setup.until_only("pod-a")
+        await b.set_serving(True)
+
+        async def both() -> bool:
+            return set(await setup.served_by(10)) == {"pod-a", "pod-b"}
+
+        await _until(both, what="pod-b back after its health check passes")
+
+
+async def test_it_answers_unimplemented_for_a_method_without_a_route(backends, balancers):
+    a = await backends("pod-a")
+    data = config([a], **HAPROXY)
+    two = replace(data, clusters=(*data.clusters, replace(data.clusters[0], name="other")))
+    routed = replace(two, routes=(Route(cluster="other", service="other.Service"),))
+    balancer = await balancers(routed)
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as proxy:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await proxy.unary_unary(be.UNARY)(b"x", timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "no route" in caught.value.details()

@@ -24,7 +24,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.timeout(180)
 
 HAPROXY = {"engine": "haproxy", "shutdown_grace_s": 1}
-HEALTH = {"health_check": {"interval_s": 0.2}}
+HEALTH = {"health_check": {"enabled": True, "interval_s": 0.2}}
 
 
 class QueueDiscovery:
@@ -73,6 +73,7 @@ class Load:
                 self.served[dict(await call.initial_metadata())["x-backend"]] += 1
             except grpc.aio.AioRpcError as err:
                 self.errors[err.code().name] += 1
+                await asyncio.sleep(0.01)  # a failed connect is instant: don't spin
 
     @property
     def total(self) -> int:
@@ -90,6 +91,9 @@ async def test_it_follows_discovery_under_load_without_a_client_error(backends, 
     a, b, c = [await backends(n) for n in ("pod-a", "pod-b", "pod-c")]
     discovery = QueueDiscovery(Reset((_address(a),)))
     balancer = await balancers(config([a], cluster=HEALTH, **HAPROXY), discovery=discovery)
+    cluster = balancer.clusters["echo"]
+    # Until its first health check passes a pod is PENDING: no engine routes to it.
+    await wait_for(lambda: cluster.endpoints["pod-a"].state is State.READY, 20, what="pod-a up")
     load = Load(balancer.listen_addresses[0])
     try:
         await wait_for(lambda: load.served["pod-a"] >= 20, 20, what="load on pod-a")
@@ -97,7 +101,6 @@ async def test_it_follows_discovery_under_load_without_a_client_error(backends, 
         await wait_for(lambda: load.served["pod-b"] >= 20 and load.served["pod-c"] >= 20, 20,
                        what="pods b and c taking calls")  # fmt: skip
         discovery.updates.put_nowait(Remove(("pod-a",)))
-        cluster = balancer.clusters["echo"]
         await wait_for(lambda: "pod-a" not in cluster.endpoints, 20, what="pod-a drained, gone")
         a_calls = a.calls
         discovery.updates.put_nowait(Remove(("pod-b",)))
@@ -123,9 +126,19 @@ async def test_it_restarts_a_killed_haproxy_with_the_current_state(backends, bal
     await wait_for(lambda: cluster.endpoints["pod-c"].state is State.DRAINED, 20, what="drained")
     pid = balancer.engine.pid
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    await wait_for(lambda: balancer.engine.pid not in (None, pid), 20, what="a new haproxy")
-    await wait_for(lambda: balancer.engine.figures().up, 20, what="the engine up again")
+    load = Load(balancer.listen_addresses[0])
+    try:
+        await wait_for(lambda: load.total >= 20, 20, what="load running")
+        killed_at = asyncio.get_running_loop().time()
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: balancer.engine.pid not in (None, pid), 20, what="a new haproxy")
+        await wait_for(lambda: balancer.engine.figures().up, 20, what="the engine up again")
+        down_s = asyncio.get_running_loop().time() - killed_at
+        mark = load.total
+        await wait_for(lambda: load.total >= mark + 20, 20, what="load through the new haproxy")
+    finally:
+        await load.stop()
+    print(f"\nhaproxy killed: down {down_s:.2f} s, served {load.total}, errors {dict(load.errors)}")
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
         served = Counter()
         for _ in range(30):
