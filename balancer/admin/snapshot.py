@@ -14,7 +14,7 @@ in `requests` a moment before its latency; counters never go backwards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -136,7 +136,7 @@ class Reader:
             balancer_id=self._balancer.config.id,
             taken_at_unix_s=now.unix_s,
             started_at_unix_s=self._balancer.started_at_unix_s,
-            clusters=tuple(self._cluster(c, now) for c in chosen),
+            clusters=tuple(self._cluster(c, now, figures.in_flight) for c in chosen),
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
             messages_over_budget_total=figures.messages_over_budget_total,
             in_flight_message_bytes=figures.in_flight_message_bytes,
@@ -145,7 +145,7 @@ class Reader:
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:
-        return self._cluster(cluster, self._now())
+        return self._cluster(cluster, self._now(), self._balancer.engine.figures().in_flight)
 
     def endpoint(self, ep: Endpoint) -> EndpointView:
         return self._endpoint(ep, self._now())
@@ -153,18 +153,23 @@ class Reader:
     def _now(self) -> _Now:
         return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())
 
-    def _cluster(self, cluster: Cluster, now: _Now) -> ClusterView:
+    def _cluster(
+        self, cluster: Cluster, now: _Now, in_flight: Mapping[tuple[str, str], int]
+    ) -> ClusterView:
         endpoints = list(cluster.endpoints.values())  # copied: see the thread note above
         return ClusterView(
             name=cluster.name,
             policy=cluster.policy,
-            endpoints=tuple(self._endpoint(ep, now) for ep in endpoints),
+            endpoints=tuple(
+                self._endpoint(ep, now, in_flight.get((cluster.name, ep.id))) for ep in endpoints
+            ),
             default_weight=cluster.config.default_weight,
             configured_policy=cluster.config.policy,
             panic=cluster.panic,
         )
 
-    def _endpoint(self, ep: Endpoint, now: _Now) -> EndpointView:
+    def _endpoint(self, ep: Endpoint, now: _Now, in_flight: int | None = None) -> EndpointView:
+        """`in_flight`: the engine's count, when the endpoint's own does not see the calls."""
         stats = ep.stats
         deadline = ep.drain_deadline_s if ep.state is State.DRAINING else None
         return EndpointView(
@@ -177,7 +182,7 @@ class Reader:
             removed=ep.removed,
             weight=ep.weight,
             effective_weight=ep.effective_weight,
-            in_flight=ep.in_flight,
+            in_flight=ep.in_flight if in_flight is None else in_flight,
             requests=tuple(stats.requests),
             bytes_received=stats.bytes_received,
             bytes_sent=stats.bytes_sent,

@@ -15,7 +15,7 @@ and `haproxy` (a supervised HAProxy child driven over its runtime API).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class EngineFigures:
     up: bool = True
     messages_over_budget_total: int = 0
     in_flight_message_bytes: int = 0
+    # Calls in flight per (cluster, endpoint id) as the engine counts them, where the
+    # endpoints' own count (`Endpoint.in_flight`) does not see them (HAProxy's streams).
+    in_flight: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Engine(Protocol):

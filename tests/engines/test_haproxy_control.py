@@ -58,9 +58,15 @@ class Setup:
 
 
 async def _until(check, timeout_s: float = 20.0, what: str = "") -> None:
+    """Polls the async `check` until true; a failing call counts as not yet."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while not await check():
+    while True:
+        try:
+            if await check():
+                return
+        except grpc.aio.AioRpcError:
+            pass
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
 
@@ -172,13 +178,14 @@ async def test_it_takes_a_pod_out_while_its_health_check_fails(backends, balance
     balancer = await balancers(config([a, b], cluster=cluster, **HAPROXY))
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as proxy:
         setup = Setup(a, b, balancer, None, proxy)  # type: ignore[arg-type]
-        await b.set_serving(False)
-        await setup.until_only("pod-a")
-        await b.set_serving(True)
 
         async def both() -> bool:
             return set(await setup.served_by(10)) == {"pod-a", "pod-b"}
 
+        await _until(both, what="both pods up after their first health checks")
+        await b.set_serving(False)
+        await setup.until_only("pod-a")
+        await b.set_serving(True)
         await _until(both, what="pod-b back after its health check passes")
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from balancer.config import BalancerConfig
+from balancer.engines.haproxy.calls import LOG_FORMAT
 
 # HAProxy's largest server weight; Ballast's weights go up to 10000.
 MAX_HAPROXY_WEIGHT = 256
@@ -70,14 +71,16 @@ def render(
     runtime_socket: str,
     policies: dict[str, str],
     servers: dict[str, Sequence[Server]],
+    call_log: str | None = None,
 ) -> str:
-    """The whole config file. `policies` and `servers` are keyed by cluster name."""
+    """The whole config file. `policies` and `servers` are keyed by cluster name; with
+    `call_log` (a unix datagram socket's path) every call is logged there."""
     names = {c.name: backend_name(i, c.name) for i, c in enumerate(config.clusters)}
     frontends = [_frontend(config, i, a, names) for i, a in enumerate(listen_addresses)]
     backends = [
         _backend(names[c.name], policies[c.name], servers.get(c.name, ())) for c in config.clusters
     ]
-    parts = [_global(config, runtime_socket), _defaults(config), *frontends, *backends]
+    parts = [_global(config, runtime_socket, call_log), _defaults(config), *frontends, *backends]
     return "\n".join(parts)
 
 
@@ -85,7 +88,7 @@ def _section(title: str, lines: Iterable[str]) -> str:
     return "".join([f"{title}\n", *(f"    {line}\n" for line in lines)])
 
 
-def _global(config: BalancerConfig, runtime_socket: str) -> str:
+def _global(config: BalancerConfig, runtime_socket: str, call_log: str | None) -> str:
     lines = [
         f"stats socket {runtime_socket} mode 600 level admin",
         f"tune.h2.max-concurrent-streams {config.max_concurrent_streams}",
@@ -94,12 +97,15 @@ def _global(config: BalancerConfig, runtime_socket: str) -> str:
     ]
     if config.haproxy.threads:
         lines.append(f"nbthread {config.haproxy.threads}")
+    if call_log is not None:
+        lines.append(f"log {call_log} len 1024 format raw local0 info")
     return _section("global", [*lines, *config.haproxy.global_lines])
 
 
 def _defaults(config: BalancerConfig) -> str:
     lines = [
         "mode http",
+        "log global",
         "timeout connect 5s",
         f"timeout client {_STREAM_TIMEOUT}",
         f"timeout server {_STREAM_TIMEOUT}",
@@ -113,7 +119,13 @@ def _defaults(config: BalancerConfig) -> str:
 
 
 def _frontend(config: BalancerConfig, index: int, address: str, names: dict[str, str]) -> str:
-    lines = [f"bind {address} proto h2"]
+    lines = [
+        f"bind {address} proto h2",
+        # Response headers are read into the log through a capture (log-format cannot).
+        "declare capture response len 4",
+        "http-response capture res.hdr(grpc-status) id 0",
+        f'log-format "{LOG_FORMAT}"',
+    ]
     for route in config.routes:
         lines.append(f"use_backend {names[route.cluster]} if {{ path_beg {route.path_prefix} }}")
     default = config.default_cluster

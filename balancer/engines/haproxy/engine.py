@@ -35,6 +35,7 @@ from balancer.cluster import Clock, Cluster
 from balancer.config import BalancerConfig, parse_address
 from balancer.endpoint import Endpoint, State, StateChange
 from balancer.engines.base import EngineFigures
+from balancer.engines.haproxy import calls
 from balancer.engines.haproxy.config import (
     BALANCE,
     SERVER_OPTIONS,
@@ -50,6 +51,8 @@ from balancer.listen import cannot_listen
 log = logging.getLogger(__name__)
 
 _POLL_INTERVAL_S = 0.2
+# How often in-flight streams per server are read from `show stat` for snapshots.
+_STATS_INTERVAL_S = 1.0
 _START_TIMEOUT_S = 15.0
 _RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _DRAINING = (State.DRAINING, State.DRAINED)
@@ -99,6 +102,7 @@ class HaproxyEngine:
         self._listen: list[str] = []
         self._dir = ""
         self._config_file = ""
+        self._call_log_path = ""
         self._api = RuntimeApi("")
         self._process: HaproxyProcess | None = None
         self._retiring: set[HaproxyProcess] = set()
@@ -107,6 +111,11 @@ class HaproxyEngine:
         self._deleting: dict[str, set[str]] = {c: set() for c in clusters}
         self._policies: dict[str, str] = {}
         self._names: dict[tuple[str, str, str], str] = {}
+        # (backend, server name) → (cluster, endpoint id), for the call log.
+        self._by_server: dict[tuple[str, str], tuple[str, str]] = {}
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._call_log: asyncio.DatagramTransport | None = None
+        self._stats_read_at = 0.0
         self._serial = itertools.count(1)
         self._holds: dict[tuple[str, str], _Hold] = {}
         self._dirty: asyncio.Event | None = None
@@ -131,8 +140,13 @@ class HaproxyEngine:
         socket_path = self._config.haproxy.runtime_socket or os.path.join(self._dir, "runtime.sock")
         self._api = RuntimeApi(socket_path)
         self._config_file = os.path.join(self._dir, "haproxy.cfg")
+        self._call_log_path = os.path.join(self._dir, "calls.sock")
+        self._call_log = await calls.listen(self._call_log_path, self._record)
         self._dirty = asyncio.Event()
         await self._launch(replaces=None)
+        # States that changed while HAProxy started are applied before calls are taken.
+        self._dirty.clear()
+        await self._reconcile()
         loop = asyncio.get_running_loop()
         for work in (self._supervise(), self._reconcile_forever(), self._poll_forever()):
             self._tasks.append(loop.create_task(work))
@@ -148,6 +162,8 @@ class HaproxyEngine:
         processes = [p for p in (self._process, *self._retiring) if p is not None]
         await asyncio.gather(*(p.stop(grace_s) for p in processes))
         self._up = False
+        if self._call_log is not None:
+            self._call_log.close()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -200,7 +216,21 @@ class HaproxyEngine:
         return {}  # HAProxy holds the client connections; not read from it yet
 
     def figures(self) -> EngineFigures:
-        return EngineFigures(name=self.name, up=self._up)
+        return EngineFigures(name=self.name, up=self._up, in_flight=dict(self._in_flight))
+
+    def _record(self, call: calls.CallRecord) -> None:
+        """One finished call from HAProxy's log: into the endpoint's stats and the
+        cluster's outlier detection, as the embedded engine records its own."""
+        where = self._by_server.get((call.backend, call.server))
+        if where is None:
+            return
+        cluster = self._clusters[where[0]]
+        ep = cluster.endpoints.get(where[1])
+        if ep is None:
+            return
+        if self._config.record_stats:
+            ep.stats.record(call.code, call.latency_s, call.received_bytes, call.sent_bytes)
+        cluster.record_result(ep, call.code, call.latency_s)
 
     # --- the process --------------------------------------------------------------------------
 
@@ -215,6 +245,7 @@ class HaproxyEngine:
             runtime_socket=self._api.path,
             policies=policies,
             servers={name: list(servers.values()) for name, servers in wanted.items()},
+            call_log=self._call_log_path,
         )
         _write_atomically(self._config_file, text)  # a few KiB on a local disk
         process = await HaproxyProcess.spawn(self._binary, self._config_file, replaces=replaces)
@@ -321,6 +352,7 @@ class HaproxyEngine:
         name = self._names.get(key)
         if name is None:
             name = self._names[key] = f"s{next(self._serial)}"
+            self._by_server[(self._backends[cluster], name)] = (cluster, ep.id)
         return name
 
     async def _reconcile_forever(self) -> None:
@@ -388,9 +420,11 @@ class HaproxyEngine:
         """`del server` for retired servers; one with connections (idle ones included)
         stays until they are gone, and is tried again on the next pass."""
         for name in sorted(self._deleting[cluster]):
-            reply = await self._api.command(f"del server {self._backends[cluster]}/{name}")
+            backend = self._backends[cluster]
+            reply = await self._api.command(f"del server {backend}/{name}")
             if "Server deleted." in reply or "No such server" in reply:
                 self._deleting[cluster].discard(name)
+                self._by_server.pop((backend, name), None)
 
     async def _try(self, command: str, success: str = "") -> None:
         try:
@@ -409,6 +443,20 @@ class HaproxyEngine:
                 await self._poll_drains()
                 for cluster in self._clusters:
                     await self._delete_retired(cluster)
+                now = asyncio.get_running_loop().time()
+                if now - self._stats_read_at >= _STATS_INTERVAL_S:
+                    self._stats_read_at = now
+                    await self._read_in_flight()
+
+    async def _read_in_flight(self) -> None:
+        """Streams in flight per endpoint, from `show stat`'s current sessions."""
+        in_flight: dict[tuple[str, str], int] = {}
+        for backend in self._backends.values():
+            for name, stat in (await self._api.server_stats(backend)).items():
+                where = self._by_server.get((backend, name))
+                if where is not None:
+                    in_flight[where] = in_flight.get(where, 0) + stat.sessions_now
+        self._in_flight = in_flight
 
     async def _poll_drains(self) -> None:
         """Ends holds of servers HAProxy reports with no session (DRAINING → DRAINED)."""
