@@ -268,8 +268,9 @@ class HaproxyEngine:
         while asyncio.get_running_loop().time() < deadline:
             if process.returncode is not None:
                 await process.wait()
-                words = " | ".join(process.last_lines) or "no output"
-                raise StartFailed(f"haproxy exited with code {process.returncode}: {words}")
+                raise StartFailed(
+                    f"haproxy exited with code {process.returncode}: {process.last_words()}"
+                )
             with contextlib.suppress(RuntimeDown):
                 if f"Pid: {process.pid}\n" in await self._api.command("show info"):
                     return

@@ -7,8 +7,10 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
+import subprocess
 from typing import Self
 
 from balancer.engines.base import EngineUnavailable
@@ -38,6 +40,7 @@ def find_binary(binary: str) -> str:
 
 
 _OUTPUT_LINES_KEPT = 20
+_ALERT = re.compile(r"^\[ALERT\]\s+\(\d+\)\s*:\s*")
 
 
 def _die_with_parent(args: list[str]) -> list[str]:
@@ -54,13 +57,20 @@ class StartFailed(OSError):
 
 
 class HaproxyProcess:
-    """One HAProxy process in the foreground (`-db`), its output logged line by line."""
+    """One HAProxy process in the foreground (`-db`), its output logged line by line.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    Started with `subprocess.Popen` (vfork and exec), not the event loop's own spawn:
+    uvloop forks, and a fork of a process with gRPC's threads running is not safe.
+    A thread waits for the exit.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], output: asyncio.StreamReader) -> None:
         self._proc = proc
         self.pid = proc.pid
         self.last_lines: collections.deque[str] = collections.deque(maxlen=_OUTPUT_LINES_KEPT)
-        self._reader = asyncio.get_running_loop().create_task(self._log_output())
+        loop = asyncio.get_running_loop()
+        self._reader = loop.create_task(self._log_output(output))
+        self._exit: asyncio.Future[int] = loop.create_task(asyncio.to_thread(proc.wait))
 
     @classmethod
     async def spawn(cls, binary: str, config_file: str, *, replaces: int | None = None) -> Self:
@@ -69,35 +79,46 @@ class HaproxyProcess:
         args = [binary, "-db", "-f", config_file]
         if replaces is not None:
             args += ["-sf", str(replaces)]
-        proc = await asyncio.create_subprocess_exec(
-            *_die_with_parent(args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            _die_with_parent(args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        return cls(proc)
+        assert proc.stdout is not None
+        output = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(output), proc.stdout)
+        return cls(proc, output)
 
-    async def _log_output(self) -> None:
-        assert self._proc.stdout is not None
-        async for raw in self._proc.stdout:
+    async def _log_output(self, output: asyncio.StreamReader) -> None:
+        async for raw in output:
             line = raw.decode(errors="replace").rstrip()
             if line:
                 self.last_lines.append(line)
                 level = logging.WARNING if "[ALERT]" in line else logging.INFO
                 log.log(level, "haproxy[%d]: %s", self.pid, line)
 
+    def last_words(self) -> str:
+        """HAProxy's alerts (why it refused to start), without its prefixes; else its last
+        lines."""
+        alerts = [_ALERT.sub("", line) for line in self.last_lines if "[ALERT]" in line]
+        return " | ".join(alerts or list(self.last_lines)[-3:]) or "no output"
+
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode
+        return self._exit.result() if self._exit.done() else None
 
     async def wait(self) -> int:
-        code = await self._proc.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader  # the last lines, for the log and StartFailed
+        """The exit code, once HAProxy has exited (and its last lines are logged)."""
+        code = await asyncio.shield(self._exit)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self._reader), _OUTPUT_DRAIN_S)
         return code
 
     def signal(self, sig: signal.Signals) -> None:
-        if self._proc.returncode is None:
+        if not self._exit.done():
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(sig)
 
@@ -109,13 +130,15 @@ class HaproxyProcess:
             (signal.SIGTERM, _HARD_STOP_S),
             (signal.SIGKILL, _HARD_STOP_S),
         ):
-            if self._proc.returncode is not None:
+            if self._exit.done():
                 break
             if wait_s > 0 or sig is signal.SIGKILL:
                 self.signal(sig)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._proc.wait()), wait_s)
+                    await asyncio.wait_for(asyncio.shield(self._exit), wait_s)
         await self.wait()
 
 
+# How long a finished process's last output lines are waited for.
+_OUTPUT_DRAIN_S = 1.0
 _HARD_STOP_S = 2.0
