@@ -50,6 +50,7 @@ class BalancerCollector:
         yield _cluster_info(view)
         yield _connections(view)
         yield from _budget(view)
+        yield _engine(view)
 
 
 def _endpoint_counters(view: BalancerView) -> list[Metric]:
@@ -158,6 +159,16 @@ def _budget(view: BalancerView) -> list[Metric]:
         value=view.in_flight_message_bytes,
     )
     return [refused, held]
+
+
+def _engine(view: BalancerView) -> Metric:
+    up = GaugeMetricFamily(
+        "ballast_engine_up",
+        "1 while the engine carrying calls can carry them; 0 while HAProxy is being restarted.",
+        labels=("engine",),
+    )
+    up.add_metric((view.engine,), 1 if view.engine_up else 0)
+    return up
 
 
 def _connections(view: BalancerView) -> Metric:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from balancer.admin.snapshot import Reader
 from balancer.config import ClusterConfig
 from balancer.discovery import Add, Remove, Reset, Update
 from balancer.endpoint import Address, State
@@ -151,3 +153,23 @@ async def test_it_restarts_a_killed_haproxy_with_the_current_state(backends, bal
         f"haproxy (pid {pid}) exited with code" in m and "engine is down" in m for m in messages
     )
     assert any("haproxy restarted: the engine is up again" in m for m in messages)
+
+
+async def test_it_reports_the_engine_down_until_haproxy_is_back(backends, balancers):
+    a = await backends("pod-a")
+    balancer = await balancers(config([a], admin={"metrics_address": "127.0.0.1:0"}, **HAPROXY))
+    reader = Reader(balancer)
+    assert 'ballast_engine_up{engine="haproxy"} 1.0' in await _metrics(balancer.metrics_address)
+    pid = balancer.engine.pid
+    os.kill(pid, signal.SIGKILL)
+    await wait_for(lambda: not reader.balancer().engine_up, 10, what="the engine reported down")
+    await wait_for(lambda: reader.balancer().engine_up, 20, what="the engine reported up again")
+    assert balancer.engine.pid != pid
+
+
+async def _metrics(address: str) -> str:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    return await asyncio.to_thread(get)
