@@ -27,9 +27,10 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from balancer.cluster import Clock, Cluster
 from balancer.config import BalancerConfig, parse_address
@@ -121,7 +122,7 @@ class HaproxyEngine:
         self._dirty: asyncio.Event | None = None
         self._up = False
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._warned_peak_ewma: set[str] = set()
         self.restarts = 0
 
@@ -147,16 +148,16 @@ class HaproxyEngine:
         # States that changed while HAProxy started are applied before calls are taken.
         self._dirty.clear()
         await self._reconcile()
-        loop = asyncio.get_running_loop()
         for work in (self._supervise(), self._reconcile_forever(), self._poll_forever()):
-            self._tasks.append(loop.create_task(work))
+            self._spawn(work)
 
     async def stop(self, grace_s: float) -> None:
         """Soft-stops HAProxy (streams get `grace_s`, then hard stop) and cleans up."""
         self._stopping = True
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         processes = [p for p in (self._process, *self._retiring) if p is not None]
@@ -201,8 +202,13 @@ class HaproxyEngine:
         if server is None:
             return
         command = f"shutdown sessions server {self._backends[cluster]}/{server.name}"
-        task = asyncio.get_running_loop().create_task(self._quietly(command))
-        self._tasks.append(task)
+        self._spawn(self._quietly(command))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs `work` until it ends or `stop` cancels it; finished tasks are let go."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _quietly(self, command: str) -> None:
         try:
@@ -239,6 +245,7 @@ class HaproxyEngine:
         policies = {name: cluster.policy for name, cluster in self._clusters.items()}
         self._warn_peak_ewma(policies)
         wanted = {name: self._wanted(cluster) for name, cluster in self._clusters.items()}
+        self._forget_gone(wanted)
         text = render(
             self._config,
             listen_addresses=self._listen,
@@ -315,12 +322,22 @@ class HaproxyEngine:
         assert old is not None
         await self._launch(replaces=old.pid)
         self._retiring.add(old)
-        task = asyncio.get_running_loop().create_task(self._reap(old))
-        self._tasks.append(task)
+        self._spawn(self._reap(old))
 
     async def _reap(self, process: HaproxyProcess) -> None:
         await process.wait()
         self._retiring.discard(process)
+
+    def _forget_gone(self, wanted: Mapping[str, Mapping[str, Server]]) -> None:
+        """Keeps server names only for endpoints that still exist (a fresh process holds
+        only those), so churn over a long life does not pile up names."""
+        live = {(c, i, s.target) for c, servers in wanted.items() for i, s in servers.items()}
+        self._names = {k: v for k, v in self._names.items() if k in live}
+        self._by_server = {
+            (self._backends[c], s.name): (c, i)
+            for c, servers in wanted.items()
+            for i, s in servers.items()
+        }
 
     def _warn_peak_ewma(self, policies: Mapping[str, str]) -> None:
         for name, policy in policies.items():
