@@ -18,8 +18,10 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# make demo ENGINE=haproxy: the same scene with HAProxy carrying Ballast's calls.
+ENGINE ?= embedded
 demo: install
-	$(PY) -m demo
+	$(PY) -m demo --engine $(ENGINE)
 
 test: install-dev
 	$(VENV)/bin/ruff check .

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from balancer.config import BalancerConfig, ConfigError, load_config
+from balancer.engines import EngineUnavailable, check_engine
 from balancer.server import Balancer, DiscoveryFactory, NoPlatform, static_discovery
 from platforms.base import PlatformError
 
@@ -140,8 +141,13 @@ def _check(path: Path, config: BalancerConfig, discovery: DiscoveryFactory) -> i
     except (NoPlatform, PlatformError) as err:
         print(f"ballast: bad config: {path}: {err}", file=sys.stderr)
         return 2
+    try:
+        check_engine(config)
+    except EngineUnavailable as err:
+        print(f"ballast: cannot start: {err}", file=sys.stderr)
+        return 1
     names = ", ".join(f"{c.name} ({c.policy})" for c in config.clusters)
-    print(f"{path}: valid; clusters: {names}")
+    print(f"{path}: valid; engine: {config.engine}; clusters: {names}")
     if config.xds is not None:
         print(f"xDS server for proxyless gRPC clients on {config.xds.address}")
     if config.control_plane is not None:
@@ -171,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NoPlatform, PlatformError) as err:
         print(f"ballast: bad config: {args.config}: {err}", file=sys.stderr)
         return 2
+    except EngineUnavailable as err:
+        print(f"ballast: cannot start: {err}", file=sys.stderr)
+        return 1
     try:
         with asyncio.Runner(loop_factory=_loop_factory(config)) as runner:
             runner.run(run(balancer, args.ready_file))

@@ -61,10 +61,14 @@ class Cluster:
         rng: random.Random,
         channel_factory: ChannelFactory,
         on_change: Callable[[Cluster, StateChange], None] | None = None,
+        on_rebuild: Callable[[Cluster], None] | None = None,
         watch_connectivity: bool = False,
     ) -> None:
         """`watch_connectivity`: follow each endpoint's channel state (needs real
-        grpc.aio channels and a running loop when endpoints are added)."""
+        grpc.aio channels and a running loop when endpoints are added).
+
+        `on_rebuild` is told after every rebuild: membership, a state, a weight (slow
+        start's included) or the policy changed; the engine follows it."""
         self.config = config
         self.name = config.name
         self.policy = config.policy
@@ -74,6 +78,7 @@ class Cluster:
         self._rng = rng
         self._channel_factory = channel_factory
         self._on_change = on_change
+        self._on_rebuild = on_rebuild
         self._failure_codes = frozenset(
             CODE_INDEX[grpc.StatusCode[name]] for name in config.outlier_detection.failure_codes
         )
@@ -144,6 +149,7 @@ class Cluster:
         elif isinstance(update, Remove):
             for endpoint_id in update.endpoint_ids:
                 self._remove(endpoint_id)
+            self.rebuild()  # a DRAINED endpoint is forgotten without a state change
 
     def _add(self, addresses: tuple[Address, ...]) -> None:
         for address in addresses:
@@ -419,6 +425,8 @@ class Cluster:
         )
         for listener in self.rebuild_listeners:
             listener()
+        if self._on_rebuild is not None:
+            self._on_rebuild(self)
 
     def _set_panic(self, ready: int, judged: int) -> None:
         threshold = self.config.panic_threshold_percent

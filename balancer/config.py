@@ -391,6 +391,40 @@ def _check_ca_file(path: str) -> None:
         raise ValueError(f"ca_file {path!r}: not a PEM CA bundle ({err})") from None
 
 
+ENGINES = ("embedded", "haproxy")
+_MAX_HAPROXY_THREADS = 64
+
+
+@dataclass(frozen=True)
+class HaproxyConfig:
+    """The `[haproxy]` table: how the HAProxy engine runs its child process.
+
+    `threads` 0 lets HAProxy pick (one per CPU); `runtime_socket` "" puts the
+    runtime API's unix socket in a private temporary directory; `global_lines` and
+    `defaults_lines` are appended verbatim to the generated `global` and
+    `defaults` sections (tuning the generated config does not cover).
+    """
+
+    binary: str = "haproxy"
+    threads: int = 0
+    runtime_socket: str = ""
+    global_lines: tuple[str, ...] = ()
+    defaults_lines: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.binary:
+            raise ValueError("binary must not be empty: a path or a name found on PATH")
+        if not 0 <= self.threads <= _MAX_HAPROXY_THREADS:
+            raise ValueError(
+                f"threads must be between 0 (HAProxy picks) and {_MAX_HAPROXY_THREADS},"
+                f" got {self.threads}"
+            )
+        for name in ("global_lines", "defaults_lines"):
+            for i, line in enumerate(getattr(self, name)):
+                if "\n" in line or "\r" in line:
+                    raise ValueError(f"{name}[{i}]: one config line per string, without newlines")
+
+
 @dataclass(frozen=True)
 class BalancerConfig:
     clusters: tuple[ClusterConfig, ...]
@@ -416,6 +450,9 @@ class BalancerConfig:
     # After the GOAWAY, how long calls in flight get before the connection is closed
     # (None: as long as they take, gRPC's default; only with max_connection_age_s).
     max_connection_age_grace_s: float | None = None
+    # What carries the calls: Ballast's own proxy, or a supervised HAProxy child.
+    engine: str = "embedded"
+    haproxy: HaproxyConfig = field(default_factory=HaproxyConfig)
 
     def __post_init__(self) -> None:
         if self.event_loop not in EVENT_LOOPS:
@@ -440,10 +477,29 @@ class BalancerConfig:
             )
         self._check_limits()
         self._check_connection_age()
+        self._check_engine()
         if not (self.shutdown_grace_s >= 0 and math.isfinite(self.shutdown_grace_s)):
             raise ValueError(
                 f"shutdown_grace_s must be 0 or a positive number, got {self.shutdown_grace_s}"
             )
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"balancer.engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.engine != "haproxy":
+            return
+        for i, listener in enumerate(self.listeners):
+            if listener.tls is not None:
+                raise ValueError(
+                    f"listeners[{i}].tls: not supported yet with balancer.engine = 'haproxy';"
+                    " use the embedded engine for TLS listeners"
+                )
+        for i, cluster in enumerate(self.clusters):
+            if cluster.tls is not None:
+                raise ValueError(
+                    f"clusters[{i}].tls: not supported yet with balancer.engine = 'haproxy';"
+                    " use the embedded engine for TLS to endpoints"
+                )
 
     def _check_limits(self) -> None:
         if not 0 < self.max_message_bytes <= MAX_MESSAGE_BYTES_CAP:
@@ -679,6 +735,16 @@ def _control_plane(t: _Table, environ: Mapping[str, str]) -> ControlPlaneConfig:
         "ca_file": t.get("ca_file", str)})  # fmt: skip
 
 
+def _haproxy(t: _Table) -> HaproxyConfig:
+    global_lines, defaults_lines = t.strings("global_lines"), t.strings("defaults_lines")
+    return _build(t, HaproxyConfig, {
+        "binary": t.get("binary", str), "threads": t.get("threads", int),
+        "runtime_socket": t.get("runtime_socket", str),
+        "global_lines": None if global_lines is None else tuple(global_lines),
+        "defaults_lines": None if defaults_lines is None else tuple(defaults_lines),
+    })  # fmt: skip
+
+
 def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> BalancerConfig:
     """Builds and validates a BalancerConfig; raises ConfigError naming the bad key."""
     root = _Table(data, "")
@@ -690,13 +756,14 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
                    for t in routing.tables("routes"))  # fmt: skip
     clusters = tuple(_cluster(t) for t in root.tables("clusters"))
     admin = _admin(root.table("admin"), environ) if "admin" in data else None
+    haproxy = _haproxy(root.table("haproxy"))
     cp = root.table("control_plane")
     control_plane = _control_plane(cp, environ) if "control_plane" in data else None
     xds = _xds(root.table("xds"), environ) if "xds" in data else None
     settings = {k: b.get(k, kind) for k, kind in (
         ("id", str), ("max_message_bytes", int), ("max_in_flight_bytes", int),
         ("max_concurrent_streams", int), ("record_stats", bool),
-        ("shutdown_grace_s", float), ("event_loop", str),
+        ("shutdown_grace_s", float), ("event_loop", str), ("engine", str),
         ("max_connection_age_s", float), ("max_connection_age_grace_s", float))}  # fmt: skip
     with b.building():
         pass
@@ -707,7 +774,7 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
         **settings, "clusters": clusters,
         "listeners": listeners if "listeners" in data else None, "routes": routes,
         "default_cluster": default_cluster, "admin": admin,
-        "control_plane": control_plane, "xds": xds})  # fmt: skip
+        "control_plane": control_plane, "xds": xds, "haproxy": haproxy})  # fmt: skip
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> BalancerConfig:

@@ -25,7 +25,7 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from balancer.load import FailureLoad, PeakEwma
 from balancer.stats import EndpointStats
@@ -36,6 +36,16 @@ if TYPE_CHECKING:
 MIN_WEIGHT = 0
 MAX_WEIGHT = 10_000
 DEFAULT_WEIGHT = 100
+
+
+class InFlight(Protocol):
+    """A call in flight on an endpoint, as its engine holds it: a drain timeout cancels it.
+
+    The embedded engine holds its upstream grpc.aio calls; the HAProxy engine one
+    stand-in for all of HAProxy's sessions on the server while they drain.
+    """
+
+    def cancel(self) -> bool: ...
 
 
 class State(enum.Enum):
@@ -133,7 +143,7 @@ class Endpoint:
         self.failure_load = failure_load or FailureLoad(penalty_s=0.0, now_s=now_s)
         self.stats = stats
         # Upstream calls in flight, so a drain timeout can cancel them.
-        self.calls: set[grpc.aio.Call] = set()
+        self.calls: set[InFlight] = set()
         self.channel: grpc.aio.Channel | None = None
         # Multicallables per method, so the unary hot path does not build one per call.
         self.unary_callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
@@ -189,10 +199,10 @@ class Endpoint:
             self.drain_timer.cancel()
             self.drain_timer = None
 
-    def begin(self, call: grpc.aio.Call) -> None:
+    def begin(self, call: InFlight) -> None:
         self.calls.add(call)
 
-    def finish(self, call: grpc.aio.Call, now_s: float) -> None:
+    def finish(self, call: InFlight, now_s: float) -> None:
         self.calls.discard(call)
         if self.state is State.DRAINING and not self.calls:
             self.transition(State.DRAINED, "no calls in flight", now_s)

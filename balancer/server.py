@@ -1,4 +1,8 @@
-"""The balancer process: listeners, clusters and their background work, admin API.
+"""The balancer process: clusters and their background work, the engine, admin API.
+
+The cluster state (`balancer.cluster`) and the engine that carries calls
+(`balancer.engines`) are composed here and know nothing of each other's
+internals: every cluster notification is forwarded to the engine.
 
 `Balancer` is embeddable (tests, the demo): `start()`, then `stop()`; or
 `serve(shutdown_trigger)` where the caller owns shutdown, as hypercorn does.
@@ -14,18 +18,19 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
-import grpc
-import grpc.aio
-
-from balancer import connections, reflection
 from balancer.cluster import ChannelFactory, Clock, Cluster
 from balancer.config import BalancerConfig, ClusterConfig, ControlPlaneConfig
 from balancer.discovery import Discovery, StaticDiscovery
-from balancer.endpoint import Address, State, StateChange
+from balancer.endpoint import StateChange
+from balancer.engines import Engine, make_engine
 from balancer.health import HealthChecker
 from balancer.lifecycle import ShutdownTrigger, serve_until
-from balancer.proxy import Limits, ProxyHandler, Router
-from balancer.tls import ServerTls, open_channel, server_credentials
+
+# Re-exported: the admin API, the demo workload and tests bind through these names.
+from balancer.listen import ListenError as ListenError
+from balancer.listen import bind as bind
+from balancer.listen import grpc_options
+from balancer.tls import open_channel
 
 if TYPE_CHECKING:
     from balancer.admin.server import AdminServer
@@ -35,30 +40,9 @@ log = logging.getLogger(__name__)
 
 DiscoveryFactory = Callable[[ClusterConfig], Discovery]
 _SLOW_START_TICK_S = 0.5
-_REFLECTION_TIMEOUT_S = 5.0
 # How long start() waits for each cluster's first discovery update (Envoy: initial_fetch_timeout).
 _INITIAL_FETCH_TIMEOUT_S = 5.0
 _DISCOVERY_RETRY_S = (0.5, 1, 2, 5, 10)
-
-
-class ListenError(OSError):
-    """An address could not be bound (in use, or not an address of this machine)."""
-
-
-def bind(server: grpc.aio.Server, address: str, what: str, tls: ServerTls | None = None) -> str:
-    """Adds a port, over TLS when `tls` is set; returns the bound `host:port` (port 0 → the
-    chosen one). Raises ListenError, or TlsError when a certificate file cannot be read."""
-    try:
-        if tls is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, server_credentials(tls))
-    except RuntimeError:
-        raise ListenError(
-            f"cannot listen on {address} ({what}): the port is in use or the host is not"
-            " an address of this machine; pick another address or stop what holds it"
-        ) from None
-    return f"{address.rpartition(':')[0]}:{port}"
 
 
 class NoPlatform(ValueError):
@@ -74,27 +58,6 @@ def static_discovery(config: ClusterConfig) -> Discovery:
             " kind = 'static'"
         )
     return StaticDiscovery(config.discovery.endpoints)
-
-
-def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-    ]
-
-
-def connection_age_options(config: BalancerConfig) -> list[tuple[str, Any]]:
-    """The listener's GOAWAY after `max_connection_age_s` (and its grace); none when unset."""
-    options: list[tuple[str, Any]] = []
-    if config.max_connection_age_s is not None:
-        options.append(("grpc.max_connection_age_ms", _ms(config.max_connection_age_s)))
-    if config.max_connection_age_grace_s is not None:
-        options.append(("grpc.max_connection_age_grace_ms", _ms(config.max_connection_age_grace_s)))
-    return options
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 def _channel_factory(config: ClusterConfig, options: list[tuple[str, Any]]) -> ChannelFactory:
@@ -129,25 +92,21 @@ class Balancer:
                 rng=rng,
                 channel_factory=_channel_factory(c, options),
                 on_change=self._state_changed,
+                on_rebuild=self._cluster_changed,
                 watch_connectivity=True,
             )
             for c in config.clusters
         }
-        router = Router(config.routes, self.clusters, config.default_cluster)
-        limits = Limits(config.max_message_bytes, config.max_in_flight_bytes)
-        self.proxy = ProxyHandler(
-            router, clock=clock, record_stats=config.record_stats, limits=limits
-        )
+        # Raises EngineUnavailable (the HAProxy binary is missing) before anything runs.
+        self.engine: Engine = make_engine(config, self.clusters, clock=clock)
         self.listen_addresses: list[str] = []
         self.admin_address: str | None = None
         self.metrics_address: str | None = None
-        self._server: grpc.aio.Server | None = None
-        self._server_id: int | None = None
+        self._engine_bound = False
         self._admin: AdminServer | None = None
         self.xds: XdsServer | None = None
         self.xds_address: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._learned: set[str] = set()
 
     async def start(self) -> None:
         """Binds the listeners, starts discovery and health checks, takes the control
@@ -163,22 +122,17 @@ class Balancer:
             raise
 
     async def _start(self) -> None:
-        before = connections.server_ids()
-        server = grpc.aio.server(options=self._server_options())
-        server.add_generic_rpc_handlers([self.proxy])
-        self._server = server
         # Bound first, so a taken port fails at once; calls that connect meanwhile wait
         # in the backlog and are served once the desired state is held.
-        for listener in self.config.listeners:
-            self.listen_addresses.append(bind(server, listener.address, "listener", listener.tls))
+        self.listen_addresses.extend(self.engine.bind())
+        self._engine_bound = True
         fetched = {name: asyncio.Event() for name in self.clusters}
         for cluster in self.clusters.values():
             self._tasks.extend(self._cluster_tasks(cluster, fetched[cluster.name]))
         await self._initial_fetch(fetched)
         if self.config.control_plane is not None:
             await self._hold_desired_state(self.config.control_plane)
-        await server.start()
-        self._server_id = min(connections.server_ids() - before, default=None)
+        await self.engine.start()
         if self.config.admin.enabled:
             await self._start_admin()
         if self.config.xds is not None:
@@ -190,15 +144,6 @@ class Balancer:
         from balancer.controlplane import hold_desired_state
 
         await hold_desired_state(config, self.clusters, rng=self._rng)
-
-    def _server_options(self) -> list[tuple[str, Any]]:
-        return [
-            *grpc_options(self.config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
-            # Sent in HTTP/2 SETTINGS: a client's streams past it wait on the client's side.
-            ("grpc.max_concurrent_streams", self.config.max_concurrent_streams),
-            *connection_age_options(self.config),
-        ]
 
     async def _start_admin(self) -> None:
         # Imported here: the admin API brings generated code the data plane does not need.
@@ -263,34 +208,14 @@ class Balancer:
             work()
 
     def _state_changed(self, cluster: Cluster, change: StateChange) -> None:
-        wants_reflection = cluster.config.discover_unary_methods
-        if wants_reflection and change.new is State.READY and cluster.name not in self._learned:
-            self._learned.add(cluster.name)
-            ep = cluster.endpoints[change.endpoint_id]
-            task = asyncio.get_running_loop().create_task(self._learn_unary(cluster, ep.address))
-            self._tasks.append(task)
+        self.engine.endpoint_changed(cluster, change)
 
-    async def _learn_unary(self, cluster: Cluster, address: Address) -> None:
-        ep = cluster.endpoints.get(address.endpoint_id)
-        if ep is None or ep.channel is None:
-            self._learned.discard(cluster.name)
-            return
-        try:
-            methods = await reflection.unary_methods(ep.channel, _REFLECTION_TIMEOUT_S)
-        except grpc.aio.AioRpcError as err:
-            if err.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                self._learned.discard(cluster.name)  # try again with the next READY endpoint
-            log.info("cluster %s: no server reflection (%s)", cluster.name, err.code().name)
-            return
-        cluster.unary_methods |= methods
-        self.proxy.forget_methods()
-        log.info("cluster %s: %d unary methods learned by reflection", cluster.name, len(methods))
+    def _cluster_changed(self, cluster: Cluster) -> None:
+        self.engine.cluster_changed(cluster)
 
     def connections_by_peer(self) -> Mapping[str, int]:
         """Client connections to the listeners, by peer IP."""
-        if self._server_id is None:
-            return {}
-        return connections.connections_by_peer(self._server_id)
+        return self.engine.connections_by_peer()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting calls, lets in-flight ones finish for `grace_s`, then cancels them."""
@@ -299,8 +224,8 @@ class Balancer:
             await self._admin.stop(grace_s=0.5)
         if self.xds is not None:
             await self.xds.stop(grace_s=0.5)
-        if self._server is not None:
-            await self._server.stop(grace_s)
+        if self._engine_bound:
+            await self.engine.stop(grace_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

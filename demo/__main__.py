@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--every-s", type=float, default=2.0, help="table refresh (2 s)")
     parser.add_argument("--log-dir", type=Path, help="pod logs go here (default: nowhere)")
+    parser.add_argument(
+        "--engine",
+        choices=("embedded", "haproxy"),
+        default="embedded",
+        help="what carries Ballast's calls: its own proxy, or an HAProxy child (embedded)",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +65,7 @@ def options_from(args: argparse.Namespace) -> SceneOptions:
         pods=args.pods, clients_per_group=args.clients, rate_per_client=args.rate,
         policy=args.policy, memory_limit_bytes=args.memory_limit_mib * MiB, knobs=knobs,
         balancer_port=args.port, admin_port=args.admin_port, l4_port=args.l4_port,
-        log_dir=args.log_dir,
+        log_dir=args.log_dir, engine=args.engine,
     )  # fmt: skip
 
 

@@ -47,6 +47,8 @@ class SceneOptions:
     seed: int | None = None
     log_dir: Path | None = None
     mix: Mapping[Method, float] = field(default_factory=lambda: {"unary": 1.0})
+    # What carries Ballast's calls: "embedded" or "haproxy" ([balancer] engine).
+    engine: str = "embedded"
 
     def __post_init__(self) -> None:
         if self.pods < 1 or self.clients_per_group < 0:
@@ -80,7 +82,7 @@ def balancer_config(options: SceneOptions, token: str) -> BalancerConfig:
     """
     return config_from_dict(
         {
-            "balancer": {"id": "scene", "shutdown_grace_s": 2},
+            "balancer": {"id": "scene", "shutdown_grace_s": 2, "engine": options.engine},
             "listeners": [{"address": f"127.0.0.1:{options.balancer_port}"}],
             "admin": {"address": f"127.0.0.1:{options.admin_port}", "token": token},
             "clusters": [

@@ -24,7 +24,7 @@ from grpc_channelz.v1.channelz import ChannelzServicer
 
 from balancer.config import config_from_dict
 from balancer.endpoint import Address
-from balancer.server import connection_age_options
+from balancer.listen import connection_age_options
 from demo.l4 import L4Service
 from tests.support import backend as be
 from tests.support.balancing import config

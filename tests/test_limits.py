@@ -126,7 +126,7 @@ async def test_it_refuses_a_message_past_the_in_flight_budget_and_serves_after(
             max_in_flight_bytes=MIB,
         )
     )
-    budget = balancer.proxy.limits.budget
+    budget = balancer.engine.proxy.limits.budget
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0], options=WIDE_OPEN) as ch:
         held = asyncio.ensure_future(_held_call(ch, 700 * 1024, delay_ms=3000))
         await wait_for(lambda: backend.in_flight == 1, what="the first call at the backend")

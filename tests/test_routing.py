@@ -81,8 +81,8 @@ async def test_it_learns_unary_methods_from_server_reflection(backends, balancer
     cluster = balancer.clusters["echo"]
     await wait_for(lambda: be.UNARY in cluster.unary_methods, what="unary methods learned")
     assert cluster.unary_methods == {be.UNARY}
-    assert balancer.proxy.service(_Details(be.UNARY)).unary_unary is not None
-    assert balancer.proxy.service(_Details(be.BIDI)).stream_stream is not None
+    assert balancer.engine.proxy.service(_Details(be.UNARY)).unary_unary is not None
+    assert balancer.engine.proxy.service(_Details(be.BIDI)).stream_stream is not None
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
         assert await _backend_of(channel) == "pod-a"
 
@@ -93,7 +93,7 @@ async def test_it_streams_every_method_when_the_backend_has_no_reflection(backen
     async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
         assert await _backend_of(channel) == "pod-a"
     assert balancer.clusters["echo"].unary_methods == set()
-    assert balancer.proxy.service(_Details(be.UNARY)).stream_stream is not None
+    assert balancer.engine.proxy.service(_Details(be.UNARY)).stream_stream is not None
 
 
 @pytest.mark.parametrize("policy", ["round_robin", "least_request", "peak_ewma", "random"])

@@ -52,6 +52,7 @@ class BalancerCollector:
         yield _connections(view)
         yield from _budget(view)
         yield from proxyless_metrics(view)
+        yield _engine(view)
 
 
 def _endpoint_counters(view: BalancerView) -> list[Metric]:
@@ -160,6 +161,16 @@ def _budget(view: BalancerView) -> list[Metric]:
         value=view.in_flight_message_bytes,
     )
     return [refused, held]
+
+
+def _engine(view: BalancerView) -> Metric:
+    up = GaugeMetricFamily(
+        "ballast_engine_up",
+        "1 while the engine carrying calls can carry them; 0 while HAProxy is being restarted.",
+        labels=("engine",),
+    )
+    up.add_metric((view.engine,), 1 if view.engine_up else 0)
+    return up
 
 
 def _connections(view: BalancerView) -> Metric:

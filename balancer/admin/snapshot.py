@@ -14,7 +14,7 @@ in `requests` a moment before its latency; counters never go backwards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,6 +112,9 @@ class BalancerView:
     in_flight_message_bytes: int = 0
     # None without [xds].
     xds: XdsView | None = None
+    # The engine carrying calls (embedded, haproxy), and whether it can carry them now.
+    engine: str = "embedded"
+    engine_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,20 +142,23 @@ class Reader:
     def balancer(self, clusters: Iterable[Cluster] | None = None) -> BalancerView:
         """The whole balancer, or only `clusters` of it; connections are always included."""
         now = self._now()
+        figures = self._balancer.engine.figures()
         chosen = list(self._balancer.clusters.values()) if clusters is None else list(clusters)
         return BalancerView(
             balancer_id=self._balancer.config.id,
             taken_at_unix_s=now.unix_s,
             started_at_unix_s=self._balancer.started_at_unix_s,
-            clusters=tuple(self._cluster(c, now) for c in chosen),
+            clusters=tuple(self._cluster(c, now, figures.in_flight) for c in chosen),
             connections=tuple(sorted(self._balancer.connections_by_peer().items())),
-            messages_over_budget_total=self._balancer.proxy.limits.budget.refused,
-            in_flight_message_bytes=self._balancer.proxy.limits.budget.in_flight_bytes,
+            messages_over_budget_total=figures.messages_over_budget_total,
+            in_flight_message_bytes=figures.in_flight_message_bytes,
+            engine=figures.name,
+            engine_up=figures.up,
             xds=None if self._balancer.xds is None else self._balancer.xds.status(),
         )
 
     def cluster(self, cluster: Cluster) -> ClusterView:
-        return self._cluster(cluster, self._now())
+        return self._cluster(cluster, self._now(), self._balancer.engine.figures().in_flight)
 
     def endpoint(self, ep: Endpoint) -> EndpointView:
         return self._endpoint(ep, self._now())
@@ -160,14 +166,19 @@ class Reader:
     def _now(self) -> _Now:
         return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())
 
-    def _cluster(self, cluster: Cluster, now: _Now) -> ClusterView:
+    def _cluster(
+        self, cluster: Cluster, now: _Now, in_flight: Mapping[tuple[str, str], int]
+    ) -> ClusterView:
         endpoints = list(cluster.endpoints.values())  # copied: see the thread note above
         xds = self._balancer.xds
         subscribed, in_sync = (0, 0) if xds is None else xds.cluster_sync(cluster.name)
         return ClusterView(
             name=cluster.name,
             policy=cluster.policy,
-            endpoints=tuple(self._endpoint(ep, now, cluster.name) for ep in endpoints),
+            endpoints=tuple(
+                self._endpoint(ep, now, cluster.name, in_flight.get((cluster.name, ep.id)))
+                for ep in endpoints
+            ),
             default_weight=cluster.config.default_weight,
             configured_policy=cluster.config.policy,
             panic=cluster.panic,
@@ -176,7 +187,10 @@ class Reader:
             xds_policy_fallback=xds is not None and xds.policy_fallback(cluster),
         )
 
-    def _endpoint(self, ep: Endpoint, now: _Now, cluster: str | None = None) -> EndpointView:
+    def _endpoint(
+        self, ep: Endpoint, now: _Now, cluster: str | None = None, in_flight: int | None = None
+    ) -> EndpointView:
+        """`in_flight`: the engine's count, when the endpoint's own does not see the calls."""
         stats = ep.stats
         xds = self._balancer.xds if cluster is not None else None
         deadline = ep.drain_deadline_s if ep.state is State.DRAINING else None
@@ -190,7 +204,7 @@ class Reader:
             removed=ep.removed,
             weight=ep.weight,
             effective_weight=ep.effective_weight,
-            in_flight=ep.in_flight,
+            in_flight=ep.in_flight if in_flight is None else in_flight,
             requests=tuple(stats.requests),
             bytes_received=stats.bytes_received,
             bytes_sent=stats.bytes_sent,
