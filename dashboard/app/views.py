@@ -18,7 +18,7 @@ from django.views.decorators.http import require_safe
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
-from dashboard.app.assets import asset, plotly_guard_ids
+from dashboard.app.assets import accepts_gzip, asset, plotly_guard_ids
 from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
@@ -197,9 +197,16 @@ def script(request: HttpRequest, digest: str, name: str) -> HttpResponse:
         raise Http404("No such script")
     if not found.public and not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    response = HttpResponse(found.body, content_type=found.content_type)
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        response = HttpResponse(found.gzipped(), content_type=found.content_type)
+        response["Content-Encoding"] = "gzip"
+        response["ETag"] = f'"{found.digest}-gzip"'
+    else:
+        response = HttpResponse(found.body, content_type=found.content_type)
+        response["ETag"] = f'"{found.digest}"'
     response["Cache-Control"] = IMMUTABLE
-    response["ETag"] = f'"{found.digest}"'
+    # A shared cache must not hand the compressed body to a client that did not ask for it.
+    response["Vary"] = "Accept-Encoding"
     return response
 
 

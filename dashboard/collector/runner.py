@@ -197,9 +197,11 @@ class Collector:
         self._replicas = {r.id: _Replica(r) for r in config.replicas}
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
-        # Imbalance is scored over WINDOW_S of frames (the balancer's view, the pods').
+        # Imbalance is scored over WINDOW_S of frames (via Ballast, at the pods, bypassing).
         size = max(1, round(WINDOW_S / config.interval_s))
-        self._windows = {s: (LoadWindow(size), LoadWindow(size)) for s in config.services}
+        self._windows = {
+            s: (LoadWindow(size), LoadWindow(size), LoadWindow(size)) for s in config.services
+        }
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
