@@ -84,6 +84,9 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "min_weight": MIN_WEIGHT,
         "max_weight": MAX_WEIGHT,
         "audit_url": f"{reverse('audit')}?{urlencode({'service': service})}",
+        # A frame gives each pod its color's index in this palette (the overview's too).
+        "palette": list(PALETTE),
+        "audit_api": "/api/v1/audit/",
     }
     context = {
         "service": service,

@@ -42,6 +42,7 @@ _NO_POD_RATES: Mapping[str, PodRates] = MappingProxyType({})
 
 class PodFrame(TypedDict):
     pod: str  # the endpoint id: the pod name when known, else host:port
+    color: int  # its color's index in the pages' palette, the same for its whole life
     # From the balancer (null when it does not route to the pod):
     state: str | None  # READY, DRAINING, … as the most alarmed replica sees it
     weight: int | None
@@ -121,6 +122,7 @@ def build_frame(
     pod_rates: Mapping[str, PodRates] = _NO_POD_RATES,
     windows: tuple[LoadWindow, LoadWindow, LoadWindow] | None = None,
     policy: str | None = None,
+    colors: ColorBook | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -137,13 +139,15 @@ def build_frame(
     reported = {name: pod_rates[p.name] for name, p in facts.items() if p.name in pod_rates}
     by_id = {r.endpoint_id: r for r in rates}
     names = sorted(by_id.keys() | facts.keys())
+    color = (colors or ColorBook()).assign(names)
     bypass = bypass_load(by_id, reported)
     return {
         "type": FRAME_TYPE,
         "service": service,
         "t": t_unix_ms,
         "pods": [
-            _pod(name, by_id.get(name), facts.get(name), reported.get(name)) for name in names
+            _pod(name, color[name], by_id.get(name), facts.get(name), reported.get(name))
+            for name in names
         ],
         "totals": _totals(rates, len(names), reported.values(), bypass),
         "imbalance": _score(weighted_load(rates), windows, 0),
@@ -152,6 +156,35 @@ def build_frame(
         "replicas": list(replicas),
         "policy": policy,
     }
+
+
+# The pages' palette has this many colors (dashboard/app/overview.py's PALETTE).
+PALETTE_SIZE = 12
+
+
+class ColorBook:
+    """A color per pod for its whole life, the same in every view (overview bars,
+    charts, table), and no two pods present at once sharing one while there are enough.
+
+    `assign` keeps each present pod's color, forgets the pods gone, and gives a new pod
+    the color left unused longest (never used first): a replacement after a rollout
+    does not take the color of the pod it replaced, whose line is still on the charts.
+    """
+
+    def __init__(self, size: int = PALETTE_SIZE) -> None:
+        self._held: dict[str, int] = {}
+        self._free: list[int] = list(range(size))  # the longest unused first
+        self._size = size
+
+    def assign(self, names: Sequence[str]) -> dict[str, int]:
+        present = set(names)
+        for gone in [n for n in self._held if n not in present]:
+            self._free.append(self._held.pop(gone))
+        for name in names:
+            if name not in self._held:
+                # More pods than colors: they share, in turn.
+                self._held[name] = self._free.pop(0) if self._free else len(self._held) % self._size
+        return {name: self._held[name] for name in names}
 
 
 def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str, PodFacts]:
@@ -169,9 +202,12 @@ def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str,
     return joined
 
 
-def _pod(name: str, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None) -> PodFrame:
+def _pod(
+    name: str, color: int, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None
+) -> PodFrame:
     return {
         "pod": name,
+        "color": color,
         "state": r.state if r else None,
         "weight": r.weight if r else None,
         "eff_weight": _round(r.effective_weight, 2) if r else None,

@@ -30,7 +30,7 @@ import grpc.aio
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.tls import ClientTls, open_channel
-from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
+from dashboard.collector.frames import ColorBook, ReplicaFrame, ServiceFrame, build_frame
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.rates import (
@@ -202,6 +202,7 @@ class Collector:
         self._windows = {
             s: (LoadWindow(size), LoadWindow(size), LoadWindow(size)) for s in config.services
         }
+        self._colors = {s: ColorBook() for s in config.services}  # a pod's color for life
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -278,6 +279,7 @@ class Collector:
             pod_rates=self._scraper.rates,
             windows=self._windows[service],
             policy=self.policy(target.cluster),
+            colors=self._colors[service],
         )
 
     async def tick(self) -> None:

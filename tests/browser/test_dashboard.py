@@ -45,7 +45,7 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
         "() => [...document.querySelectorAll('.chart')].map((d) => [d.id, d.data.length])"
     )
     assert dict(lines) == {
-        "chart-rps": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+        "chart-rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
     }  # fmt: skip
 
@@ -55,13 +55,13 @@ def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> No
     client is spread over both pods."""
     log_in(page, demo)
     card = page.locator('section[data-service="inventory"]')
-    pods_report = card.locator(".badge", has_text="pods report")
-    expect(pods_report).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
-    expect(pods_report).to_have_class(re.compile(r"\bwarn\b"))
+    bypassing = card.locator(".badge", has_text="bypassing Ballast")
+    expect(bypassing).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
+    expect(bypassing).to_have_class(re.compile(r"\bwarn\b"))
     expect(card).to_have_class(re.compile(r"\bflagged\b"))
     expect(card.locator(".badge", has_text="via Ballast")).to_contain_text("via Ballast: balanced")
 
     card.get_by_role("link", name="inventory").click()
-    badge = page.locator("#pod-imbalance")
-    expect(badge).to_contain_text("pods report: imbalanced", timeout=LIVE_TIMEOUT_MS)
+    badge = page.locator("#bypass-imbalance")
+    expect(badge).to_contain_text("bypassing Ballast: imbalanced", timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#imbalance")).to_contain_text("via Ballast: balanced")

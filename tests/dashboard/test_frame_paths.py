@@ -4,7 +4,7 @@ busiest pod named does not flip between near-equal pods."""
 
 from __future__ import annotations
 
-from dashboard.collector.frames import build_frame, bypass_load
+from dashboard.collector.frames import ColorBook, build_frame, bypass_load
 from dashboard.collector.imbalance import LoadWindow, imbalance
 from dashboard.collector.scrape import PodRates
 from tests.test_collector_frames import UP, T, endpoint_rates, pod_facts
@@ -74,3 +74,22 @@ def test_the_frames_busiest_pod_does_not_flip_between_near_equal_pods():
     carried = [endpoint_rates("pod-a", 80), endpoint_rates("pod-b", 120)]
     frame = build_frame("svc", T, carried, [], UP, windows=windows)
     assert frame["imbalance"]["busiest"] == "pod-b"
+
+
+def test_a_pod_keeps_its_color_and_a_replacement_takes_an_unused_one():
+    book = ColorBook(size=4)
+    assert book.assign(["pod-a", "pod-b"]) == {"pod-a": 0, "pod-b": 1}
+    # pod-a is replaced by pod-c: pod-b keeps 1, pod-c takes 2, not pod-a's 0.
+    assert book.assign(["pod-b", "pod-c"]) == {"pod-b": 1, "pod-c": 2}
+    assert book.assign(["pod-b", "pod-c", "pod-d", "pod-e"]) == {
+        "pod-b": 1,
+        "pod-c": 2,
+        "pod-d": 3,
+        "pod-e": 0,
+    }
+
+
+def test_every_pod_of_a_frame_has_a_distinct_color_while_the_palette_lasts():
+    names = [f"pod-{i}" for i in range(5)]
+    frame = build_frame("svc", T, [endpoint_rates(n) for n in names], [], UP)
+    assert [p["color"] for p in frame["pods"]] == [0, 1, 2, 3, 4]

@@ -7,8 +7,9 @@
 // errors come back as {"detail": "..."}. An act answers {result: ok|pending|failed,
 // replicas: [...]}; a restart or rollout answers 202 with the operation, whose steps
 // are polled. Plain script; service.js creates it with `ballastControls(page, view)`,
-// where `view` gives the latest frame (`frame()`), a pod's controls (`controlsOf(pod)`)
-// and re-renders the rows' weight cells and controls (`refreshRows()`).
+// where `view` gives the latest frame (`frame()`), a pod's controls (`controlsOf(pod)`),
+// re-renders the rows' weight cells and controls (`refreshRows()`) and is told when the
+// session has expired (`expired()`): then every poll stops, until the operator logs in.
 window.ballastControls = function (page, view) {
   "use strict";
 
@@ -31,6 +32,8 @@ window.ballastControls = function (page, view) {
     operation: null, // the newest operation seen, polled each second while it runs
     cancelling: false, // a cancel request runs
     pollTimer: null,
+    overridesTimer: null,
+    stopped: false, // the session expired: no more requests
   };
 
   function csrfToken() {
@@ -46,9 +49,12 @@ window.ballastControls = function (page, view) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    if (controls.stopped) return { status: 401, data: { detail: "session expired: log in again" } };
     try {
       const response = await fetch(url, init);
       const data = await response.json().catch(() => ({}));
+      // The session ended (expired, or logged out in another tab): stop asking.
+      if (response.status === 401) view.expired();
       return { status: response.status, data };
     } catch (err) {
       return { status: 0, data: { detail: "the dashboard did not answer (" + err.message + ")" } };
@@ -77,10 +83,14 @@ window.ballastControls = function (page, view) {
     return new Date().toLocaleTimeString([], { hour12: false });
   }
 
+  // A toast at the top of the window, where it is seen whatever was clicked; an outcome
+  // that needs no action fades after a while, a failure stays until the next message.
   function say(result, text) {
     const el = document.getElementById("action-status");
-    el.className = "result-" + result;
+    el.className = "toast result-" + result;
     el.textContent = clock() + " " + text;
+    clearTimeout(controls.toastTimer);
+    if (result === "ok") controls.toastTimer = setTimeout(() => el.classList.add("faded"), 8000);
   }
 
   // How an act ended, shortly: "ok", "saved, pending on b1 (replica is down)", or why not.
@@ -388,6 +398,7 @@ window.ballastControls = function (page, view) {
   }
 
   async function pollOnce() {
+    if (controls.stopped) return;
     let next = 5000;
     const op = controls.operation;
     if (op && isRunning(op)) {
@@ -404,7 +415,7 @@ window.ballastControls = function (page, view) {
     renderOperation();
     refreshControls();
     if (finished) await loadOverrides();
-    pollOperations(operationRunning() ? 1000 : next);
+    if (!controls.stopped) pollOperations(operationRunning() ? 1000 : next);
   }
 
   // ---- overrides: who asked for what ------------------------------------------------
@@ -421,6 +432,7 @@ window.ballastControls = function (page, view) {
   }
 
   async function loadOverrides() {
+    if (controls.stopped) return;
     const [pods, service] = await Promise.all([call("GET", page.api + "pods/"),
                                                call("GET", page.api)]);
     if (pods.status === 200) {
@@ -436,7 +448,7 @@ window.ballastControls = function (page, view) {
   function startControls() {
     pollOperations(0);
     loadOverrides();
-    setInterval(loadOverrides, 5000);
+    controls.overridesTimer = setInterval(loadOverrides, 5000);
     if (!page.can_act) return;
     const body = document.querySelector("#pods tbody");
     body.addEventListener("input", onInput);
@@ -453,7 +465,15 @@ window.ballastControls = function (page, view) {
     document.getElementById("operation-cancel").addEventListener("click", cancelOperation);
   }
 
+  // Every poll ends: the session expired (`view.expired()` says so on the page).
+  function stop() {
+    controls.stopped = true;
+    clearTimeout(controls.pollTimer);
+    clearInterval(controls.overridesTimer);
+  }
+
   return {
+    stop,
     newControls,
     updateControls,
     renderPolicy,

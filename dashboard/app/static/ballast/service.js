@@ -1,8 +1,13 @@
 // The service page: per-pod charts and table, first painted from the backfill that
 // ws/services/<service>/ sends and then extended by its live frames. Plain script, no build step.
-// A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance, replicas}; see
-// dashboard/collector/frames.py. `rps` is what Ballast carried to a pod; `pod_rps` what the pod
-// says it handled, from every client (those that bypass Ballast included).
+// A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance,
+// bypass_imbalance, replicas}; see dashboard/collector/frames.py. Three views of traffic:
+// `rps` is what Ballast carried to a pod, `pod_rps` what the pod says it handled from every
+// client, and the difference (never below 0) what reached it bypassing Ballast: the L4 path.
+//
+// Light on the browser: frames that arrive are drawn at most once per animation frame,
+// each chart extended in place (extendTraces) and redrawn whole (react) only when its set
+// of lines changes; charts out of view wait until they are scrolled to.
 (function () {
   "use strict";
 
@@ -10,28 +15,62 @@
   const CLOSE_UNAUTHENTICATED = 4401;
   const CLOSE_UNKNOWN_SERVICE = 4404;
   const MIB = 1024 * 1024;
-  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                   "#b07aa1", "#ff9da7", "#9c755f", "#8cd17d", "#86bcb6", "#d37295"];
+  const PALETTE = page.palette;
+  // Rates are averaged over this many frames (5 s at the default interval) unless the
+  // operator asks for the raw per-second figures: those swing widely during a rollout.
+  const SMOOTH_FRAMES = 5;
+  // No frame for this long while the socket is open: the figures are stale.
+  const STALE_AFTER_MS = 5000;
+  // plotly.js with nothing that leaves the page: no link to its cloud, no logo, a
+  // minimal mode bar shown on hover.
+  const PLOTLY_CONFIG = {
+    displaylogo: false,
+    showLink: false,
+    showSendToCloud: false,
+    responsive: true,
+    displayModeBar: "hover",
+    modeBarButtons: [["zoom2d", "autoScale2d", "toImage"]],
+  };
 
-  // One chart per figure; `limit` draws a second, dashed line per pod.
+  function bypass(p) {
+    return p.pod_rps == null ? null : Math.max(0, p.pod_rps - (p.rps || 0));
+  }
+  function mibOf(v) {
+    return v == null ? null : v / MIB;
+  }
+
+  // One chart per figure; `limit` draws a second, dashed line per pod; `rate` ones are
+  // smoothed unless the raw view is on.
   const CHARTS = [
-    { key: "rps", title: "Requests/s via Ballast" },
-    { key: "pod_rps", title: "Requests/s reported by pods (all clients)" },
-    { key: "p99", title: "p99 latency (ms)" },
-    { key: "err_s", title: "Errors/s" },
-    { key: "in_flight", title: "In flight" },
-    { key: "cpu_m", title: "CPU (millicores)" },
-    { key: "mem", title: "Memory (MiB), limit dashed", scale: 1 / MIB, limit: "mem_limit" },
+    { key: "rps", title: "Requests/s via Ballast", rate: true, value: (p) => p.rps },
+    { key: "bypass", title: "Requests/s bypassing Ballast (L4)", rate: true, value: bypass },
+    { key: "pod_rps", title: "Requests/s at pods (total)", rate: true, value: (p) => p.pod_rps },
+    { key: "p99", title: "p99 latency via Ballast (ms)", value: (p) => p.p99 },
+    { key: "err_s", title: "Errors/s via Ballast", rate: true, value: (p) => p.err_s },
+    { key: "in_flight", title: "In flight via Ballast", value: (p) => p.in_flight },
+    { key: "cpu_m", title: "CPU (millicores)", value: (p) => p.cpu_m },
+    { key: "mem", title: "Memory (MiB), limit dashed", value: (p) => mibOf(p.mem),
+      limit: (p) => mibOf(p.mem_limit) },
   ];
 
   const state = {
+    frames: [], // the window the charts show, oldest first
+    pending: [], // frames received, not drawn yet
+    scheduled: false,
+    pods: [], // every pod in the window, in order of appearance: the charts' lines
+    lastSeen: new Map(), // pod → t of the newest frame it was in
+    colors: new Map(), // pod → palette color, from its first frame
+    hidden: new Set(), // pods hidden from the charts (legend)
+    smooth: true,
+    legendKey: "",
     lastT: 0,
-    colors: new Map(), // pod → color, the same in every chart
-    traces: new Map(), // chart key → [{pod, field}] in trace order
-    drawn: false,
     frame: null, // the newest frame, which the table and the controls show
     socket: null,
     retryMs: 1000,
+    downSince: null, // when the socket closed; null while connected
+    lastArrivalMs: 0,
+    expired: false,
+    events: [], // markers: {t, text, kind}
   };
 
   // ---- formatting -------------------------------------------------------------------
@@ -45,6 +84,9 @@
   }
   function mib(v) {
     return v == null ? dash : (v / MIB).toFixed(0);
+  }
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour12: false });
   }
   // An age as kubectl shows it: whole units, truncated (45s, 12m, 3h, 2d).
   function duration(s) {
@@ -61,44 +103,48 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
   function themeLayout() {
-    const fg = cssVar("--fg");
     const line = cssVar("--line");
     const axis = { gridcolor: line, linecolor: line, zerolinecolor: line, color: cssVar("--muted") };
     return {
       paper_bgcolor: cssVar("--card"),
       plot_bgcolor: cssVar("--card"),
-      font: { color: fg, size: 11 },
+      font: { color: cssVar("--fg"), size: 11 },
       // Time of day only: the date would need a second label line under the axis.
       xaxis: Object.assign({ type: "date", tickformat: "%H:%M:%S" }, axis),
       yaxis: Object.assign({ rangemode: "tozero" }, axis),
     };
   }
-  function baseLayout(chart) {
+  function layoutOf(chart) {
     const layout = themeLayout();
-    layout.title = { text: chart.title, x: 0.01, xanchor: "left", font: { size: 13 } };
+    const smoothed = chart.rate && state.smooth ? " · " + SMOOTH_FRAMES + " s mean" : "";
+    layout.title = { text: chart.title + smoothed, x: 0.01, xanchor: "left", font: { size: 13 } };
     layout.margin = { l: 48, r: 8, t: 30, b: 28 };
-    layout.showlegend = false;
+    layout.showlegend = false; // one legend for every chart: #legend, above them
     layout.hovermode = "x unified";
+    layout.uirevision = "keep"; // a redraw keeps the operator's zoom
+    const shown = markersInWindow();
+    layout.shapes = shown.map((e) => ({
+      type: "line", xref: "x", yref: "paper", x0: new Date(e.t), x1: new Date(e.t), y0: 0, y1: 1,
+      line: { color: cssVar(e.kind === "bad" ? "--bad" : "--muted"), width: 1, dash: "dot" },
+    }));
+    layout.annotations = shown.map((e) => ({
+      x: new Date(e.t), xref: "x", y: 1, yref: "paper", yanchor: "top", xanchor: "left",
+      text: e.label, showarrow: false, font: { size: 9, color: cssVar("--muted") },
+      hovertext: e.text,
+    }));
     return layout;
-  }
-  function retheme() {
-    if (!state.drawn) return;
-    const theme = themeLayout();
-    const update = { paper_bgcolor: theme.paper_bgcolor, plot_bgcolor: theme.plot_bgcolor,
-                     "font.color": theme.font.color };
-    for (const axis of ["xaxis", "yaxis"]) {
-      for (const prop of ["gridcolor", "linecolor", "zerolinecolor", "color"]) {
-        update[axis + "." + prop] = theme[axis][prop];
-      }
-    }
-    for (const chart of CHARTS) Plotly.relayout(chartDiv(chart), update);
   }
 
   function colorOf(pod) {
-    if (!state.colors.has(pod)) {
-      state.colors.set(pod, PALETTE[state.colors.size % PALETTE.length]);
-    }
-    return state.colors.get(pod);
+    return state.colors.get(pod) || PALETTE[0];
+  }
+  // The frame's color index (the collector's, the same on the overview); a pod named
+  // in no frame yet gets a hash of its name.
+  function colorFrom(p) {
+    if (p.color != null) return PALETTE[p.color % PALETTE.length];
+    let h = 0x811c9dc5;
+    for (let i = 0; i < p.pod.length; i++) h = Math.imul(h ^ p.pod.charCodeAt(i), 0x01000193) >>> 0;
+    return PALETTE[h % PALETTE.length];
   }
 
   // ---- charts -----------------------------------------------------------------------
@@ -107,125 +153,300 @@
     return document.getElementById("chart-" + chart.key);
   }
 
-  function value(pod, field, scale) {
-    const v = pod ? pod[field] : null;
-    return v == null ? null : scale ? v * scale : v;
+  function byPod(frame) {
+    if (!frame._byPod) frame._byPod = new Map(frame.pods.map((p) => [p.pod, p]));
+    return frame._byPod;
   }
 
-  function traceFor(chart, pod, field) {
-    const limit = field !== chart.key;
-    return {
-      type: "scatter",
-      mode: "lines",
-      name: limit ? pod + " limit" : pod,
-      legendgroup: pod,
-      x: [],
-      y: [],
-      line: { color: colorOf(pod), width: limit ? 1 : 1.6, dash: limit ? "dash" : "solid" },
-      hovertemplate: "%{y:.3~f}",
-    };
+  // undefined: the pod is not in frame i (its line ends there); null: no figure.
+  function rawAt(fn, i, pod) {
+    const p = byPod(state.frames[i]).get(pod);
+    if (!p) return undefined;
+    const v = fn(p);
+    return v == null ? null : v;
   }
 
-  // The pods of `frames` not charted yet, in order of appearance.
-  function newPods(frames) {
-    const known = new Set((state.traces.get(CHARTS[0].key) || []).map((t) => t.pod));
-    const fresh = [];
-    for (const frame of frames) {
-      for (const p of frame.pods) {
-        if (!known.has(p.pod)) {
-          known.add(p.pod);
-          fresh.push(p.pod);
-        }
+  function valueAt(chart, fn, i, pod) {
+    const v = rawAt(fn, i, pod);
+    if (v === undefined) return null;
+    if (!chart.rate || !state.smooth) return v;
+    let sum = 0;
+    let n = 0;
+    for (let j = i; j >= 0 && j > i - SMOOTH_FRAMES; j--) {
+      const w = rawAt(fn, j, pod);
+      if (w != null) {
+        sum += w;
+        n += 1;
       }
     }
-    return fresh;
+    return n ? sum / n : null;
   }
 
-  // Each frame gives every trace one point: null where the pod is absent (a gap).
-  function points(chart, frames) {
-    const slots = state.traces.get(chart.key);
+  function slotsOf(chart) {
+    const slots = [];
+    for (const pod of state.pods) {
+      slots.push({ pod, fn: chart.value, limit: false });
+      if (chart.limit) slots.push({ pod, fn: chart.limit, limit: true });
+    }
+    return slots;
+  }
+
+  function series(chart, from) {
+    const slots = slotsOf(chart);
     const x = slots.map(() => []);
     const y = slots.map(() => []);
-    for (const frame of frames) {
-      const when = new Date(frame.t);
-      const byPod = new Map(frame.pods.map((p) => [p.pod, p]));
-      slots.forEach((slot, i) => {
-        x[i].push(when);
-        y[i].push(value(byPod.get(slot.pod), slot.field, chart.scale));
+    for (let i = from; i < state.frames.length; i++) {
+      const when = new Date(state.frames[i].t);
+      slots.forEach((slot, k) => {
+        x[k].push(when);
+        y[k].push(valueAt(chart, slot.fn, i, slot.pod));
       });
     }
-    return { x, y };
+    return { slots, x, y };
   }
 
-  function addPods(pods) {
+  function fullTraces(chart) {
+    const { slots, x, y } = series(chart, 0);
+    return slots.map((slot, k) => ({
+      type: "scatter",
+      mode: "lines",
+      name: slot.limit ? slot.pod + " limit" : slot.pod,
+      x: x[k],
+      y: y[k],
+      visible: !state.hidden.has(slot.pod),
+      line: { color: colorOf(slot.pod), width: slot.limit ? 1 : 1.6,
+              dash: slot.limit ? "dash" : "solid" },
+      hovertemplate: "%{y:.3~f}",
+    }));
+  }
+
+  // The chart toolbars stay out of the tab order: the page's own controls come first.
+  function untab(div) {
+    for (const el of div.querySelectorAll(".modebar a, .modebar button, .modebar-btn")) {
+      el.tabIndex = -1;
+    }
+  }
+
+  function redraw(chart) {
+    const div = chartDiv(chart);
+    Plotly.react(div, fullTraces(chart), layoutOf(chart), PLOTLY_CONFIG);
+    if (!chart.drawn) div.on("plotly_afterplot", () => untab(div));
+    untab(div);
+    chart.full = false;
+    chart.drawn = true;
+  }
+
+  // Draws the frames from index `from` on: extends the chart in place, or redraws it
+  // whole when its lines changed; a chart out of view only notes that it is behind.
+  function draw(chart, from) {
+    if (!chart.visible) {
+      chart.full = true;
+      return;
+    }
+    if (chart.full || !chart.drawn) return redraw(chart);
+    const { slots, x, y } = series(chart, from);
+    if (!slots.length || !x[0].length) return;
+    Plotly.extendTraces(chartDiv(chart), { x, y }, slots.map((_, k) => k), page.max_points);
+  }
+
+  function redrawAll() {
     for (const chart of CHARTS) {
-      const slots = state.traces.get(chart.key) || [];
-      const added = [];
-      for (const pod of pods) {
-        for (const field of chart.limit ? [chart.key, chart.limit] : [chart.key]) {
-          slots.push({ pod, field });
-          added.push(traceFor(chart, pod, field));
+      chart.full = true;
+      if (state.frames.length) draw(chart, 0);
+    }
+  }
+
+  // Takes the frames into the window; true when the set of lines changed.
+  function take(fresh) {
+    let changed = false;
+    for (const frame of fresh) {
+      state.frames.push(frame);
+      for (const p of frame.pods) {
+        if (!state.lastSeen.has(p.pod)) {
+          state.pods.push(p.pod);
+          state.colors.set(p.pod, colorFrom(p));
+          changed = true;
         }
+        state.lastSeen.set(p.pod, frame.t);
       }
-      state.traces.set(chart.key, slots);
-      if (state.drawn && added.length) Plotly.addTraces(chartDiv(chart), added);
-      if (!state.drawn) chart.pending = (chart.pending || []).concat(added);
+    }
+    const over = state.frames.length - page.max_points;
+    if (over > 0) state.frames.splice(0, over);
+    // A pod replaced long ago, whose line has left the window, leaves the legend too.
+    const oldest = state.frames[0].t;
+    const kept = state.pods.filter((pod) => state.lastSeen.get(pod) >= oldest);
+    if (kept.length !== state.pods.length) {
+      for (const pod of state.pods) if (!kept.includes(pod)) state.lastSeen.delete(pod);
+      state.pods = kept;
+      changed = true;
+    }
+    return changed;
+  }
+
+  function schedule() {
+    if (state.scheduled) return;
+    state.scheduled = true;
+    requestAnimationFrame(flush);
+  }
+
+  // At most once per animation frame (not at all while the tab is hidden), whatever
+  // the number of frames that came in.
+  function flush() {
+    state.scheduled = false;
+    const fresh = state.pending;
+    if (!fresh.length) return;
+    state.pending = [];
+    const changed = take(fresh);
+    const from = Math.max(0, state.frames.length - fresh.length);
+    for (const chart of CHARTS) {
+      if (changed || fresh.length >= state.frames.length) chart.full = true;
+      draw(chart, from);
+    }
+    const latest = fresh[fresh.length - 1];
+    state.frame = latest;
+    renderTable(latest);
+    renderBadges(latest);
+    renderTotals(latest);
+    renderLegend(latest);
+  }
+
+  // ---- one legend for every chart: a pod's name in its color; a click hides it -------
+
+  function renderLegend(frame) {
+    const present = byPod(frame);
+    const key = state.pods.map((p) => p + (present.has(p) ? "" : "~") +
+                                (state.hidden.has(p) ? "-" : "")).join("|");
+    if (key === state.legendKey) return;
+    state.legendKey = key;
+    const items = state.pods.map((pod) => {
+      const item = document.createElement("button");
+      item.type = "button";
+      item.className = "legend-item" + (present.has(pod) ? "" : " gone");
+      item.dataset.pod = pod;
+      item.setAttribute("aria-pressed", String(!state.hidden.has(pod)));
+      item.title = (state.hidden.has(pod) ? "show " : "hide ") + pod + " on the charts" +
+        (present.has(pod) ? "" : " (replaced: its line ends where it left)");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.backgroundColor = colorOf(pod); // CSSOM: allowed by the policy
+      const name = document.createElement("span");
+      name.className = "legend-name";
+      name.textContent = pod;
+      item.append(swatch, name);
+      if (!present.has(pod)) item.append(" (gone)");
+      return item;
+    });
+    document.getElementById("legend").replaceChildren(...items);
+  }
+
+  function onLegendClick(event) {
+    const item = event.target.closest(".legend-item");
+    if (!item) return;
+    const pod = item.dataset.pod;
+    if (state.hidden.has(pod)) state.hidden.delete(pod);
+    else state.hidden.add(pod);
+    redrawAll();
+    if (state.frame) renderLegend(state.frame);
+  }
+
+  function onSmoothClick() {
+    state.smooth = !state.smooth;
+    const button = document.getElementById("smooth");
+    button.setAttribute("aria-pressed", String(!state.smooth));
+    button.textContent = state.smooth ? "rates: " + SMOOTH_FRAMES + " s mean" : "rates: raw";
+    for (const chart of CHARTS) if (chart.rate) chart.full = true;
+    for (const chart of CHARTS) if (chart.rate && state.frames.length) draw(chart, 0);
+  }
+
+  // ---- event markers: drains, weights, restarts, rollouts (audit), OOMKills (pods) ----
+
+  const AUDIT_LABELS = {
+    drain: "drain", undrain: "undrain", weight: "weight", set_weight: "weight",
+    restart: "restart", rollout_restart: "rollout", policy: "policy", set_policy: "policy",
+  };
+
+  function markersInWindow() {
+    if (!state.frames.length) return [];
+    const oldest = state.frames[0].t;
+    return state.events.filter((e) => e.t >= oldest).slice(-20);
+  }
+
+  // Restarts and OOMKills from the pods' own facts: a restart count that rose.
+  function podEvents(fresh) {
+    const found = [];
+    for (const frame of fresh) {
+      for (const p of frame.pods) {
+        const before = state.restarts.get(p.pod);
+        if (before != null && p.restarts != null && p.restarts > before) {
+          const oom = p.last_reason === "OOMKilled";
+          found.push({ t: frame.t, kind: oom ? "bad" : "info", label: oom ? "OOMKilled" : "restart",
+                       text: p.pod + (oom ? " OOMKilled" : " restarted") });
+        }
+        if (p.restarts != null) state.restarts.set(p.pod, p.restarts);
+      }
+    }
+    return found;
+  }
+  state.restarts = new Map();
+
+  async function loadAuditEvents() {
+    if (state.expired) return;
+    const url = page.audit_api + "?service=" + encodeURIComponent(page.service);
+    let response;
+    try {
+      response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    } catch (err) {
+      return;
+    }
+    if (response.status === 401 || response.status === 403) return expired();
+    if (!response.ok) return;
+    const data = await response.json().catch(() => ({}));
+    const list = Array.isArray(data) ? data : data.results || [];
+    const audit = list
+      .filter((e) => AUDIT_LABELS[e.action] && e.result !== "denied")
+      .map((e) => ({ t: Date.parse(e.at), kind: e.result === "failed" ? "bad" : "info",
+                     label: AUDIT_LABELS[e.action],
+                     text: e.action + " " + (e.target || "") + " by " + (e.actor || "?") }));
+    const pods = state.events.filter((e) => e.fromPods);
+    const merged = audit.concat(pods).sort((a, b) => a.t - b.t);
+    if (JSON.stringify(merged) !== JSON.stringify(state.events)) {
+      state.events = merged;
+      redrawAll();
     }
   }
 
-  function drawFirst(frames) {
-    addPods(newPods(frames));
-    for (const chart of CHARTS) {
-      const traces = chart.pending || [];
-      const { x, y } = points(chart, frames);
-      traces.forEach((trace, i) => {
-        trace.x = x[i];
-        trace.y = y[i];
-      });
-      Plotly.newPlot(chartDiv(chart), traces, baseLayout(chart), {
-        displaylogo: false,
-        responsive: true,
-        modeBarButtonsToRemove: ["lasso2d", "select2d"],
-      });
-      chart.pending = null;
-    }
-    state.drawn = true;
-  }
-
-  // Extend, don't redraw: one call per chart, the oldest points beyond the window dropped.
-  function extend(frames) {
-    addPods(newPods(frames));
-    for (const chart of CHARTS) {
-      const slots = state.traces.get(chart.key);
-      if (!slots.length) continue;
-      const { x, y } = points(chart, frames);
-      Plotly.extendTraces(chartDiv(chart), { x, y }, slots.map((_, i) => i), page.max_points);
-    }
+  function notePodEvents(fresh) {
+    const found = podEvents(fresh).map((e) => Object.assign(e, { fromPods: true }));
+    if (!found.length) return;
+    state.events = state.events.concat(found).sort((a, b) => a.t - b.t);
+    for (const chart of CHARTS) chart.full = true;
   }
 
   // ---- table, badges and totals -----------------------------------------------------
 
   // The table is updated in place, row by row and cell by cell: a frame never replaces
-  // the slider an operator is dragging or the number they are typing.
+  // the weight an operator is typing.
   const COLUMNS = [
-    (p) => [p.pod, "text"],
+    (p) => [p.pod, "text name"],
     (p) => [p.state || p.phase || dash,
             "text " + (p.state === "READY" ? "state-READY" : "state-other")],
     null, // the weight and the override marker: renderWeightCell
     (p, f) => [pct(p.state === "READY" && f.readyWeight > 0 ? weightNow(p) / f.readyWeight : null)],
     (p, f) => [pct(p.rps != null && f.totalRps > 0 ? p.rps / f.totalRps : null)],
     (p) => [num(p.rps, 1)],
+    (p) => [num(bypass(p), 1)],
     (p) => [num(p.pod_rps, 1)],
     (p) => [num(p.p50, 1) + " / " + num(p.p99, 1)],
     (p) => [num(p.err_s, 2), p.err_s > 0 ? "err" : ""],
     (p) => [p.cpu_m == null ? dash : String(p.cpu_m)],
-    (p) => [mib(p.mem) + " / " + mib(p.mem_limit) + " MiB"],
+    (p) => [mib(p.mem) + " / " + mib(p.mem_limit)],
     (p) => [p.restarts == null ? dash : String(p.restarts)],
-    (p) => [p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : "")],
+    null, // the last termination, a badge when OOMKilled: renderReasonCell
     // `started` is unix ms; measured against the frame's time, so it moves with each frame.
     (p, f) => [p.started == null ? dash : duration((f.t - p.started) / 1000)],
   ];
   const WEIGHT_COLUMN = 2;
+  const REASON_COLUMN = 13;
   const rows = new Map(); // pod → {row, cells, controls}
 
   // The weight the balancers pick by now: slow start ramps a new pod's up to its weight.
@@ -243,10 +464,10 @@
     const row = document.createElement("tr");
     row.dataset.pod = pod;
     const cells = COLUMNS.map(() => row.appendChild(document.createElement("td")));
-    cells[0].style.borderLeft = "4px solid " + colorOf(pod);
     const entry = { row, cells, controls: null };
     if (page.can_act) {
       const td = row.appendChild(document.createElement("td"));
+      td.className = "actions";
       entry.controls = controls.newControls(pod);
       td.appendChild(entry.controls.box);
     }
@@ -269,6 +490,18 @@
     }
   }
 
+  function renderReasonCell(td, p) {
+    const reason = p.last_reason || dash;
+    if (td.dataset.shown === reason) return;
+    td.dataset.shown = reason;
+    td.className = "text";
+    if (reason !== "OOMKilled") return td.replaceChildren(reason);
+    const badge = document.createElement("span");
+    badge.className = "oom";
+    badge.textContent = reason;
+    td.replaceChildren(badge);
+  }
+
   function renderTable(frame) {
     const ready = frame.pods.filter((p) => p.state === "READY");
     const figures = {
@@ -277,7 +510,7 @@
       totalRps: frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0),
     };
     const body = document.querySelector("#pods tbody");
-    const present = new Set(frame.pods.map((p) => p.pod));
+    const present = byPod(frame);
     for (const [pod, entry] of rows) {
       if (!present.has(pod)) {
         entry.row.remove();
@@ -297,7 +530,9 @@
       COLUMNS.forEach((column, i) => {
         if (column) setCell(entry.cells[i], ...column(p, figures));
       });
+      entry.cells[0].style.borderLeftColor = colorOf(p.pod); // CSSOM: allowed by the policy
       renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
+      renderReasonCell(entry.cells[REASON_COLUMN], p);
       if (entry.controls) controls.updateControls(entry.controls, p);
     }
   }
@@ -317,10 +552,11 @@
     frame: () => state.frame,
     controlsOf: (pod) => rows.get(pod).controls,
     refreshRows,
+    expired: () => expired(),
   });
 
-  // An imbalance badge, worded as on the overview: "via Ballast: balanced, max/mean 1.04,
-  // CV 0.03" or, flagged, "pods report: imbalanced, busiest 2.10× mean, CV 0.52".
+  // An imbalance badge: "via Ballast: balanced, max/mean 1.04, CV 0.03" or, flagged,
+  // "bypassing Ballast: imbalanced, busiest 2.10× mean, CV 0.52".
   function renderImbalance(id, label, im, hasFigures) {
     const badge = document.getElementById(id);
     if (!hasFigures) {
@@ -338,15 +574,38 @@
       badge.textContent = label + ": balanced, max/mean " + im.max_mean.toFixed(2) +
         ", CV " + num(im.cv, 2);
     }
+    badge.title = im.busiest ? "busiest pod: " + im.busiest : "";
   }
 
   function renderBadges(frame) {
+    const reported = frame.totals.pod_rps != null;
     renderImbalance("imbalance", "via Ballast", frame.imbalance, true);
-    // The skew the pods report: all clients, not weight-normalised (frames.py says why).
-    renderImbalance("pod-imbalance", "pods report", frame.pod_imbalance || {},
-                    frame.totals.pod_rps != null);
+    renderImbalance("bypass-imbalance", "bypassing Ballast", frame.bypass_imbalance || {}, reported);
+    // The total the pods report: all clients, not weight-normalised (frames.py says why).
+    renderImbalance("pod-imbalance", "total at pods", frame.pod_imbalance || {}, reported);
+    document.getElementById("story").textContent = story(frame);
     renderReplicas(frame.replicas);
     controls.renderPolicy(frame.policy);
+  }
+
+  // Which path is skewed, in words (the overview says the same, overview.py).
+  function story(frame) {
+    const via = frame.imbalance || {};
+    const by = frame.bypass_imbalance || {};
+    const parts = [];
+    if (by.flagged) {
+      parts.push("Clients that bypass Ballast: busiest pod " + by.max_mean.toFixed(2) +
+                 "× mean (" + by.busiest + ") — these clients are pinned by L4 connections.");
+    } else if (by.max_mean != null) {
+      parts.push("Clients that bypass Ballast are spread evenly.");
+    }
+    if (via.flagged) {
+      parts.push("Via Ballast: busiest pod " + via.max_mean.toFixed(2) + "× its weight's share (" +
+                 via.busiest + ").");
+    } else if (via.max_mean != null) {
+      parts.push("Via Ballast: even (max/mean " + via.max_mean.toFixed(2) + ").");
+    }
+    return parts.join(" ");
   }
 
   // "balancers 1/1 up, in sync": every replica that is up holds the operator's desired
@@ -368,7 +627,8 @@
     const items = [
       ["pods ready", t.ready + "/" + t.pods],
       ["req/s via Ballast", num(t.rps, 1)],
-      ["req/s at pods", num(t.pod_rps, 1)],
+      ["bypassing", num(t.bypass_rps, 1)],
+      ["total at pods", num(t.pod_rps, 1)],
       ["errors", pct(t.err_ratio)],
       ["p50", num(t.p50, 1) + " ms"],
       ["p99", num(t.p99, 1) + " ms"],
@@ -390,13 +650,12 @@
     const fresh = frames.filter((f) => f.t > state.lastT);
     if (!fresh.length) return;
     state.lastT = fresh[fresh.length - 1].t;
-    if (state.drawn) extend(fresh);
-    else drawFirst(fresh);
-    const latest = fresh[fresh.length - 1];
-    state.frame = latest;
-    renderTable(latest);
-    renderBadges(latest);
-    renderTotals(latest);
+    state.lastArrivalMs = Date.now();
+    stale(false);
+    notePodEvents(fresh);
+    state.pending.push(...fresh);
+    if (state.pending.length > page.max_points) state.pending.splice(0, state.pending.length - page.max_points);
+    schedule();
   }
 
   function status(text, bad) {
@@ -406,15 +665,47 @@
     return el;
   }
 
+  // Stale looks stale: figures and badges greyed while they are not current.
+  function stale(on) {
+    document.body.classList.toggle("stale", on);
+  }
+
   function expired() {
+    if (state.expired) return;
+    state.expired = true;
+    stale(true);
+    controls.stop();
+    clearInterval(state.watchdog);
+    clearInterval(state.auditTimer);
+    if (state.socket) state.socket.onclose = null;
+    if (state.socket) state.socket.close();
     const el = status("session expired — ", true);
     const link = document.createElement("a");
     link.href = page.login_url;
     link.textContent = "log in again";
-    el.append(link);
+    el.append(link, " to see current figures");
+  }
+
+  function disconnected(delayMs) {
+    if (!state.downSince) state.downSince = new Date();
+    stale(true);
+    status("disconnected since " + clock(state.downSince) + " — reconnecting in " +
+           Math.ceil(delayMs / 1000) + " s", true);
+  }
+
+  // Connected, but no frame for a while: the collector or the balancers are away.
+  function watch() {
+    if (state.downSince || state.expired || !state.lastArrivalMs) return;
+    if (Date.now() - state.lastArrivalMs > STALE_AFTER_MS) {
+      stale(true);
+      status("no new figures since " + clock(new Date(state.lastArrivalMs)), true);
+    } else if (document.getElementById("status").className === "bad") {
+      status("live");
+    }
   }
 
   function connect() {
+    if (state.expired) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     // The server sends the frames after `since` first (the last 15 minutes on the first
     // connection, the gap on a reconnection), then each live frame.
@@ -423,30 +714,55 @@
     state.socket = socket;
     socket.onopen = () => {
       state.retryMs = 1000;
+      state.downSince = null;
+      stale(false);
       status("live");
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "service.backfill") {
         apply(message.frames);
-        if (!state.drawn) status("live — waiting for the first frame…");
+        if (!state.lastT) status("live — waiting for the first frame…");
       } else if (message.type === "service.frame") {
         apply([message]);
       }
     };
     socket.onclose = (event) => {
       if (event.code === CLOSE_UNAUTHENTICATED) return expired();
-      if (event.code === CLOSE_UNKNOWN_SERVICE) return status("this service is no longer configured", true);
+      if (event.code === CLOSE_UNKNOWN_SERVICE) {
+        stale(true);
+        return status("this service is no longer configured", true);
+      }
       // Backoff with jitter, up to 30 s, so a restarted dashboard is not stampeded.
       const delay = state.retryMs * (0.5 + Math.random() / 2);
       state.retryMs = Math.min(state.retryMs * 2, 30000);
-      status("disconnected — reconnecting in " + Math.ceil(delay / 1000) + " s", true);
+      disconnected(delay);
       setTimeout(connect, delay);
     };
   }
 
+  // Charts out of view are not drawn; one scrolled into view catches up at once.
+  function observeCharts() {
+    const byDiv = new Map(CHARTS.map((c) => [chartDiv(c), c]));
+    for (const chart of CHARTS) chart.visible = true;
+    if (!("IntersectionObserver" in window)) return;
+    const observer = new IntersectionObserver((entries) => {
+      for (const entry of entries) {
+        const chart = byDiv.get(entry.target);
+        chart.visible = entry.isIntersecting;
+        if (chart.visible && chart.full && state.frames.length) draw(chart, 0);
+      }
+    }, { rootMargin: "200px" });
+    for (const div of byDiv.keys()) observer.observe(div);
+  }
 
-  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", retheme);
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redrawAll);
+  document.getElementById("legend").addEventListener("click", onLegendClick);
+  document.getElementById("smooth").addEventListener("click", onSmoothClick);
+  observeCharts();
   controls.start();
+  state.watchdog = setInterval(watch, 1000);
+  loadAuditEvents();
+  state.auditTimer = setInterval(loadAuditEvents, 10000);
   connect();
 })();
