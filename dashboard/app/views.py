@@ -87,6 +87,8 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         # A frame gives each pod its color's index in this palette (the overview's too).
         "palette": list(PALETTE),
         "audit_api": "/api/v1/audit/",
+        # Loaded by service.js once the page is up: the table and badges show first.
+        "plotly_url": _asset_url("plotly.min.js"),
     }
     context = {
         "service": service,

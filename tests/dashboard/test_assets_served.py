@@ -10,14 +10,14 @@ import pytest
 from django.test import Client
 
 from dashboard.app.assets import accepts_gzip, asset
-from tests.dashboard.test_service_page import script_urls
+from tests.dashboard.test_service_page import plotly_url_of
 
 pytestmark = pytest.mark.django_db
 
 
 def _plotly_url(client: Client) -> str:
     html = client.get("/services/inventory/").content.decode()
-    return next(url for url in script_urls(html) if url.endswith("/plotly.min.js"))
+    return plotly_url_of(html)
 
 
 def test_it_sends_plotly_gzipped_to_a_browser_that_takes_gzip(operator_client: Client) -> None:

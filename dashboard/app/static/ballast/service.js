@@ -239,7 +239,7 @@
   // Draws the frames from index `from` on: extends the chart in place, or redraws it
   // whole when its lines changed; a chart out of view only notes that it is behind.
   function draw(chart, from) {
-    if (!chart.visible) {
+    if (!chart.visible || !window.Plotly) {
       chart.full = true;
       return;
     }
@@ -250,6 +250,7 @@
   }
 
   function redrawAll() {
+    if (!window.Plotly) return;
     for (const chart of CHARTS) {
       chart.full = true;
       if (state.frames.length) draw(chart, 0);
@@ -756,10 +757,21 @@
     for (const div of byDiv.keys()) observer.observe(div);
   }
 
+  // plotly.js (4.8 MB) runs once the page is up: the table, badges and totals show from
+  // the first frames while it loads, and the charts draw as soon as it has.
+  function loadPlotly() {
+    const script = document.createElement("script");
+    script.src = page.plotly_url;
+    script.addEventListener("load", redrawAll);
+    script.addEventListener("error", () => status("the charts' script did not load — reload the page", true));
+    document.head.appendChild(script);
+  }
+
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redrawAll);
   document.getElementById("legend").addEventListener("click", onLegendClick);
   document.getElementById("smooth").addEventListener("click", onSmoothClick);
   observeCharts();
+  loadPlotly();
   controls.start();
   state.watchdog = setInterval(watch, 1000);
   loadAuditEvents();
