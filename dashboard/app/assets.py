@@ -151,6 +151,7 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "plotly.min.js": _plotly,
     "plotly.css": _plotly_css,
     "service.js": _ours("service.js"),
+    "charts.js": _ours("charts.js"),
     "controls.js": _ours("controls.js"),
     "overview.js": _ours("overview.js"),
     "ballast.css": _ours("ballast.css"),

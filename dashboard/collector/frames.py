@@ -84,6 +84,7 @@ class TotalsFrame(TypedDict):
     out_b_s: int
     pod_rps: float | None  # the pods' own figures added up; null when no pod reports
     bypass_rps: float | None  # of which did not come through Ballast
+    err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
 
 
 class ImbalanceFrame(TypedDict):
@@ -273,7 +274,19 @@ def _totals(
         "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
         "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
         "bypass_rps": round(sum(bypass.values()), 2) if reported else None,
+        "err_by_code": errors_by_code(rates),
     }
+
+
+def errors_by_code(rates: Iterable[EndpointRates]) -> dict[str, float]:
+    """Requests per second that ended in each gRPC status code but OK, over the
+    service's endpoints; codes with no call in the interval are left out."""
+    by_code: dict[str, float] = {}
+    for r in rates:
+        for code, rps in r.rps_by_code.items():
+            if code != "OK" and rps > 0:
+                by_code[code] = by_code.get(code, 0.0) + rps
+    return {code: round(rps, 2) for code, rps in sorted(by_code.items())}
 
 
 def _score(

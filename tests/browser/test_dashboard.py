@@ -21,6 +21,17 @@ CHARTS_FILLED = """() => {
 }"""
 
 
+def draw_every_chart(page: Page) -> None:
+    """Scrolls each chart into view (charts out of view wait to be drawn), then back up,
+    so that every chart holds its lines (and a full-page screenshot shows them all)."""
+    for chart in page.locator(".chart").all():
+        chart.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.chart')].every((d) => Array.isArray(d.data))"
+    )
+    page.evaluate("window.scrollTo(0, 0)")
+
+
 def test_every_page_needs_a_login_and_a_wrong_password_is_refused(page: Page, demo: Demo) -> None:
     page.goto(demo.url + "services/inventory/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/services/inventory/"))
@@ -40,12 +51,15 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     expect(rows).to_have_count(2)
     expect(rows.first).to_contain_text(re.compile(r"inventory-\w+-\w+"))
     expect(rows.first).to_contain_text("READY")
-    # Every chart drew one line per pod (memory: the usage and the dashed limit).
+    # Every chart drew one line per pod (memory: the usage and the dashed limit; no
+    # error code yet; latency: one bar series per quantile).
+    draw_every_chart(page)
     lines = page.evaluate(
         "() => [...document.querySelectorAll('.chart')].map((d) => [d.id, d.data.length])"
     )
     assert dict(lines) == {
         "chart-rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+        "chart-codes": 0, "chart-latency": 3,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
     }  # fmt: skip
 

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, expect
 
 from tests.browser.conftest import ARTIFACTS, Demo, log_in
-from tests.browser.test_dashboard import CHARTS_FILLED, LIVE_TIMEOUT_MS
+from tests.browser.test_dashboard import CHARTS_FILLED, LIVE_TIMEOUT_MS, draw_every_chart
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,17 +67,6 @@ def context_at(browser: Browser) -> Iterator[object]:
     yield make
     for context in made:
         context.close()
-
-
-def _draw_every_chart(page: Page) -> None:
-    """Scrolls each chart into view (charts out of view wait to be drawn), then back up,
-    so a full-page screenshot shows them all."""
-    for chart in page.locator(".chart").all():
-        chart.scroll_into_view_if_needed()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.chart')].every((d) => d.data && d.data.length)"
-    )
-    page.evaluate("window.scrollTo(0, 0)")
 
 
 def _service_page(page: Page, demo: Demo) -> None:
@@ -187,7 +176,7 @@ def test_the_pod_table_fits_at_1400_px(context_at: object, demo: Demo) -> None:
         assert rect is not None and rect["x"] + rect["width"] <= right + 1
         expect(box.get_by_role("button", name="restart")).to_be_visible()
     assert page.evaluate(NO_OVERFLOW)
-    _draw_every_chart(page)
+    draw_every_chart(page)
     page.screenshot(path=str(ARTIFACTS / "story-service-1400.png"), full_page=True)
 
 
@@ -201,7 +190,7 @@ def test_nothing_overflows_the_page_at_390_px(context_at: object, demo: Demo, pa
         expect(page.locator(".service .bar").first).to_be_visible(timeout=LIVE_TIMEOUT_MS)
     assert page.evaluate(NO_OVERFLOW), page.evaluate("document.documentElement.scrollWidth")
     if path:
-        _draw_every_chart(page)
+        draw_every_chart(page)
     name = "story-service-narrow.png" if path else "story-overview-narrow.png"
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
@@ -282,6 +271,6 @@ def test_screenshots_of_both_pages(context_at: object, demo: Demo, scheme: str) 
     page.screenshot(path=str(ARTIFACTS / f"story-overview-{scheme}.png"), full_page=True)
     page.goto(demo.url + "services/inventory/")
     page.wait_for_function(CHARTS_FILLED, timeout=LIVE_TIMEOUT_MS)
-    _draw_every_chart(page)
+    draw_every_chart(page)
     page.wait_for_function("() => document.getElementById('chart-mem').data.length >= 4")
     page.screenshot(path=str(ARTIFACTS / f"story-service-{scheme}.png"), full_page=True)

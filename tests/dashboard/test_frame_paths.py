@@ -93,3 +93,15 @@ def test_every_pod_of_a_frame_has_a_distinct_color_while_the_palette_lasts():
     names = [f"pod-{i}" for i in range(5)]
     frame = build_frame("svc", T, [endpoint_rates(n) for n in names], [], UP)
     assert [p["color"] for p in frame["pods"]] == [0, 1, 2, 3, 4]
+
+
+def test_it_counts_errors_by_grpc_status_code():
+    carried = [
+        endpoint_rates("pod-a", 100, errors_per_s=3),
+        endpoint_rates("pod-b", 100, errors_per_s=1.5),
+        endpoint_rates("pod-c", 100),
+    ]
+    frame = build_frame("svc", T, carried, [], UP)
+    assert frame["totals"]["err_by_code"] == {"UNAVAILABLE": 4.5}
+    quiet = build_frame("svc", T, [endpoint_rates("pod-a")], [], UP)
+    assert quiet["totals"]["err_by_code"] == {}

@@ -50,10 +50,7 @@ def share_bar(shares: Sequence[Share], label: str, total: float | None) -> str:
         # A width class, not a style attribute: the Content-Security-Policy allows no inline
         # style (assets.py makes .w0 … .w100).
         '<span class="p{} w{}" title="{}: {} req/s ({}%)"></span>',
-        (
-            (s.color, _percent(s.percent), s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}")
-            for s in shares
-        ),
+        ((s.color, _percent(s.percent), s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}") for s in shares),
     )
     figure = "—" if total is None else f"{total:.1f} req/s"
     return format_html(
