@@ -263,6 +263,27 @@ def test_the_overview_says_which_path_is_skewed(page: Page, demo: Demo) -> None:
     expect(page.locator("#story")).to_contain_text("pinned by L4 connections")
 
 
+def test_an_action_answers_at_the_top_and_marks_the_charts(page: Page, demo: Demo) -> None:
+    """Drain and undrain from the table, scrolled down to it: the outcome shows at the
+    top of the window, and the charts get a marker where it happened."""
+    _service_page(page, demo)
+    page.on("dialog", lambda dialog: dialog.accept())
+    pod = page.evaluate(TABLE_PODS)[0]
+    row = page.locator(f'#pods tbody tr[data-pod="{pod}"]')
+    row.get_by_role("button", name="drain", exact=True).click()
+    toast = page.locator("#action-status")
+    expect(toast).to_contain_text(f"drain {pod}: ok", timeout=LIVE_TIMEOUT_MS)
+    box = toast.bounding_box()
+    assert box is not None and 0 <= box["y"] < 100, box  # in view, at the top
+    row.get_by_role("button", name="undrain").click()
+    expect(toast).to_contain_text(f"undrain {pod}: ok", timeout=LIVE_TIMEOUT_MS)
+    page.wait_for_function(
+        """() => ((document.getElementById('chart-rps').layout || {}).annotations || [])
+             .some((a) => a.text === 'drain')""",
+        timeout=LIVE_TIMEOUT_MS,
+    )
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_of_both_pages(context_at: object, demo: Demo, scheme: str) -> None:
     page = context_at(1400, 900, scheme)  # type: ignore[operator]

@@ -170,3 +170,8 @@ def test_it_returns_an_empty_array_before_any_frame(operator_client: Client) -> 
     response = operator_client.get("/services/payments/history.json")
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_it_shows_no_template_comment_as_text(operator_client: Client) -> None:
+    html = operator_client.get("/services/inventory/").content.decode()
+    assert "{#" not in html and "#}" not in html

@@ -102,7 +102,14 @@ window.ballastCharts = function (page, hooks) {
       layout.showlegend = true;
       layout.legend = { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom",
                         font: { size: 10 } };
-      if (!state.codes.length) layout.title.text += " — none";
+      if (!state.codes.length) {
+        layout.title.text += " — none";
+        layout.xaxis.showticklabels = false; // no line, no time axis to read
+        layout.annotations = [{ text: "no errors in the window", showarrow: false,
+                                xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+                                font: { color: cssVar("--muted") } }];
+        return layout;
+      }
     }
     const shown = markersInWindow();
     layout.shapes = shown.map((e) => ({
