@@ -214,6 +214,20 @@ def test_a_lost_socket_greys_the_figures_and_says_since_when(page: Page, demo: D
     expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
 
 
+def test_the_overview_greys_its_cards_while_the_dashboard_is_away(page: Page, demo: Demo) -> None:
+    log_in(page, demo)
+    status = page.locator("#status")
+    expect(status).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+    page.route("**/overview/cards", lambda route: route.abort())
+    expect(status).to_contain_text(
+        re.compile(r"disconnected since \d\d:\d\d:\d\d"), timeout=LIVE_TIMEOUT_MS
+    )
+    expect(page.locator("body")).to_have_class(re.compile(r"\bstale\b"))
+    page.unroute("**/overview/cards")
+    expect(status).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
+
+
 def test_an_expired_session_stops_every_request(page: Page, demo: Demo) -> None:
     _service_page(page, demo)
     expect(page.locator("#status")).to_have_text("live")
