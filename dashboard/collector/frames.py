@@ -85,6 +85,7 @@ class TotalsFrame(TypedDict):
     pod_rps: float | None  # the pods' own figures added up; null when no pod reports
     bypass_rps: float | None  # of which did not come through Ballast
     err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
+    rps_by_method: dict[str, float]  # calls/s the pods report by "service/method", all clients
 
 
 class ImbalanceFrame(TypedDict):
@@ -275,7 +276,18 @@ def _totals(
         "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
         "bypass_rps": round(sum(bypass.values()), 2) if reported else None,
         "err_by_code": errors_by_code(rates),
+        "rps_by_method": calls_by_method(reported),
     }
+
+
+def calls_by_method(reported: Iterable[PodRates]) -> dict[str, float]:
+    """Requests per second the pods report by "service/method", added up over the pods
+    (every client's calls); methods no call reached are left out."""
+    by_method: dict[str, float] = {}
+    for own in reported:
+        for method, rps in own.rps_by_method.items():
+            by_method[method] = by_method.get(method, 0.0) + rps
+    return {method: round(rps, 2) for method, rps in sorted(by_method.items()) if rps > 0}
 
 
 def errors_by_code(rates: Iterable[EndpointRates]) -> dict[str, float]:

@@ -54,10 +54,16 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     # Every chart drew one line per pod (memory: the usage and the dashed limit; no
     # error code yet; latency: one bar series per quantile).
     draw_every_chart(page)
+    page.wait_for_function(
+        "() => document.getElementById('chart-methods').data.length > 0", timeout=LIVE_TIMEOUT_MS
+    )
     lines = page.evaluate(
         "() => [...document.querySelectorAll('.chart')].map((d) => [d.id, d.data.length])"
     )
-    assert dict(lines) == {
+    lines = dict(lines)
+    # The pods' calls by method: a line per method the clients call.
+    assert lines.pop("chart-methods") >= 1
+    assert lines == {
         "chart-rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
         "chart-codes": 0, "chart-latency": 3,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,

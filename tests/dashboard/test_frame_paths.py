@@ -105,3 +105,16 @@ def test_it_counts_errors_by_grpc_status_code():
     assert frame["totals"]["err_by_code"] == {"UNAVAILABLE": 4.5}
     quiet = build_frame("svc", T, [endpoint_rates("pod-a")], [], UP)
     assert quiet["totals"]["err_by_code"] == {}
+
+
+def test_it_adds_up_the_pods_calls_by_method():
+    reported = {
+        "pod-a": PodRates(30, 0, {"demo.Inventory/Get": 20, "demo.Inventory/List": 10}),
+        "pod-b": PodRates(5, 0, {"demo.Inventory/Get": 5, "demo.Knobs/Set": 0}),
+    }
+    pods = [pod_facts("pod-a"), pod_facts("pod-b")]
+    frame = build_frame("svc", T, [], pods, UP, pod_rates=reported)
+    assert frame["totals"]["rps_by_method"] == {
+        "demo.Inventory/Get": 25,
+        "demo.Inventory/List": 10,
+    }

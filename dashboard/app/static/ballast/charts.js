@@ -1,7 +1,7 @@
 // The service page's charts (service.js creates them with `ballastCharts(page, hooks)`):
-// eight per-pod line charts, errors by status code and the latency per pod, one legend
-// for all of them, rates smoothed unless the raw view is on, and event markers from the
-// audit and the pods' restarts. Plain script, no build step.
+// eight per-pod line charts, errors by status code, calls by method and the latency per
+// pod; one legend for all of them, rates smoothed unless the raw view is on, and event
+// markers from the audit and the pods' restarts. Plain script, no build step.
 //
 // Light on the browser: `show(frames)` is called at most once per animation frame; each
 // chart is extended in place (extendTraces) and redrawn whole (react) only when its set
@@ -43,6 +43,7 @@ window.ballastCharts = function (page, hooks) {
     { key: "p99", title: "p99 latency via Ballast (ms)", value: (p) => p.p99 },
     { key: "err_s", title: "Errors/s via Ballast", rate: true, value: (p) => p.err_s },
     { key: "codes", title: "Errors/s via Ballast by gRPC status code", rate: true, codes: true },
+    { key: "methods", title: "Requests/s at pods by method (all clients)", rate: true, methods: true },
     { key: "latency", title: "Latency per pod via Ballast (p50 · p90 · p99, ms)", latency: true },
     { key: "in_flight", title: "In flight via Ballast", value: (p) => p.in_flight },
     { key: "cpu_m", title: "CPU (millicores)", value: (p) => p.cpu_m },
@@ -54,6 +55,7 @@ window.ballastCharts = function (page, hooks) {
     frames: [], // the window the charts show, oldest first
     pods: [], // every pod in the window, in order of appearance: the charts' lines
     codes: [], // every error status code in the window (the errors-by-code chart's lines)
+    methods: [], // every method the pods reported calls of (the by-method chart's lines)
     latencyDrawnMs: 0,
     lastSeen: new Map(), // pod → t of the newest frame it was in
     colors: new Map(), // pod → palette color, from its first frame
@@ -97,12 +99,12 @@ window.ballastCharts = function (page, hooks) {
       layout.hovermode = "closest";
       return layout;
     }
-    if (chart.codes) {
-      // Status codes are not pods: this chart names its lines itself.
+    if (chart.codes || chart.methods) {
+      // Status codes and methods are not pods: these charts name their lines themselves.
       layout.showlegend = true;
       layout.legend = { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom",
                         font: { size: 10 } };
-      if (!state.codes.length) {
+      if (chart.codes && !state.codes.length) {
         layout.title.text += " — none";
         layout.xaxis.showticklabels = false; // no line, no time axis to read
         layout.annotations = [{ text: "no errors in the window", showarrow: false,
@@ -154,10 +156,11 @@ window.ballastCharts = function (page, hooks) {
     return { key: pod, name: limit ? pod + " limit" : pod, pod, limit, color: colorOf(pod),
              get: (frame) => { const p = byPod(frame).get(pod); return p ? fn(p) : undefined; } };
   }
-  function codeSlot(code) {
-    return { key: code, name: code, pod: null, limit: false, color: codeColor(code),
-             get: (frame) => (frame.totals.err_by_code ? frame.totals.err_by_code[code] || 0
-                                                         : undefined) };
+  // A line of the service's totals: `field` maps a key (a status code, a method) to a
+  // rate; a key absent from a frame that has the field is at 0 there.
+  function totalsSlot(field, key, name, color) {
+    return { key, name, pod: null, limit: false, color,
+             get: (frame) => (frame.totals[field] ? frame.totals[field][key] || 0 : undefined) };
   }
   const CODE_COLORS = { UNAVAILABLE: "#e15759", DEADLINE_EXCEEDED: "#f28e2b",
                         RESOURCE_EXHAUSTED: "#b07aa1", INTERNAL: "#9c755f", UNKNOWN: "#bab0ac" };
@@ -187,7 +190,12 @@ window.ballastCharts = function (page, hooks) {
   }
 
   function slotsOf(chart) {
-    if (chart.codes) return state.codes.map(codeSlot);
+    if (chart.codes) return state.codes.map((c) => totalsSlot("err_by_code", c, c, codeColor(c)));
+    if (chart.methods) {
+      // "ballast.demo.v1.Inventory/GetItem" → "Inventory/GetItem": the package is the same.
+      const short = (m) => m.replace(/^.*\.(?=[^./]+\/)/, "");
+      return state.methods.map((m) => totalsSlot("rps_by_method", m, short(m), colorFrom({ pod: m })));
+    }
     const slots = [];
     for (const pod of state.pods) {
       slots.push(podSlot(pod, chart.value, false));
@@ -302,6 +310,12 @@ window.ballastCharts = function (page, hooks) {
       for (const code of Object.keys(frame.totals.err_by_code || {})) {
         if (!state.codes.includes(code)) {
           state.codes.push(code);
+          changed = true;
+        }
+      }
+      for (const method of Object.keys(frame.totals.rps_by_method || {})) {
+        if (!state.methods.includes(method)) {
+          state.methods.push(method);
           changed = true;
         }
       }
