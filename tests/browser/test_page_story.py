@@ -293,7 +293,7 @@ def test_an_action_answers_at_the_top_and_marks_the_charts(page: Page, demo: Dem
     expect(toast).to_contain_text(f"undrain {pod}: ok", timeout=LIVE_TIMEOUT_MS)
     page.wait_for_function(
         """() => ((document.getElementById('chart-rps').layout || {}).annotations || [])
-             .some((a) => a.text === 'drain')""",
+             .some((a) => String(a.text).split(' · ').includes('drain'))""",
         timeout=LIVE_TIMEOUT_MS,
     )
 

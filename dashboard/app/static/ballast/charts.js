@@ -102,7 +102,9 @@ window.ballastCharts = function (page, hooks) {
     if (chart.codes || chart.methods) {
       // Status codes and methods are not pods: these charts name their lines themselves.
       layout.showlegend = true;
-      layout.legend = { orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom",
+      // Between the title and the plot, where it covers neither.
+      layout.margin.t = 48;
+      layout.legend = { orientation: "h", x: 0, xanchor: "left", y: 1.01, yanchor: "bottom",
                         font: { size: 10 } };
       if (chart.codes && !state.codes.length) {
         layout.title.text += " — none";
@@ -400,10 +402,24 @@ window.ballastCharts = function (page, hooks) {
     restart: "restart", rollout_restart: "rollout", policy: "policy", set_policy: "policy",
   };
 
+  // The events in the window, those within MERGE_MS of each other as one marker
+  // ("drain · undrain"), the newest 20.
+  const MERGE_MS = 5000;
   function markersInWindow() {
     if (!state.frames.length) return [];
     const oldest = state.frames[0].t;
-    return state.events.filter((e) => e.t >= oldest).slice(-20);
+    const merged = [];
+    for (const e of state.events.filter((e) => e.t >= oldest)) {
+      const last = merged[merged.length - 1];
+      if (last && e.t - last.t < MERGE_MS) {
+        if (!last.label.split(" · ").includes(e.label)) last.label += " · " + e.label;
+        last.text += "; " + e.text;
+        if (e.kind === "bad") last.kind = "bad";
+      } else {
+        merged.push(Object.assign({}, e));
+      }
+    }
+    return merged.slice(-20);
   }
 
   // Restarts and OOMKills from the pods' own facts: a restart count that rose.
