@@ -94,6 +94,7 @@ def test_it_joins_a_pods_rates_and_facts_by_name():
     assert frame["pods"] == [
         {
             "pod": "pod-a",
+            "color": 0,
             "state": "READY",
             "weight": 100,
             "eff_weight": 100.0,

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_safe
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
-from dashboard.app.assets import asset, plotly_guard_ids
+from dashboard.app.assets import accepts_gzip, asset, plotly_guard_ids
 from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
@@ -84,6 +84,11 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "min_weight": MIN_WEIGHT,
         "max_weight": MAX_WEIGHT,
         "audit_url": f"{reverse('audit')}?{urlencode({'service': service})}",
+        # A frame gives each pod its color's index in this palette (the overview's too).
+        "palette": list(PALETTE),
+        "audit_api": "/api/v1/audit/",
+        # Loaded by service.js once the page is up: the table and badges show first.
+        "plotly_url": _asset_url("plotly.min.js"),
     }
     context = {
         "service": service,
@@ -91,6 +96,7 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "plotly_url": _asset_url("plotly.min.js"),
         "plotly_guard_ids": plotly_guard_ids(),
         "controls_js_url": _asset_url("controls.js"),
+        "charts_js_url": _asset_url("charts.js"),
         "service_js_url": _asset_url("service.js"),
     }
     return render(request, "ballast/service.html", context)
@@ -197,9 +203,16 @@ def script(request: HttpRequest, digest: str, name: str) -> HttpResponse:
         raise Http404("No such script")
     if not found.public and not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    response = HttpResponse(found.body, content_type=found.content_type)
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        response = HttpResponse(found.gzipped(), content_type=found.content_type)
+        response["Content-Encoding"] = "gzip"
+        response["ETag"] = f'"{found.digest}-gzip"'
+    else:
+        response = HttpResponse(found.body, content_type=found.content_type)
+        response["ETag"] = f'"{found.digest}"'
     response["Cache-Control"] = IMMUTABLE
-    response["ETag"] = f'"{found.digest}"'
+    # A shared cache must not hand the compressed body to a client that did not ask for it.
+    response["Vary"] = "Accept-Encoding"
     return response
 
 

@@ -6,14 +6,19 @@ Floats are rounded to what a chart can show, and a missing figure is null:
 a pod the balancer does not route to (reached only through the L4 Service)
 has no rates, and a pod not yet measured has no CPU or memory.
 
-Two views of traffic sit side by side. `rps`, `err_s` and `imbalance` are
+Three views of traffic sit side by side. `rps`, `err_s` and `imbalance` are
 what the balancer carried (its snapshots). `pod_rps`, `pod_err_s` and
 `pod_imbalance` are what the pods say they handled (their /metrics, see
-`scrape`): every client's calls, those that bypass Ballast included. So
-`pod_imbalance` is scored on raw requests per second of the Running pods that
-report, not normalised by weight as `imbalance` is: traffic that bypasses
-Ballast ignores its weights, and a pod pinned by long-lived L4 connections
-should show as busy whatever weight the balancer gives it.
+`scrape`): every client's calls, Ballast's own included. `bypass_rps` and
+`bypass_imbalance` are the difference: the calls that reached a pod without
+going through Ballast (in Kubernetes, through the Service's kube-proxy, which
+picks a pod per TCP connection: the L4 path). Telling the two paths apart is
+the point of the page: mixed together, Ballast's even share hides part of the
+L4 skew. `pod_imbalance` and `bypass_imbalance` are scored on raw requests per
+second of the Running pods that report, not normalised by weight as
+`imbalance` is: traffic that bypasses Ballast ignores its weights, and a pod
+pinned by long-lived L4 connections should show as busy whatever weight the
+balancer gives it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ _NO_POD_RATES: Mapping[str, PodRates] = MappingProxyType({})
 
 class PodFrame(TypedDict):
     pod: str  # the endpoint id: the pod name when known, else host:port
+    color: int  # its color's index in the pages' palette, the same for its whole life
     # From the balancer (null when it does not route to the pod):
     state: str | None  # READY, DRAINING, … as the most alarmed replica sees it
     weight: int | None
@@ -61,6 +67,8 @@ class PodFrame(TypedDict):
     # From the pod's own /metrics (null until two scrapes succeeded, or if it has none):
     pod_rps: float | None  # calls it handled per second, from every client
     pod_err_s: float | None  # of which not OK
+    # What bypassed Ballast is not sent per pod (the frame stays small): it is
+    # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
 
 class TotalsFrame(TypedDict):
@@ -75,6 +83,9 @@ class TotalsFrame(TypedDict):
     in_b_s: int
     out_b_s: int
     pod_rps: float | None  # the pods' own figures added up; null when no pod reports
+    bypass_rps: float | None  # of which did not come through Ballast
+    err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
+    rps_by_method: dict[str, float]  # calls/s the pods report by "service/method", all clients
 
 
 class ImbalanceFrame(TypedDict):
@@ -98,6 +109,7 @@ class ServiceFrame(TypedDict):
     totals: TotalsFrame
     imbalance: ImbalanceFrame  # balancer-carried rps, weight-normalised, READY endpoints
     pod_imbalance: ImbalanceFrame  # pod-reported rps, not normalised, Running pods
+    bypass_imbalance: ImbalanceFrame  # rps that bypassed Ballast, same pods as pod_imbalance
     replicas: list[ReplicaFrame]
     policy: str | None  # the balancers' policy for the service; null before any snapshot
 
@@ -110,8 +122,9 @@ def build_frame(
     replicas: Sequence[ReplicaFrame],
     *,
     pod_rates: Mapping[str, PodRates] = _NO_POD_RATES,
-    windows: tuple[LoadWindow, LoadWindow] | None = None,
+    windows: tuple[LoadWindow, LoadWindow, LoadWindow] | None = None,
     policy: str | None = None,
+    colors: ColorBook | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -120,26 +133,60 @@ def build_frame(
     every pod appears once, ordered by name. `pod_rates` are the pods' own
     figures by pod name (`PodScraper.rates`). With `windows` (the balancer's
     and the pods' view, kept per service across frames) both imbalance scores are
-    taken over the windows' mean loads instead of this interval's alone.
+    taken over the windows' mean loads instead of this interval's alone, and the
+    busiest pod named keeps its name until another is clearly busier.
     """
     rates = list(endpoints)
     facts = _join(rates, list(pods))
     reported = {name: pod_rates[p.name] for name, p in facts.items() if p.name in pod_rates}
     by_id = {r.endpoint_id: r for r in rates}
     names = sorted(by_id.keys() | facts.keys())
+    color = (colors or ColorBook()).assign(names)
+    bypass = bypass_load(by_id, reported)
     return {
         "type": FRAME_TYPE,
         "service": service,
         "t": t_unix_ms,
         "pods": [
-            _pod(name, by_id.get(name), facts.get(name), reported.get(name)) for name in names
+            _pod(name, color[name], by_id.get(name), facts.get(name), reported.get(name))
+            for name in names
         ],
-        "totals": _totals(rates, len(names), reported.values()),
-        "imbalance": _imbalance(imbalance(_smooth(weighted_load(rates), windows, 0))),
-        "pod_imbalance": _imbalance(imbalance(_smooth(running_load(facts, reported), windows, 1))),
+        "totals": _totals(rates, len(names), reported.values(), bypass),
+        "imbalance": _score(weighted_load(rates), windows, 0),
+        "pod_imbalance": _score(running_load(facts, reported), windows, 1),
+        "bypass_imbalance": _score(_running(bypass, facts), windows, 2),
         "replicas": list(replicas),
         "policy": policy,
     }
+
+
+# The pages' palette has this many colors (dashboard/app/overview.py's PALETTE).
+PALETTE_SIZE = 12
+
+
+class ColorBook:
+    """A color per pod for its whole life, the same in every view (overview bars,
+    charts, table), and no two pods present at once sharing one while there are enough.
+
+    `assign` keeps each present pod's color, forgets the pods gone, and gives a new pod
+    the color left unused longest (never used first): a replacement after a rollout
+    does not take the color of the pod it replaced, whose line is still on the charts.
+    """
+
+    def __init__(self, size: int = PALETTE_SIZE) -> None:
+        self._held: dict[str, int] = {}
+        self._free: list[int] = list(range(size))  # the longest unused first
+        self._size = size
+
+    def assign(self, names: Sequence[str]) -> dict[str, int]:
+        present = set(names)
+        for gone in [n for n in self._held if n not in present]:
+            self._free.append(self._held.pop(gone))
+        for name in names:
+            if name not in self._held:
+                # More pods than colors: they share, in turn.
+                self._held[name] = self._free.pop(0) if self._free else len(self._held) % self._size
+        return {name: self._held[name] for name in names}
 
 
 def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str, PodFacts]:
@@ -157,9 +204,12 @@ def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str,
     return joined
 
 
-def _pod(name: str, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None) -> PodFrame:
+def _pod(
+    name: str, color: int, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None
+) -> PodFrame:
     return {
         "pod": name,
+        "color": color,
         "state": r.state if r else None,
         "weight": r.weight if r else None,
         "eff_weight": _round(r.effective_weight, 2) if r else None,
@@ -184,8 +234,28 @@ def _pod(name: str, r: EndpointRates | None, p: PodFacts | None, own: PodRates |
     }
 
 
+def _bypass(r: EndpointRates | None, own: PodRates) -> float:
+    return max(0.0, own.rps - (r.rps if r else 0.0))
+
+
+def bypass_load(
+    by_id: Mapping[str, EndpointRates], reported: Mapping[str, PodRates]
+) -> dict[str, float]:
+    """Requests per second that reached each reporting pod without Ballast: what the pod
+    handled minus what Ballast carried to it (all of it for a pod Ballast does not
+    route to), never below 0."""
+    return {name: _bypass(by_id.get(name), own) for name, own in reported.items()}
+
+
+def _running(load: Mapping[str, float], facts: Mapping[str, PodFacts]) -> dict[str, float]:
+    return {name: v for name, v in load.items() if name in facts and facts[name].phase == RUNNING}
+
+
 def _totals(
-    rates: Sequence[EndpointRates], pods: int, reported: Collection[PodRates]
+    rates: Sequence[EndpointRates],
+    pods: int,
+    reported: Collection[PodRates],
+    bypass: Mapping[str, float],
 ) -> TotalsFrame:
     rps = sum(r.rps for r in rates)
     errors = sum(r.errors_per_s for r in rates)
@@ -204,13 +274,46 @@ def _totals(
         "in_b_s": round(sum(r.bytes_in_per_s for r in rates)),
         "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
         "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
+        "bypass_rps": round(sum(bypass.values()), 2) if reported else None,
+        "err_by_code": errors_by_code(rates),
+        "rps_by_method": calls_by_method(reported),
     }
 
 
-def _smooth(
-    load: dict[str, float], windows: tuple[LoadWindow, LoadWindow] | None, which: int
-) -> dict[str, float]:
-    return load if windows is None else windows[which].add(load)
+def calls_by_method(reported: Iterable[PodRates]) -> dict[str, float]:
+    """Requests per second the pods report by "service/method", added up over the pods
+    (every client's calls); methods no call reached are left out."""
+    by_method: dict[str, float] = {}
+    for own in reported:
+        for method, rps in own.rps_by_method.items():
+            by_method[method] = by_method.get(method, 0.0) + rps
+    return {method: round(rps, 2) for method, rps in sorted(by_method.items()) if rps > 0}
+
+
+def errors_by_code(rates: Iterable[EndpointRates]) -> dict[str, float]:
+    """Requests per second that ended in each gRPC status code but OK, over the
+    service's endpoints; codes with no call in the interval are left out."""
+    by_code: dict[str, float] = {}
+    for r in rates:
+        for code, rps in r.rps_by_code.items():
+            if code != "OK" and rps > 0:
+                by_code[code] = by_code.get(code, 0.0) + rps
+    return {code: round(rps, 2) for code, rps in sorted(by_code.items())}
+
+
+def _score(
+    load: dict[str, float],
+    windows: tuple[LoadWindow, LoadWindow, LoadWindow] | None,
+    which: int,
+) -> ImbalanceFrame:
+    """The imbalance of `load`, over the window `which` when there are windows (whose
+    last busiest pod keeps its name while near the top)."""
+    if windows is None:
+        return _imbalance(imbalance(load))
+    window = windows[which]
+    score = imbalance(window.add(load), incumbent=window.busiest)
+    window.busiest = score.busiest
+    return _imbalance(score)
 
 
 def _imbalance(score: Imbalance) -> ImbalanceFrame:

@@ -29,6 +29,9 @@ MIN_MEAN_RPS = 5.0
 # dozen requests per pod spread by chance alone (40/s gives a CV near 0.16), enough
 # to flag a balanced service now and then; over 10 s the spread is a third of that.
 WINDOW_S = 10.0
+# The busiest pod named stays named until another takes this much more (5 %): two pods
+# within a few percent of each other would otherwise swap the title every second.
+BUSIEST_MARGIN = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +58,24 @@ def imbalance(
     max_over_mean_limit: float = MAX_OVER_MEAN_LIMIT,
     cv_limit: float = CV_LIMIT,
     min_mean_rps: float = MIN_MEAN_RPS,
+    incumbent: str | None = None,
+    busiest_margin: float = BUSIEST_MARGIN,
 ) -> Imbalance:
-    """Scores `load_by_pod` (requests per second, or weight-normalised load; see `frames`)."""
+    """Scores `load_by_pod` (requests per second, or weight-normalised load; see `frames`).
+
+    `max_over_mean` is always the top pod's. `busiest` names the top pod, except that
+    `incumbent` (the pod named last time) keeps the name while its load is within
+    `busiest_margin` of the top: hysteresis, so near-equal pods do not take turns.
+    """
     pods = len(load_by_pod)
     mean = sum(load_by_pod.values()) / pods if pods else 0.0
     if mean <= 0:
         return Imbalance(pods, 0.0, None, None, None, flagged=False)
-    busiest = max(sorted(load_by_pod), key=load_by_pod.__getitem__)  # ties: first by name
-    ratio = load_by_pod[busiest] / mean
+    top = max(sorted(load_by_pod), key=load_by_pod.__getitem__)  # ties: first by name
+    ratio = load_by_pod[top] / mean
+    floor = load_by_pod[top] * (1 - busiest_margin)
+    held = incumbent is not None and load_by_pod.get(incumbent, -1.0) >= floor
+    busiest = incumbent if held and incumbent is not None else top
     stdev = math.sqrt(sum((x - mean) ** 2 for x in load_by_pod.values()) / pods)
     cv = stdev / mean
     crossed = ratio > max_over_mean_limit or cv > cv_limit
@@ -81,6 +94,8 @@ class LoadWindow:
         if size < 1:
             raise ValueError(f"a load window holds at least one interval, got {size}")
         self._loads: deque[Mapping[str, float]] = deque(maxlen=size)
+        # The pod the last score named busiest, for `imbalance(incumbent=...)`.
+        self.busiest: str | None = None
 
     def add(self, load: Mapping[str, float]) -> dict[str, float]:
         self._loads.append(dict(load))

@@ -30,7 +30,7 @@ import grpc.aio
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.tls import ClientTls, open_channel
-from dashboard.collector.frames import ReplicaFrame, ServiceFrame, build_frame
+from dashboard.collector.frames import ColorBook, ReplicaFrame, ServiceFrame, build_frame
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.rates import (
@@ -197,9 +197,12 @@ class Collector:
         self._replicas = {r.id: _Replica(r) for r in config.replicas}
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
-        # Imbalance is scored over WINDOW_S of frames (the balancer's view, the pods').
+        # Imbalance is scored over WINDOW_S of frames (via Ballast, at the pods, bypassing).
         size = max(1, round(WINDOW_S / config.interval_s))
-        self._windows = {s: (LoadWindow(size), LoadWindow(size)) for s in config.services}
+        self._windows = {
+            s: (LoadWindow(size), LoadWindow(size), LoadWindow(size)) for s in config.services
+        }
+        self._colors = {s: ColorBook() for s in config.services}  # a pod's color for life
         self._tasks: list[asyncio.Task[None]] = []
         # Why publishing last failed; None while it works. A channel layer that is away
         # (Redis down) fails every tick: said once, and once more when it is back.
@@ -324,6 +327,7 @@ class Collector:
             pod_rates=self._scraper.rates,
             windows=self._windows[service],
             policy=self.policy(target.cluster),
+            colors=self._colors[service],
         )
 
     async def tick(self) -> None:

@@ -27,7 +27,7 @@ import logging
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -61,6 +61,9 @@ class PodRates:
 
     rps: float
     errors_per_s: float  # every grpc_code but OK
+    # Calls per second by "service/method" (the methods it exports, idle ones at 0): a
+    # breakdown of `rps`, left out of comparisons.
+    rps_by_method: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
 def handled_by_method(text: str) -> dict[str, dict[str, int]]:
@@ -115,6 +118,7 @@ def pod_rates(per_method: Mapping[EndpointKey, EndpointRates]) -> PodRates:
     return PodRates(
         rps=sum(r.rps for r in per_method.values()),
         errors_per_s=sum(r.errors_per_s for r in per_method.values()),
+        rps_by_method={method: r.rps for (_, method), r in per_method.items()},
     )
 
 

@@ -25,7 +25,7 @@ LIVE_TIMEOUT_MS = 60_000
 RESTART_TIMEOUT_MS = 150_000
 
 # The pod table's columns, as the page lays them out.
-POD, STATE, WEIGHT, EXPECTED, ACTUAL, RPS, RESTARTS = 0, 1, 2, 3, 4, 5, 11
+POD, STATE, WEIGHT, EXPECTED, ACTUAL, RPS, RESTARTS = 0, 1, 2, 3, 4, 5, 12
 
 # Every row READY and carrying traffic via Ballast, with the operator's buttons shown.
 ALL_READY = """(n) => {
@@ -143,7 +143,7 @@ def test_restarting_a_pod_replaces_it_with_no_client_error(page: Page, busy_demo
     wait_for(
         page,
         """({old, names}, rows) => !(old in rows) && Object.values(rows).some(
-             (r) => !names.includes(r[0]) && r[11] === "1" && r[1] === "READY")""",
+             (r) => !names.includes(r[0]) && r[12] === "1" && r[1] === "READY")""",
         {"old": old, "names": list(before)},
     )
     after = table(page)

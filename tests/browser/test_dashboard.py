@@ -21,6 +21,17 @@ CHARTS_FILLED = """() => {
 }"""
 
 
+def draw_every_chart(page: Page) -> None:
+    """Scrolls each chart into view (charts out of view wait to be drawn), then back up,
+    so that every chart holds its lines (and a full-page screenshot shows them all)."""
+    for chart in page.locator(".chart").all():
+        chart.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.chart')].every((d) => Array.isArray(d.data))"
+    )
+    page.evaluate("window.scrollTo(0, 0)")
+
+
 def test_every_page_needs_a_login_and_a_wrong_password_is_refused(page: Page, demo: Demo) -> None:
     page.goto(demo.url + "services/inventory/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/services/inventory/"))
@@ -40,12 +51,21 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     expect(rows).to_have_count(2)
     expect(rows.first).to_contain_text(re.compile(r"inventory-\w+-\w+"))
     expect(rows.first).to_contain_text("READY")
-    # Every chart drew one line per pod (memory: the usage and the dashed limit).
+    # Every chart drew one line per pod (memory: the usage and the dashed limit; no
+    # error code yet; latency: one bar series per quantile).
+    draw_every_chart(page)
+    page.wait_for_function(
+        "() => document.getElementById('chart-methods').data.length > 0", timeout=LIVE_TIMEOUT_MS
+    )
     lines = page.evaluate(
         "() => [...document.querySelectorAll('.chart')].map((d) => [d.id, d.data.length])"
     )
-    assert dict(lines) == {
-        "chart-rps": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+    lines = dict(lines)
+    # The pods' calls by method: a line per method the clients call.
+    assert lines.pop("chart-methods") >= 1
+    assert lines == {
+        "chart-rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+        "chart-codes": 0, "chart-latency": 3,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
     }  # fmt: skip
 
@@ -55,13 +75,13 @@ def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> No
     client is spread over both pods."""
     log_in(page, demo)
     card = page.locator('section[data-service="inventory"]')
-    pods_report = card.locator(".badge", has_text="pods report")
-    expect(pods_report).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
-    expect(pods_report).to_have_class(re.compile(r"\bwarn\b"))
+    bypassing = card.locator(".badge", has_text="bypassing Ballast")
+    expect(bypassing).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
+    expect(bypassing).to_have_class(re.compile(r"\bwarn\b"))
     expect(card).to_have_class(re.compile(r"\bflagged\b"))
     expect(card.locator(".badge", has_text="via Ballast")).to_contain_text("via Ballast: balanced")
 
     card.get_by_role("link", name="inventory").click()
-    badge = page.locator("#pod-imbalance")
-    expect(badge).to_contain_text("pods report: imbalanced", timeout=LIVE_TIMEOUT_MS)
+    badge = page.locator("#bypass-imbalance")
+    expect(badge).to_contain_text("bypassing Ballast: imbalanced", timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#imbalance")).to_contain_text("via Ballast: balanced")

@@ -15,11 +15,19 @@ from playwright.sync_api import Page, expect
 from demo.v1 import workload_pb2 as pb
 from demo.v1 import workload_pb2_grpc as pb_grpc
 from tests.browser.conftest import Demo, log_in, running_demo
-from tests.browser.test_controls import ALL_READY, LIVE_TIMEOUT_MS, row_of
+from tests.browser.test_controls import LIVE_TIMEOUT_MS, row_of
 
 pytestmark = pytest.mark.timeout(300)
 
 PODS = 2
+# Every row READY with the operator's buttons. Not "carrying traffic" as in
+# test_controls: the held stream keeps one call in flight on its pod, so least_request
+# sends the unary calls to the other one, and the held pod's rate may well be 0.
+ALL_READY = """(n) => {
+  const rows = [...document.querySelectorAll("#pods tbody tr")];
+  return rows.length === n && rows.every((r) => r.cells[1].textContent === "READY"
+    && r.querySelector("button[data-act=drain]"));
+}"""
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,15 @@ def script_urls(html: str) -> list[str]:
     return re.findall(r'<script src="([^"]+)"', html)
 
 
+def plotly_url_of(html: str) -> str:
+    """plotly.js's URL: preloaded by the page, run by service.js once the page is up."""
+    found = re.search(r'<link rel="preload" as="script" href="([^"]+/plotly\.min\.js)">', html)
+    assert found is not None, "no preload of plotly.min.js"
+    config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
+    assert config is not None and json.loads(config.group(1))["plotly_url"] == found[1]
+    return found[1]
+
+
 def test_it_sends_anonymous_visitors_to_the_login_page(client: Client) -> None:
     for path in ("/services/inventory/", "/services/inventory/history.json"):
         response = client.get(path)
@@ -116,7 +125,7 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
     assert "<code>inventory</code>" in html
     assert "cdn" not in html.lower()
     urls = script_urls(html)
-    assert [url.rsplit("/", 1)[1] for url in urls] == ["plotly.min.js", "controls.js", "service.js"]
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["controls.js", "charts.js", "service.js"]
     assert all(url.startswith("/assets/") for url in urls)
     config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
     assert config is not None
@@ -125,7 +134,7 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
 
 def test_it_serves_plotly_from_the_installed_package(operator_client: Client) -> None:
     html = operator_client.get("/services/inventory/").content.decode()
-    plotly_url = next(url for url in script_urls(html) if url.endswith("/plotly.min.js"))
+    plotly_url = plotly_url_of(html)
     response = operator_client.get(plotly_url)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/javascript")
@@ -161,3 +170,8 @@ def test_it_returns_an_empty_array_before_any_frame(operator_client: Client) -> 
     response = operator_client.get("/services/payments/history.json")
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_it_shows_no_template_comment_as_text(operator_client: Client) -> None:
+    html = operator_client.get("/services/inventory/").content.decode()
+    assert "{#" not in html and "#}" not in html

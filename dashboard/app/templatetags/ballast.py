@@ -8,7 +8,7 @@ from typing import Any
 from django import template
 from django.utils.html import format_html, format_html_join
 
-from dashboard.app.overview import PALETTE, Share
+from dashboard.app.overview import Share
 
 register = template.Library()
 
@@ -50,10 +50,7 @@ def share_bar(shares: Sequence[Share], label: str, total: float | None) -> str:
         # A width class, not a style attribute: the Content-Security-Policy allows no inline
         # style (assets.py makes .w0 … .w100).
         '<span class="p{} w{}" title="{}: {} req/s ({}%)"></span>',
-        (
-            (i % len(PALETTE), _percent(s.percent), s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}")
-            for i, s in enumerate(shares)
-        ),
+        ((s.color, _percent(s.percent), s.pod, f"{s.rps:.1f}", f"{s.percent:.0f}") for s in shares),
     )
     figure = "—" if total is None else f"{total:.1f} req/s"
     return format_html(

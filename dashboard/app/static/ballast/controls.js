@@ -7,8 +7,9 @@
 // errors come back as {"detail": "..."}. An act answers {result: ok|pending|failed,
 // replicas: [...]}; a restart or rollout answers 202 with the operation, whose steps
 // are polled. Plain script; service.js creates it with `ballastControls(page, view)`,
-// where `view` gives the latest frame (`frame()`), a pod's controls (`controlsOf(pod)`)
-// and re-renders the rows' weight cells and controls (`refreshRows()`).
+// where `view` gives the latest frame (`frame()`), a pod's controls (`controlsOf(pod)`),
+// re-renders the rows' weight cells and controls (`refreshRows()`) and is told when the
+// session has expired (`expired()`): then every poll stops, until the operator logs in.
 window.ballastControls = function (page, view) {
   "use strict";
 
@@ -19,6 +20,9 @@ window.ballastControls = function (page, view) {
 
   const STEPS = ["draining", "drained", "restarting", "waiting_ready", "done"];
   const DRAINING = new Set(["DRAINING", "DRAINED"]);
+  // A running operation's steps are polled this often: its progress on the page stays
+  // within a second of the API's (a 1 s poll lagged up to 1.1 s on the demo).
+  const RUNNING_POLL_MS = 500;
   const SLIDER_MAX = 100; // slider positions; the weight is 10^(position / 25), see weightAt
 
   const controls = {
@@ -31,6 +35,8 @@ window.ballastControls = function (page, view) {
     operation: null, // the newest operation seen, polled each second while it runs
     cancelling: false, // a cancel request runs
     pollTimer: null,
+    overridesTimer: null,
+    stopped: false, // the session expired: no more requests
   };
 
   function csrfToken() {
@@ -46,9 +52,12 @@ window.ballastControls = function (page, view) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    if (controls.stopped) return { status: 401, data: { detail: "session expired: log in again" } };
     try {
       const response = await fetch(url, init);
       const data = await response.json().catch(() => ({}));
+      // The session ended (expired, or logged out in another tab): stop asking.
+      if (response.status === 401) view.expired();
       return { status: response.status, data };
     } catch (err) {
       return { status: 0, data: { detail: "the dashboard did not answer (" + err.message + ")" } };
@@ -77,10 +86,14 @@ window.ballastControls = function (page, view) {
     return new Date().toLocaleTimeString([], { hour12: false });
   }
 
+  // A toast at the top of the window, where it is seen whatever was clicked; an outcome
+  // that needs no action fades after a while, a failure stays until the next message.
   function say(result, text) {
     const el = document.getElementById("action-status");
-    el.className = "result-" + result;
+    el.className = "toast result-" + result;
     el.textContent = clock() + " " + text;
+    clearTimeout(controls.toastTimer);
+    if (result === "ok") controls.toastTimer = setTimeout(() => el.classList.add("faded"), 8000);
   }
 
   // How an act ended, shortly: "ok", "saved, pending on b1 (replica is down)", or why not.
@@ -322,7 +335,7 @@ window.ballastControls = function (page, view) {
     say("ok", what + ": started");
     controls.operation = response.data;
     renderOperation();
-    pollOperations(1000);
+    pollOperations(RUNNING_POLL_MS);
   }
 
   // "restart inventory-a: draining → drained → restarting…", then "… → done, new pod X";
@@ -377,10 +390,10 @@ window.ballastControls = function (page, view) {
       say("failed", what + ": " + (response.data.detail || "HTTP " + response.status));
     }
     renderOperation();
-    pollOperations(1000);
+    pollOperations(RUNNING_POLL_MS);
   }
 
-  // Each second while an operation runs (its own URL), else every 5 s for one started
+  // Every RUNNING_POLL_MS while an operation runs (its own URL), else every 5 s for one started
   // elsewhere (the running ones of this service).
   function pollOperations(delayMs) {
     clearTimeout(controls.pollTimer);
@@ -388,12 +401,13 @@ window.ballastControls = function (page, view) {
   }
 
   async function pollOnce() {
+    if (controls.stopped) return;
     let next = 5000;
     const op = controls.operation;
     if (op && isRunning(op)) {
       const response = await call("GET", page.operations_api + op.id + "/");
       if (response.status === 200) controls.operation = response.data;
-      next = 1000;
+      next = RUNNING_POLL_MS;
     } else {
       const query = "?service=" + encodeURIComponent(page.service) + "&running=true";
       const response = await call("GET", page.operations_api + query);
@@ -404,7 +418,7 @@ window.ballastControls = function (page, view) {
     renderOperation();
     refreshControls();
     if (finished) await loadOverrides();
-    pollOperations(operationRunning() ? 1000 : next);
+    if (!controls.stopped) pollOperations(operationRunning() ? RUNNING_POLL_MS : next);
   }
 
   // ---- overrides: who asked for what ------------------------------------------------
@@ -421,6 +435,7 @@ window.ballastControls = function (page, view) {
   }
 
   async function loadOverrides() {
+    if (controls.stopped) return;
     const [pods, service] = await Promise.all([call("GET", page.api + "pods/"),
                                                call("GET", page.api)]);
     if (pods.status === 200) {
@@ -436,7 +451,7 @@ window.ballastControls = function (page, view) {
   function startControls() {
     pollOperations(0);
     loadOverrides();
-    setInterval(loadOverrides, 5000);
+    controls.overridesTimer = setInterval(loadOverrides, 5000);
     if (!page.can_act) return;
     const body = document.querySelector("#pods tbody");
     body.addEventListener("input", onInput);
@@ -453,7 +468,15 @@ window.ballastControls = function (page, view) {
     document.getElementById("operation-cancel").addEventListener("click", cancelOperation);
   }
 
+  // Every poll ends: the session expired (`view.expired()` says so on the page).
+  function stop() {
+    controls.stopped = true;
+    clearTimeout(controls.pollTimer);
+    clearInterval(controls.overridesTimer);
+  }
+
   return {
+    stop,
     newControls,
     updateControls,
     renderPolicy,

@@ -1,8 +1,12 @@
 // The service page: per-pod charts and table, first painted from the backfill that
 // ws/services/<service>/ sends and then extended by its live frames. Plain script, no build step.
-// A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance, replicas}; see
-// dashboard/collector/frames.py. `rps` is what Ballast carried to a pod; `pod_rps` what the pod
-// says it handled, from every client (those that bypass Ballast included).
+// A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance,
+// bypass_imbalance, replicas}; see dashboard/collector/frames.py. Three views of traffic:
+// `rps` is what Ballast carried to a pod, `pod_rps` what the pod says it handled from every
+// client, and the difference (never below 0) what reached it bypassing Ballast: the L4 path.
+//
+// The charts are charts.js's; frames that arrive are handed to them (and the table
+// and badges rendered) at most once per animation frame.
 (function () {
   "use strict";
 
@@ -10,28 +14,20 @@
   const CLOSE_UNAUTHENTICATED = 4401;
   const CLOSE_UNKNOWN_SERVICE = 4404;
   const MIB = 1024 * 1024;
-  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                   "#b07aa1", "#ff9da7", "#9c755f", "#8cd17d", "#86bcb6", "#d37295"];
-
-  // One chart per figure; `limit` draws a second, dashed line per pod.
-  const CHARTS = [
-    { key: "rps", title: "Requests/s via Ballast" },
-    { key: "pod_rps", title: "Requests/s reported by pods (all clients)" },
-    { key: "p99", title: "p99 latency (ms)" },
-    { key: "err_s", title: "Errors/s" },
-    { key: "in_flight", title: "In flight" },
-    { key: "cpu_m", title: "CPU (millicores)" },
-    { key: "mem", title: "Memory (MiB), limit dashed", scale: 1 / MIB, limit: "mem_limit" },
-  ];
+  // No frame for this long while the socket is open: the figures are stale.
+  const STALE_AFTER_MS = 5000;
 
   const state = {
+    pending: [], // frames received, not shown yet
+    scheduled: false,
     lastT: 0,
-    colors: new Map(), // pod → color, the same in every chart
-    traces: new Map(), // chart key → [{pod, field}] in trace order
-    drawn: false,
     frame: null, // the newest frame, which the table and the controls show
     socket: null,
     retryMs: 1000,
+    downSince: null, // when the socket closed; null while connected
+    lastArrivalMs: 0,
+    expired: false,
+    watchdog: null,
   };
 
   // ---- formatting -------------------------------------------------------------------
@@ -46,6 +42,9 @@
   function mib(v) {
     return v == null ? dash : (v / MIB).toFixed(0);
   }
+  function clock(date) {
+    return date.toLocaleTimeString([], { hour12: false });
+  }
   // An age as kubectl shows it: whole units, truncated (45s, 12m, 3h, 2d).
   function duration(s) {
     if (s == null || !(s >= 0)) return dash;
@@ -55,177 +54,55 @@
     return Math.floor(s / 86400) + "d";
   }
 
-  // ---- colors follow the page's CSS variables (light and dark) ----------------------
+  const charts = window.ballastCharts(page, { expired: () => expired(), status });
+  const { colorOf, byPod, bypass } = charts;
 
-  function cssVar(name) {
-    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  }
-  function themeLayout() {
-    const fg = cssVar("--fg");
-    const line = cssVar("--line");
-    const axis = { gridcolor: line, linecolor: line, zerolinecolor: line, color: cssVar("--muted") };
-    return {
-      paper_bgcolor: cssVar("--card"),
-      plot_bgcolor: cssVar("--card"),
-      font: { color: fg, size: 11 },
-      // Time of day only: the date would need a second label line under the axis.
-      xaxis: Object.assign({ type: "date", tickformat: "%H:%M:%S" }, axis),
-      yaxis: Object.assign({ rangemode: "tozero" }, axis),
-    };
-  }
-  function baseLayout(chart) {
-    const layout = themeLayout();
-    layout.title = { text: chart.title, x: 0.01, xanchor: "left", font: { size: 13 } };
-    layout.margin = { l: 48, r: 8, t: 30, b: 28 };
-    layout.showlegend = false;
-    layout.hovermode = "x unified";
-    return layout;
-  }
-  function retheme() {
-    if (!state.drawn) return;
-    const theme = themeLayout();
-    const update = { paper_bgcolor: theme.paper_bgcolor, plot_bgcolor: theme.plot_bgcolor,
-                     "font.color": theme.font.color };
-    for (const axis of ["xaxis", "yaxis"]) {
-      for (const prop of ["gridcolor", "linecolor", "zerolinecolor", "color"]) {
-        update[axis + "." + prop] = theme[axis][prop];
-      }
-    }
-    for (const chart of CHARTS) Plotly.relayout(chartDiv(chart), update);
+  function schedule() {
+    if (state.scheduled) return;
+    state.scheduled = true;
+    requestAnimationFrame(flush);
   }
 
-  function colorOf(pod) {
-    if (!state.colors.has(pod)) {
-      state.colors.set(pod, PALETTE[state.colors.size % PALETTE.length]);
-    }
-    return state.colors.get(pod);
-  }
-
-  // ---- charts -----------------------------------------------------------------------
-
-  function chartDiv(chart) {
-    return document.getElementById("chart-" + chart.key);
-  }
-
-  function value(pod, field, scale) {
-    const v = pod ? pod[field] : null;
-    return v == null ? null : scale ? v * scale : v;
-  }
-
-  function traceFor(chart, pod, field) {
-    const limit = field !== chart.key;
-    return {
-      type: "scatter",
-      mode: "lines",
-      name: limit ? pod + " limit" : pod,
-      legendgroup: pod,
-      x: [],
-      y: [],
-      line: { color: colorOf(pod), width: limit ? 1 : 1.6, dash: limit ? "dash" : "solid" },
-      hovertemplate: "%{y:.3~f}",
-    };
-  }
-
-  // The pods of `frames` not charted yet, in order of appearance.
-  function newPods(frames) {
-    const known = new Set((state.traces.get(CHARTS[0].key) || []).map((t) => t.pod));
-    const fresh = [];
-    for (const frame of frames) {
-      for (const p of frame.pods) {
-        if (!known.has(p.pod)) {
-          known.add(p.pod);
-          fresh.push(p.pod);
-        }
-      }
-    }
-    return fresh;
-  }
-
-  // Each frame gives every trace one point: null where the pod is absent (a gap).
-  function points(chart, frames) {
-    const slots = state.traces.get(chart.key);
-    const x = slots.map(() => []);
-    const y = slots.map(() => []);
-    for (const frame of frames) {
-      const when = new Date(frame.t);
-      const byPod = new Map(frame.pods.map((p) => [p.pod, p]));
-      slots.forEach((slot, i) => {
-        x[i].push(when);
-        y[i].push(value(byPod.get(slot.pod), slot.field, chart.scale));
-      });
-    }
-    return { x, y };
-  }
-
-  function addPods(pods) {
-    for (const chart of CHARTS) {
-      const slots = state.traces.get(chart.key) || [];
-      const added = [];
-      for (const pod of pods) {
-        for (const field of chart.limit ? [chart.key, chart.limit] : [chart.key]) {
-          slots.push({ pod, field });
-          added.push(traceFor(chart, pod, field));
-        }
-      }
-      state.traces.set(chart.key, slots);
-      if (state.drawn && added.length) Plotly.addTraces(chartDiv(chart), added);
-      if (!state.drawn) chart.pending = (chart.pending || []).concat(added);
-    }
-  }
-
-  function drawFirst(frames) {
-    addPods(newPods(frames));
-    for (const chart of CHARTS) {
-      const traces = chart.pending || [];
-      const { x, y } = points(chart, frames);
-      traces.forEach((trace, i) => {
-        trace.x = x[i];
-        trace.y = y[i];
-      });
-      Plotly.newPlot(chartDiv(chart), traces, baseLayout(chart), {
-        displaylogo: false,
-        responsive: true,
-        modeBarButtonsToRemove: ["lasso2d", "select2d"],
-      });
-      chart.pending = null;
-    }
-    state.drawn = true;
-  }
-
-  // Extend, don't redraw: one call per chart, the oldest points beyond the window dropped.
-  function extend(frames) {
-    addPods(newPods(frames));
-    for (const chart of CHARTS) {
-      const slots = state.traces.get(chart.key);
-      if (!slots.length) continue;
-      const { x, y } = points(chart, frames);
-      Plotly.extendTraces(chartDiv(chart), { x, y }, slots.map((_, i) => i), page.max_points);
-    }
+  // At most once per animation frame (not at all while the tab is hidden), whatever
+  // the number of frames that came in.
+  function flush() {
+    state.scheduled = false;
+    const fresh = state.pending;
+    if (!fresh.length) return;
+    state.pending = [];
+    charts.show(fresh);
+    const latest = fresh[fresh.length - 1];
+    state.frame = latest;
+    renderTable(latest);
+    renderBadges(latest);
+    renderTotals(latest);
   }
 
   // ---- table, badges and totals -----------------------------------------------------
 
   // The table is updated in place, row by row and cell by cell: a frame never replaces
-  // the slider an operator is dragging or the number they are typing.
+  // the weight an operator is typing.
   const COLUMNS = [
-    (p) => [p.pod, "text"],
+    (p) => [p.pod, "text name"],
     (p) => [p.state || p.phase || dash,
             "text " + (p.state === "READY" ? "state-READY" : "state-other")],
     null, // the weight and the override marker: renderWeightCell
     (p, f) => [pct(p.state === "READY" && f.readyWeight > 0 ? weightNow(p) / f.readyWeight : null)],
     (p, f) => [pct(p.rps != null && f.totalRps > 0 ? p.rps / f.totalRps : null)],
     (p) => [num(p.rps, 1)],
+    (p) => [num(bypass(p), 1)],
     (p) => [num(p.pod_rps, 1)],
     (p) => [num(p.p50, 1) + " / " + num(p.p99, 1)],
     (p) => [num(p.err_s, 2), p.err_s > 0 ? "err" : ""],
     (p) => [p.cpu_m == null ? dash : String(p.cpu_m)],
-    (p) => [mib(p.mem) + " / " + mib(p.mem_limit) + " MiB"],
+    (p) => [mib(p.mem) + " / " + mib(p.mem_limit)],
     (p) => [p.restarts == null ? dash : String(p.restarts)],
-    (p) => [p.last_reason || dash, "text" + (p.last_reason === "OOMKilled" ? " oom" : "")],
+    null, // the last termination, a badge when OOMKilled: renderReasonCell
     // `started` is unix ms; measured against the frame's time, so it moves with each frame.
     (p, f) => [p.started == null ? dash : duration((f.t - p.started) / 1000)],
   ];
   const WEIGHT_COLUMN = 2;
+  const REASON_COLUMN = 13;
   const rows = new Map(); // pod → {row, cells, controls}
 
   // The weight the balancers pick by now: slow start ramps a new pod's up to its weight.
@@ -243,10 +120,10 @@
     const row = document.createElement("tr");
     row.dataset.pod = pod;
     const cells = COLUMNS.map(() => row.appendChild(document.createElement("td")));
-    cells[0].style.borderLeft = "4px solid " + colorOf(pod);
     const entry = { row, cells, controls: null };
     if (page.can_act) {
       const td = row.appendChild(document.createElement("td"));
+      td.className = "actions";
       entry.controls = controls.newControls(pod);
       td.appendChild(entry.controls.box);
     }
@@ -269,6 +146,18 @@
     }
   }
 
+  function renderReasonCell(td, p) {
+    const reason = p.last_reason || dash;
+    if (td.dataset.shown === reason) return;
+    td.dataset.shown = reason;
+    td.className = "text";
+    if (reason !== "OOMKilled") return td.replaceChildren(reason);
+    const badge = document.createElement("span");
+    badge.className = "oom";
+    badge.textContent = reason;
+    td.replaceChildren(badge);
+  }
+
   function renderTable(frame) {
     const ready = frame.pods.filter((p) => p.state === "READY");
     const figures = {
@@ -277,7 +166,7 @@
       totalRps: frame.pods.reduce((sum, p) => sum + (p.rps || 0), 0),
     };
     const body = document.querySelector("#pods tbody");
-    const present = new Set(frame.pods.map((p) => p.pod));
+    const present = byPod(frame);
     for (const [pod, entry] of rows) {
       if (!present.has(pod)) {
         entry.row.remove();
@@ -297,7 +186,9 @@
       COLUMNS.forEach((column, i) => {
         if (column) setCell(entry.cells[i], ...column(p, figures));
       });
+      entry.cells[0].style.borderLeftColor = colorOf(p.pod); // CSSOM: allowed by the policy
       renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
+      renderReasonCell(entry.cells[REASON_COLUMN], p);
       if (entry.controls) controls.updateControls(entry.controls, p);
     }
   }
@@ -317,10 +208,11 @@
     frame: () => state.frame,
     controlsOf: (pod) => rows.get(pod).controls,
     refreshRows,
+    expired: () => expired(),
   });
 
-  // An imbalance badge, worded as on the overview: "via Ballast: balanced, max/mean 1.04,
-  // CV 0.03" or, flagged, "pods report: imbalanced, busiest 2.10× mean, CV 0.52".
+  // An imbalance badge: "via Ballast: balanced, max/mean 1.04, CV 0.03" or, flagged,
+  // "bypassing Ballast: imbalanced, busiest 2.10× mean, CV 0.52".
   function renderImbalance(id, label, im, hasFigures) {
     const badge = document.getElementById(id);
     if (!hasFigures) {
@@ -338,15 +230,38 @@
       badge.textContent = label + ": balanced, max/mean " + im.max_mean.toFixed(2) +
         ", CV " + num(im.cv, 2);
     }
+    badge.title = im.busiest ? "busiest pod: " + im.busiest : "";
   }
 
   function renderBadges(frame) {
+    const reported = frame.totals.pod_rps != null;
     renderImbalance("imbalance", "via Ballast", frame.imbalance, true);
-    // The skew the pods report: all clients, not weight-normalised (frames.py says why).
-    renderImbalance("pod-imbalance", "pods report", frame.pod_imbalance || {},
-                    frame.totals.pod_rps != null);
+    renderImbalance("bypass-imbalance", "bypassing Ballast", frame.bypass_imbalance || {}, reported);
+    // The total the pods report: all clients, not weight-normalised (frames.py says why).
+    renderImbalance("pod-imbalance", "total at pods", frame.pod_imbalance || {}, reported);
+    document.getElementById("story").textContent = story(frame);
     renderReplicas(frame.replicas);
     controls.renderPolicy(frame.policy);
+  }
+
+  // Which path is skewed, in words (the overview says the same, overview.py).
+  function story(frame) {
+    const via = frame.imbalance || {};
+    const by = frame.bypass_imbalance || {};
+    const parts = [];
+    if (by.flagged) {
+      parts.push("Clients that bypass Ballast: busiest pod " + by.max_mean.toFixed(2) +
+                 "× mean (" + by.busiest + ") — these clients are pinned by L4 connections.");
+    } else if (by.max_mean != null) {
+      parts.push("Clients that bypass Ballast are spread evenly.");
+    }
+    if (via.flagged) {
+      parts.push("Via Ballast: busiest pod " + via.max_mean.toFixed(2) + "× its weight's share (" +
+                 via.busiest + ").");
+    } else if (via.max_mean != null) {
+      parts.push("Via Ballast: even (max/mean " + via.max_mean.toFixed(2) + ").");
+    }
+    return parts.join(" ");
   }
 
   // "balancers 1/1 up, in sync": every replica that is up holds the operator's desired
@@ -368,7 +283,8 @@
     const items = [
       ["pods ready", t.ready + "/" + t.pods],
       ["req/s via Ballast", num(t.rps, 1)],
-      ["req/s at pods", num(t.pod_rps, 1)],
+      ["bypassing", num(t.bypass_rps, 1)],
+      ["total at pods", num(t.pod_rps, 1)],
       ["errors", pct(t.err_ratio)],
       ["p50", num(t.p50, 1) + " ms"],
       ["p99", num(t.p99, 1) + " ms"],
@@ -390,13 +306,11 @@
     const fresh = frames.filter((f) => f.t > state.lastT);
     if (!fresh.length) return;
     state.lastT = fresh[fresh.length - 1].t;
-    if (state.drawn) extend(fresh);
-    else drawFirst(fresh);
-    const latest = fresh[fresh.length - 1];
-    state.frame = latest;
-    renderTable(latest);
-    renderBadges(latest);
-    renderTotals(latest);
+    state.lastArrivalMs = Date.now();
+    stale(false);
+    state.pending.push(...fresh);
+    if (state.pending.length > page.max_points) state.pending.splice(0, state.pending.length - page.max_points);
+    schedule();
   }
 
   function status(text, bad) {
@@ -406,15 +320,47 @@
     return el;
   }
 
+  // Stale looks stale: figures and badges greyed while they are not current.
+  function stale(on) {
+    document.body.classList.toggle("stale", on);
+  }
+
   function expired() {
+    if (state.expired) return;
+    state.expired = true;
+    stale(true);
+    controls.stop();
+    charts.stop();
+    clearInterval(state.watchdog);
+    if (state.socket) state.socket.onclose = null;
+    if (state.socket) state.socket.close();
     const el = status("session expired — ", true);
     const link = document.createElement("a");
     link.href = page.login_url;
     link.textContent = "log in again";
-    el.append(link);
+    el.append(link, " to see current figures");
+  }
+
+  function disconnected(delayMs) {
+    if (!state.downSince) state.downSince = new Date();
+    stale(true);
+    status("disconnected since " + clock(state.downSince) + " — reconnecting in " +
+           Math.ceil(delayMs / 1000) + " s", true);
+  }
+
+  // Connected, but no frame for a while: the collector or the balancers are away.
+  function watch() {
+    if (state.downSince || state.expired || !state.lastArrivalMs) return;
+    if (Date.now() - state.lastArrivalMs > STALE_AFTER_MS) {
+      stale(true);
+      status("no new figures since " + clock(new Date(state.lastArrivalMs)), true);
+    } else if (document.getElementById("status").className === "bad") {
+      status("live");
+    }
   }
 
   function connect() {
+    if (state.expired) return;
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     // The server sends the frames after `since` first (the last 15 minutes on the first
     // connection, the gap on a reconnection), then each live frame.
@@ -423,30 +369,35 @@
     state.socket = socket;
     socket.onopen = () => {
       state.retryMs = 1000;
+      state.downSince = null;
+      stale(false);
       status("live");
     };
     socket.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "service.backfill") {
         apply(message.frames);
-        if (!state.drawn) status("live — waiting for the first frame…");
+        if (!state.lastT) status("live — waiting for the first frame…");
       } else if (message.type === "service.frame") {
         apply([message]);
       }
     };
     socket.onclose = (event) => {
       if (event.code === CLOSE_UNAUTHENTICATED) return expired();
-      if (event.code === CLOSE_UNKNOWN_SERVICE) return status("this service is no longer configured", true);
+      if (event.code === CLOSE_UNKNOWN_SERVICE) {
+        stale(true);
+        return status("this service is no longer configured", true);
+      }
       // Backoff with jitter, up to 30 s, so a restarted dashboard is not stampeded.
       const delay = state.retryMs * (0.5 + Math.random() / 2);
       state.retryMs = Math.min(state.retryMs * 2, 30000);
-      status("disconnected — reconnecting in " + Math.ceil(delay / 1000) + " s", true);
+      disconnected(delay);
       setTimeout(connect, delay);
     };
   }
 
-
-  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", retheme);
   controls.start();
+  charts.start();
+  state.watchdog = setInterval(watch, 1000);
   connect();
 })();
