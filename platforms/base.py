@@ -88,3 +88,10 @@ class Platform(Protocol):
 
     async def scale(self, deployment: str, replicas: int) -> None:
         """Sets the number of pods; raises UnknownDeployment or PlatformError (replicas < 0)."""
+
+
+# Optional attributes a platform may have, read with getattr (the local platform has none):
+# - `rolls_out_itself: bool`: `rollout_restart` is the platform's own rolling update, so the
+#   control plane does not restart pod by pod (Kubernetes).
+# - `usage_note: str | None`: why the pods' CPU and memory figures are missing (no
+#   metrics-server), in words for the page; None while they are there.

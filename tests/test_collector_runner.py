@@ -244,6 +244,18 @@ async def test_it_joins_pod_facts_and_retries_a_failing_platform(
     assert by_pod["pod-a"]["phase"] == "Running" and by_pod["pod-a"]["mem"] == 1 << 20
     assert by_pod["pod-c"]["state"] is None  # a pod the balancer does not route to
     assert platform.calls >= 2
+    assert frame["usage_note"] is None  # the local platform's figures are all there
+
+
+async def test_it_says_in_the_frame_why_the_platform_has_no_cpu_or_memory() -> None:
+    class NoMetrics(Pods):
+        usage_note = "CPU and memory are missing: metrics-server is not installed"
+
+    sink = Sink()
+    collector = Collector(collector_config(("b0", free_address())), sink, platform=NoMetrics())
+    await collector.tick()
+    (frame,) = sink.frames
+    assert frame["usage_note"] == NoMetrics.usage_note
 
 
 async def test_it_stamps_frames_with_the_injected_clock() -> None:

@@ -112,6 +112,7 @@ class ServiceFrame(TypedDict):
     bypass_imbalance: ImbalanceFrame  # rps that bypassed Ballast, same pods as pod_imbalance
     replicas: list[ReplicaFrame]
     policy: str | None  # the balancers' policy for the service; null before any snapshot
+    usage_note: str | None  # why CPU and memory are missing (the platform says); null if not
 
 
 def build_frame(
@@ -125,6 +126,7 @@ def build_frame(
     windows: tuple[LoadWindow, LoadWindow, LoadWindow] | None = None,
     policy: str | None = None,
     colors: ColorBook | None = None,
+    usage_note: str | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -157,6 +159,7 @@ def build_frame(
         "bypass_imbalance": _score(_running(bypass, facts), windows, 2),
         "replicas": list(replicas),
         "policy": policy,
+        "usage_note": usage_note,
     }
 
 

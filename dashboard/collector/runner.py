@@ -328,6 +328,7 @@ class Collector:
             windows=self._windows[service],
             policy=self.policy(target.cluster),
             colors=self._colors[service],
+            usage_note=getattr(self._platform, "usage_note", None),
         )
 
     async def tick(self) -> None:

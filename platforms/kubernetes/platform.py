@@ -78,6 +78,16 @@ class KubernetesPlatform:
         # None until metrics.k8s.io was asked; False when it is not served (no metrics-server).
         self.metrics_available: bool | None = None
 
+    @property
+    def usage_note(self) -> str | None:
+        """Why the pods' CPU and memory are missing, for the page; None while they are there."""
+        if self.metrics_available is False:
+            return (
+                "CPU and memory are missing: metrics.k8s.io does not answer (metrics-server"
+                " is not installed in the cluster); everything else works"
+            )
+        return None
+
     def split(self, name: str) -> tuple[str, str]:
         return split_name(name, self.namespace)
 

@@ -51,6 +51,7 @@ async def test_it_reports_pod_facts_with_oomkilled(
     assert (b.cpu_millicores, b.memory_bytes) == (250.0, 100 * 1024 * 1024)
     assert facts[0].cpu_millicores is None  # no PodMetrics for it yet
     assert platform.metrics_available is True
+    assert platform.usage_note is None
 
 
 async def test_it_leaves_figures_missing_without_metrics_server_and_says_so_once(
@@ -65,6 +66,8 @@ async def test_it_leaves_figures_missing_without_metrics_server_and_says_so_once
     assert all(p.cpu_millicores is None and p.memory_bytes is None for p in first)
     assert platform.metrics_available is False
     assert sum("metrics.k8s.io is not served" in r.message for r in caplog.records) == 1
+    # What the service page shows instead of zeros.
+    assert platform.usage_note is not None and "metrics-server" in platform.usage_note
 
 
 async def test_it_names_an_unknown_deployment(platform: KubernetesPlatform) -> None:

@@ -240,6 +240,9 @@
     // The total the pods report: all clients, not weight-normalised (frames.py says why).
     renderImbalance("pod-imbalance", "total at pods", frame.pod_imbalance || {}, reported);
     document.getElementById("story").textContent = story(frame);
+    const note = document.getElementById("usage-note");
+    note.textContent = frame.usage_note || "";
+    note.hidden = !frame.usage_note;
     renderReplicas(frame.replicas);
     controls.renderPolicy(frame.policy);
   }
