@@ -182,7 +182,7 @@ async def test_it_watches_endpoints_with_a_reset_first_then_adds_and_removes(sta
     await watch.close()
 
 
-async def test_it_restarts_a_pod_with_a_new_name_and_its_slot_restart_count_plus_one(start):
+async def test_it_restarts_a_pod_as_a_new_pod_with_restart_count_0_as_an_eviction_does(start):
     platform = await start(spec(replicas=2))
     old, other = await ready_pods(platform)
     old_pid = platform.pod_pid(old.name)
@@ -196,7 +196,7 @@ async def test_it_restarts_a_pod_with_a_new_name_and_its_slot_restart_count_plus
     assert (same.address, same.started_at_s) == (other.address, other.started_at_s)  # untouched
     (new,) = [p for p in pods if p.name != other.name]
     assert new.name != old.name
-    assert new.restart_count == 1
+    assert (new.restart_count, new.last_termination_reason) == (0, None)  # a new pod
     assert await pod_where(platform, lambda p: p.name == new.name and p.ready, "new pod ready")
     with pytest.raises(UnknownPod):
         await platform.restart_pod(old.name)

@@ -132,7 +132,11 @@ class Deployment:
         return len(pods) == self.replicas and all(pod.ready for pod in pods)
 
     async def restart_pod(self, name: str) -> None:
-        """Replaces pod `name`: it goes first, then its slot gets a new pod (restart count + 1)."""
+        """Replaces pod `name`: it goes first, then its slot gets a new pod.
+
+        As an eviction on Kubernetes: the replacement is a new pod, restart count 0 and
+        no last termination (a crash, by contrast, counts a restart: `_respawn`).
+        """
         async with self._lock:
             pod = self.find(name)
             if pod is None:
@@ -143,7 +147,9 @@ class Deployment:
                     raise UnknownPod(name)  # replaced while we waited for the lock
                 await self._runner.stop(pod, "restart")
                 self._cancel_respawn(slot)
-                slot.restart_count += 1
+                slot.restart_count = 0
+                slot.crashes_in_a_row = 0
+                slot.last_termination = None
                 await self._start_pod(slot)
 
     async def scale(self, replicas: int) -> None:

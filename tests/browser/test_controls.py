@@ -139,17 +139,17 @@ def test_restarting_a_pod_replaces_it_with_no_client_error(page: Page, busy_demo
     assert steps[-1] == "done" and len(steps) >= 2, steps
     assert steps == sorted(steps, key=order.index), steps
 
-    # The old name is gone; a new pod holds its slot, restarted once, and is READY.
+    # The old name is gone; a new pod holds its slot (restarts 0, as after an eviction), READY.
     wait_for(
         page,
         """({old, names}, rows) => !(old in rows) && Object.values(rows).some(
-             (r) => !names.includes(r[0]) && r[12] === "1" && r[1] === "READY")""",
+             (r) => !names.includes(r[0]) && r[12] === "0" && r[1] === "READY")""",
         {"old": old, "names": list(before)},
     )
     after = table(page)
     assert len(after) == PODS
     new = [name for name in after if name not in before]
-    assert len(new) == 1 and after[new[0]][RESTARTS] == "1", after
+    assert len(new) == 1 and after[new[0]][RESTARTS] == "0", after
     expect(progress).to_contain_text(f"new pod {new[0]}")
 
     # Ballast's clients saw no error: drained first, restarted after.
