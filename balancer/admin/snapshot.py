@@ -161,7 +161,12 @@ class Reader:
         return self._cluster(cluster, self._now(), self._balancer.engine.figures().in_flight)
 
     def endpoint(self, ep: Endpoint) -> EndpointView:
-        return self._endpoint(ep, self._now())
+        in_flight = self._balancer.engine.figures().in_flight
+        name = next(
+            (c.name for c in self._balancer.clusters.values() if c.endpoints.get(ep.id) is ep),
+            None,
+        )
+        return self._endpoint(ep, self._now(), in_flight.get((name or "", ep.id)))
 
     def _now(self) -> _Now:
         return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())

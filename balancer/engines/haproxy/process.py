@@ -60,8 +60,9 @@ class HaproxyProcess:
     """One HAProxy process in the foreground (`-db`), its output logged line by line.
 
     Started with `subprocess.Popen` (vfork and exec), not the event loop's own spawn:
-    uvloop forks, and a fork of a process with gRPC's threads running is not safe.
-    A thread waits for the exit.
+    uvloop forks, and a fork of a process with gRPC's threads running is not safe
+    (a balancer was seen to die of SIGSEGV starting HAProxy that way). A thread waits
+    for the exit.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], output: asyncio.StreamReader) -> None:
@@ -79,8 +80,9 @@ class HaproxyProcess:
         args = [binary, "-db", "-f", config_file]
         if replaces is not None:
             args += ["-sf", str(replaces)]
-        proc = await asyncio.to_thread(
-            subprocess.Popen,
+        # From the loop's own thread, not a worker: the parent-death signal is tied to the
+        # thread that spawned the child. vfork + exec blocks the loop for a millisecond or so.
+        proc = subprocess.Popen(  # noqa: ASYNC220
             _die_with_parent(args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
