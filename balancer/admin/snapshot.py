@@ -166,7 +166,7 @@ class Reader:
             (c.name for c in self._balancer.clusters.values() if c.endpoints.get(ep.id) is ep),
             None,
         )
-        return self._endpoint(ep, self._now(), in_flight.get((name or "", ep.id)))
+        return self._endpoint(ep, self._now(), name, in_flight.get((name or "", ep.id)))
 
     def _now(self) -> _Now:
         return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())
