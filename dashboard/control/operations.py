@@ -349,7 +349,7 @@ async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str
         if (handle := _handles.get(op.pk)) is not None:
             handle.undone = undone
         raise
-    await EndpointOverride.objects.filter(service=service, endpoint_id=pod).adelete()
+    await sync_to_async(end_replaced_override)(op, pod)
     new = ""
 
     async def new_pod_ready() -> bool:
@@ -362,6 +362,27 @@ async def _restart_one(op: Operation, actor: Actor, platform: Platform, pod: str
     await _note(op, step=Operation.Step.WAITING_READY)
     await _wait(new_pod_ready, READY_TIMEOUT_S, f"the replacement of {pod} to be ready", op)
     await _note(op, new_pod=new)
+
+
+def end_replaced_override(op: Operation, pod: str) -> None:
+    """Ends the override of a pod the operation replaced, audited: an operator's weight on
+    it does not carry over to the new pod (a new pod starts at the configured weight)."""
+    with transaction.atomic():
+        override = (
+            EndpointOverride.objects.select_for_update()
+            .filter(service=op.service, endpoint_id=pod)
+            .first()
+        )
+        if override is None:
+            return
+        kept = {"weight": override.weight, "drained": override.drained}
+        override.delete()
+        AuditEvent.objects.create(
+            actor="ballast", source=AuditEvent.Source.SYSTEM, action="pod_gone",
+            service=op.service, target=pod, before=kept, after=None,
+            result=AuditEvent.Result.OK,
+            detail=f"pod gone: replaced by the {op.kind.replace('_', ' ')}; its override ended",
+        )  # fmt: skip
 
 
 async def _wait(

@@ -94,6 +94,7 @@ async def _wait_finished(operation_id: int) -> Operation:
 async def test_a_restart_drains_replaces_the_pod_and_loses_no_call(scene: Scene) -> None:
     assert scene.via_ballast is not None
     old = _ready_pods()[0]
+    await sync_to_async(actions.set_weight)(ALICE, SERVICE, old, 300)
     scene.reset_load()
 
     operation = await sync_to_async(start_restart)(ALICE, SERVICE, old)
@@ -108,10 +109,15 @@ async def test_a_restart_drains_replaces_the_pod_and_loses_no_call(scene: Scene)
     assert pods[op.new_pod].restart_count == 0  # a new pod, as after an eviction
     assert scene.balancer.clusters[SERVICE].endpoints[op.new_pod].state.value == "READY"
     assert not await EndpointOverride.objects.filter(endpoint_id=old).aexists()
+    # The operator's weight on the old pod ended with it, said in the audit log.
+    gone = await AuditEvent.objects.aget(action="pod_gone", target=old)
+    assert gone.before == {"weight": 300, "drained": True} and "replaced by the restart" in (
+        gone.detail
+    )
     stats = scene.via_ballast.stats()
     assert stats.ok > 0 and stats.errors == 0, stats.codes
-    actions = [e.action async for e in AuditEvent.objects.order_by("id")]
-    assert actions == ["restart", "drain", "restart"]
+    audited = [e.action async for e in AuditEvent.objects.order_by("id")]
+    assert audited == ["set_weight", "restart", "drain", "pod_gone", "restart"]
 
 
 async def test_a_rollout_restart_replaces_every_pod_one_at_a_time(scene: Scene) -> None:
