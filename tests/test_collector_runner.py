@@ -374,6 +374,7 @@ async def test_it_shows_the_traffic_a_pod_reports_that_bypasses_the_balancer(
 
 async def test_it_adds_up_the_xds_clients_of_the_replicas_that_are_up() -> None:
     """Each proxyless client follows one replica's xDS server: the frame shows them all."""
+
     def snapshot(clients: int, in_sync: int) -> admin_pb2.Snapshot:
         cluster = admin_pb2.ClusterSnapshot(
             name="echo", xds_clients=clients, xds_clients_in_sync=in_sync
