@@ -75,7 +75,7 @@ def demo(pods: int, clients: int) -> Iterator[tuple[str, str, str]]:
         process = subprocess.Popen(
             [sys.executable, "-m", "demo", "--pods", str(pods), "--clients", str(clients),
              "--port", "0", "--admin-port", "0", "--l4-port", "0", "--dashboard-port", "0",
-             "--log-dir", workdir],
+             "--xds-port", "0", "--log-dir", workdir],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
         try:

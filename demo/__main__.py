@@ -1,6 +1,7 @@
 """`python -m demo` (`make demo`): the scene and the dashboard watching it, on 127.0.0.1.
 
-Pods, the L4 Service, Ballast and both client groups (`demo/scene.py`), the
+Pods, the L4 Service, Ballast and its xDS server, the three client groups (L4,
+via Ballast, proxyless: `demo/scene.py`, `demo/proxyless.py`), the
 collector fed by the balancer's admin API and the local platform, and the dashboard
 on uvicorn, all in this process's event loop. Before serving it migrates the SQLite
 database and gives the `operator` account a new random password, printed once.
@@ -21,6 +22,7 @@ from pathlib import Path
 from balancer.picker import POLICIES
 from dashboard.server import DashboardServer, migrate, setup_django
 from demo.loadgen import LoadGenerator
+from demo.proxyless import ProxylessClients
 from demo.scene import SERVICE, MiB, Scene, SceneOptions
 from platforms.base import PodFacts
 
@@ -42,6 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=50051, help="Ballast's gRPC port (50051)")
     parser.add_argument("--admin-port", type=int, default=9901, help="admin API port (9901)")
     parser.add_argument("--l4-port", type=int, default=50052, help="L4 Service port (50052)")
+    parser.add_argument(
+        "--xds-port", type=int, default=18000, help="Ballast's xDS server port (18000)"
+    )
+    parser.add_argument(
+        "--no-proxyless",
+        dest="proxyless",
+        action="store_false",
+        help="leave out the proxyless (xds:///inventory) client group",
+    )
     parser.add_argument(
         "--dashboard-port", type=int, default=8000, help="the dashboard's HTTP port (8000)"
     )
@@ -65,14 +76,15 @@ def options_from(args: argparse.Namespace) -> SceneOptions:
         pods=args.pods, clients_per_group=args.clients, rate_per_client=args.rate,
         policy=args.policy, memory_limit_bytes=args.memory_limit_mib * MiB, knobs=knobs,
         balancer_port=args.port, admin_port=args.admin_port, l4_port=args.l4_port,
-        log_dir=args.log_dir, engine=args.engine,
+        log_dir=args.log_dir, engine=args.engine, proxyless=args.proxyless,
+        xds_port=args.xds_port,
     )  # fmt: skip
 
 
 class Rates:
     """Per-pod calls/s of a client group, from the change in its counts between two looks."""
 
-    def __init__(self, load: LoadGenerator) -> None:
+    def __init__(self, load: LoadGenerator | ProxylessClients) -> None:
         self._load = load
         self._last: Mapping[str, int] = {}
 
@@ -91,26 +103,35 @@ def imbalance(rates: Mapping[str, float], pods: list[str]) -> str:
 
 
 def table(
-    scene: Scene, pods: list[PodFacts], l4: dict[str, float], ballast: dict[str, float]
+    scene: Scene,
+    pods: list[PodFacts],
+    l4: dict[str, float],
+    ballast: dict[str, float],
+    proxyless: dict[str, float] | None = None,
 ) -> str:
+    """One row per pod; the proxyless column only with `proxyless` (the group runs)."""
     cluster = scene.balancer.clusters["inventory"]
+    px_head = f" {'proxyless/s':>11}" if proxyless is not None else ""
     header = (f"{'pod':<24} {'ready':<5} {'ballast':<10} {'weight':>6} {'via L4/s':>9} "
-              f"{'via Ballast/s':>13} {'cpu m':>6} {'memory MiB':>11} {'restarts':>8}"
+              f"{'via Ballast/s':>13}{px_head} {'cpu m':>6} {'memory MiB':>11} {'restarts':>8}"
               "  last")  # fmt: skip
     rows = [header]
     for pod in pods:
         ep = cluster.endpoints.get(pod.name)
         memory = f"{(pod.memory_bytes or 0) / MiB:.0f}/{(pod.memory_limit_bytes or 0) / MiB:.0f}"
+        px = f" {proxyless.get(pod.name, 0.0):>11.1f}" if proxyless is not None else ""
         rows.append(
             f"{pod.name:<24} {'yes' if pod.ready else 'no':<5} "
             f"{ep.state.value if ep else '-':<10} {ep.weight if ep else '-':>6} "
-            f"{l4.get(pod.name, 0.0):>9.1f} {ballast.get(pod.name, 0.0):>13.1f} "
+            f"{l4.get(pod.name, 0.0):>9.1f} {ballast.get(pod.name, 0.0):>13.1f}{px} "
             f"{pod.cpu_millicores or 0:>6.0f} {memory:>11} {pod.restart_count:>8}  "
             f"{pod.last_termination_reason or ''}"
         )
     names = [p.name for p in pods if p.phase == "Running"]
+    px_even = f"   proxyless {imbalance(proxyless, names)}" if proxyless is not None else ""
     rows.append(
         f"busiest ÷ mean:  via L4 {imbalance(l4, names)}   via Ballast {imbalance(ballast, names)}"
+        + px_even
     )
     return "\n".join(rows)
 
@@ -127,9 +148,20 @@ clients through each door.
   Ballast (gRPC L7):             {scene.balancer.listen_addresses[0]}
   admin API:                     {scene.balancer.admin_address}
                                  (authorization: Bearer {scene.admin_token})
-
+{proxyless_lines(scene)}
 Ctrl-C stops everything.
 """
+
+
+def proxyless_lines(scene: Scene) -> str:
+    """The banner's lines on the proxyless group; empty without it."""
+    if scene.proxyless is None:
+        return ""
+    return (
+        f"  xDS server (proxyless):        {scene.balancer.xds_address}\n"
+        f"  proxyless clients:             {scene.proxyless.target},"
+        f" GRPC_XDS_BOOTSTRAP={scene.bootstrap_path}\n"
+    )
 
 
 async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
@@ -161,6 +193,7 @@ async def run(args: argparse.Namespace, login: tuple[str, str]) -> None:
         # pods) shows up as their failures.
         summary = exit_summary(scene)
         await stop_clients(scene)
+        summary += proxyless_summary(scene)
     finally:
         await dashboard.stop()
         await scene.stop()
@@ -172,6 +205,7 @@ async def print_tables(scene: Scene, stop: asyncio.Event, every_s: float) -> Non
     assert scene.via_l4 is not None and scene.via_ballast is not None
     loop = asyncio.get_running_loop()
     l4_rates, ballast_rates = Rates(scene.via_l4), Rates(scene.via_ballast)
+    px_rates = Rates(scene.proxyless) if scene.proxyless is not None else None
     last = loop.time()
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -179,14 +213,17 @@ async def print_tables(scene: Scene, stop: asyncio.Event, every_s: float) -> Non
         now = loop.time()
         pods = await scene.platform.list_pods("inventory")
         l4, ballast = l4_rates.per_pod(now - last), ballast_rates.per_pod(now - last)
+        proxyless = px_rates.per_pod(now - last) if px_rates is not None else None
         last = now
-        print(table(scene, pods, l4, ballast), end="\n\n", flush=True)
+        print(table(scene, pods, l4, ballast, proxyless), end="\n\n", flush=True)
 
 
 async def stop_clients(scene: Scene) -> None:
-    """Stops both client groups (calls in flight get a second) before anything else."""
+    """Stops the client groups (calls in flight get a second; the proxyless ones their
+    deadline) before anything else."""
     loads = [g for g in (scene.via_l4, scene.via_ballast) if g is not None]
-    await asyncio.gather(*(load.stop(grace_s=1.0) for load in loads))
+    proxyless = [scene.proxyless.stop()] if scene.proxyless is not None else []
+    await asyncio.gather(*(load.stop(grace_s=1.0) for load in loads), *proxyless)
 
 
 def exit_summary(scene: Scene) -> str:
@@ -198,6 +235,14 @@ def exit_summary(scene: Scene) -> str:
             stats = load.stats()
             lines.append(f"clients via {name}: {group_summary(stats.codes, stats.elapsed_s)}")
     return "\n".join(lines)
+
+
+def proxyless_summary(scene: Scene) -> str:
+    """The proxyless group's line of the exit summary, from its own count once stopped."""
+    if scene.proxyless is None:
+        return ""
+    stats = scene.proxyless.stats()
+    return f"\nproxyless clients: {group_summary(stats.codes, stats.elapsed_s)}"
 
 
 def group_summary(codes: Mapping[str, int], elapsed_s: float) -> str:

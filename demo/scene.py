@@ -4,8 +4,9 @@ A deployment of pods (real processes running the demo workload), a
 kube-proxy-like L4 Service in front of them, a Ballast balancer in front of the
 same pods, and two groups of long-lived clients: one through the L4 Service
 (pinned per connection, as in Kubernetes) and one through Ballast (balanced per
-request). The demo (`python -m demo`), the balance benchmark and the tests all
-start it through `Scene`.
+request). With `proxyless`, a third group calls the pods straight, balanced by
+Ballast's xDS server (`xds:///inventory`, demo/proxyless.py). The demo
+(`python -m demo`), the balance benchmark and the tests all start it through `Scene`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from balancer.config import BalancerConfig, config_from_dict
 from balancer.server import Balancer
 from demo.l4 import L4Service
 from demo.loadgen import ClientSpec, LoadGenerator, Method
+from demo.proxyless import BOOTSTRAP_FILE, ProxylessClients, write_bootstrap
 from platforms.discovery import discovery_from
 from platforms.local import DeploymentSpec, LocalPlatform, ProbeSpec
 
@@ -49,6 +53,10 @@ class SceneOptions:
     mix: Mapping[Method, float] = field(default_factory=lambda: {"unary": 1.0})
     # What carries Ballast's calls: "embedded" or "haproxy" ([balancer] engine).
     engine: str = "embedded"
+    # A third client group, proxyless (xds:///inventory), and the balancer's [xds] listener
+    # on 127.0.0.1:xds_port for it. Off by default: benchmarks measure the first two.
+    proxyless: bool = False
+    xds_port: int = 0
 
     def __post_init__(self) -> None:
         if self.pods < 1 or self.clients_per_group < 0:
@@ -80,8 +88,10 @@ def balancer_config(options: SceneOptions, token: str) -> BalancerConfig:
     are new every run, so no drain or weight of an earlier run can name them. The
     dashboard's reconciler applies a saved policy within its first pass (1 s).
     """
+    xds = {"xds": {"address": f"127.0.0.1:{options.xds_port}"}} if options.proxyless else {}
     return config_from_dict(
         {
+            **xds,
             "balancer": {"id": "scene", "shutdown_grace_s": 2, "engine": options.engine},
             "listeners": [{"address": f"127.0.0.1:{options.balancer_port}"}],
             "admin": {"address": f"127.0.0.1:{options.admin_port}", "token": token},
@@ -129,6 +139,8 @@ class Scene:
         self._rng = rng
         self.via_l4: LoadGenerator | None = None
         self.via_ballast: LoadGenerator | None = None
+        self.proxyless: ProxylessClients | None = None
+        self._workdir: Path | None = None  # the proxyless clients' bootstrap file
 
     async def start(self, *, ready_timeout_s: float = 60.0) -> None:
         """Starts everything and waits for every pod to be ready; stops it all on failure."""
@@ -141,9 +153,28 @@ class Scene:
             self.via_ballast = self._clients("ballast", self.balancer.listen_addresses[0])
             await self.via_l4.start()
             await self.via_ballast.start()
+            if self.options.proxyless:
+                await self._start_proxyless()
         except BaseException:
             await self.stop()
             raise
+
+    async def _start_proxyless(self) -> None:
+        assert self.balancer.xds_address is not None
+        self._workdir = Path(tempfile.mkdtemp(prefix="ballast-demo-"))
+        bootstrap = write_bootstrap(self._workdir, self.balancer.xds_address)
+        self.proxyless = ProxylessClients(
+            SERVICE,
+            clients=self.options.clients_per_group,
+            rate_per_s=self.options.rate_per_client,
+            mix=self.options.mix,
+        )
+        await self.proxyless.start(bootstrap)
+
+    @property
+    def bootstrap_path(self) -> Path | None:
+        """The proxyless clients' bootstrap file while the scene runs; None without them."""
+        return None if self._workdir is None else self._workdir / BOOTSTRAP_FILE
 
     def _clients(self, group: str, target: str) -> LoadGenerator:
         specs = client_group(group, target, self.options)
@@ -158,7 +189,11 @@ class Scene:
     async def stop(self) -> None:
         """Stops clients, then the balancer and the L4 Service, then the pods. Idempotent."""
         loads = [g for g in (self.via_l4, self.via_ballast) if g is not None]
-        await asyncio.gather(*(load.stop(grace_s=1.0) for load in loads))
+        proxyless = [self.proxyless.stop()] if self.proxyless is not None else []
+        await asyncio.gather(*(load.stop(grace_s=1.0) for load in loads), *proxyless)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
         await self.balancer.stop(grace_s=1.0)
         await self.l4.stop()
         await self.platform.stop()

@@ -10,6 +10,7 @@ from balancer.stats import quantile_ms as stats_quantile_ms
 from dashboard.collector.frames import (
     FRAME_TYPE,
     ReplicaFrame,
+    XdsFrame,
     build_frame,
     encode_frame,
     frame_size_bytes,
@@ -298,3 +299,49 @@ def test_a_pod_ramping_up_in_slow_start_is_not_flagged_for_taking_less() -> None
     frame = build_frame("svc", 1, rates, [], [])
     assert frame["imbalance"]["flagged"] is False
     assert frame["imbalance"]["max_mean"] == 1.0
+
+
+def test_it_shows_proxyless_traffic_per_pod_and_in_total() -> None:
+    rates = [
+        dataclasses.replace(endpoint_rates("pod-a", 100), proxyless_rps=40.04, proxyless_err_s=1.0),
+        dataclasses.replace(endpoint_rates("pod-b", 100), proxyless_rps=60.0),
+        endpoint_rates("pod-c", 100),
+    ]
+    pods = [pod_facts("pod-a"), pod_facts("pod-b"), pod_facts("pod-c"), pod_facts("pod-d")]
+    frame = build_frame("svc", T, rates, pods, UP)
+    by_pod = {p["pod"]: p.get("px_rps") for p in frame["pods"]}
+    # A pod without proxyless calls, or not routed to, carries no field at all.
+    assert by_pod == {"pod-a": 40.0, "pod-b": 60.0, "pod-c": None, "pod-d": None}
+    assert (frame["totals"]["px_rps"], frame["totals"]["px_err_s"]) == (100.04, 1)
+    assert frame["totals"]["rps"] == 300  # the proxy's figure is its own
+
+
+def test_it_does_not_count_proxyless_calls_as_bypassing_ballast() -> None:
+    # pod-a handled 150/s: 100 through the proxy and 50 from proxyless clients.
+    rates = [dataclasses.replace(endpoint_rates("pod-a", 100), proxyless_rps=50.0)]
+    reported = {"pod-a": PodRates(150.0, 0.0)}
+    frame = build_frame("svc", T, rates, [pod_facts("pod-a")], UP, pod_rates=reported)
+    assert frame["totals"]["bypass_rps"] == 0
+
+
+def test_it_carries_the_services_xds_clients_only_when_it_has_some() -> None:
+    frame = build_frame("svc", T, [], [], UP, xds={"clients": 3, "in_sync": 2, "fallback": False})
+    assert frame["xds"] == {"clients": 3, "in_sync": 2, "fallback": False}
+    none: XdsFrame = {"clients": 0, "in_sync": 0, "fallback": False}
+    assert "xds" not in build_frame("svc", T, [], [], UP, xds=none)
+
+
+def test_it_keeps_a_frame_of_twenty_pods_with_proxyless_traffic_small() -> None:
+    """Every pod busy on all three paths: the proxyless figures add about 250 bytes."""
+    rates = [
+        dataclasses.replace(
+            endpoint_rates(f"svc-7d9f8c6b5-{i:05d}", 123.456 + i, errors_per_s=1.234),
+            proxyless_rps=345.678 + i,
+        )
+        for i in range(20)
+    ]
+    pods = [pod_facts(f"svc-7d9f8c6b5-{i:05d}", restart_count=i) for i in range(20)]
+    reported = {p.name: PodRates(234.567 + i, 1.234) for i, p in enumerate(pods)}
+    xds: XdsFrame = {"clients": 12, "in_sync": 11, "fallback": False}
+    frame = build_frame("svc", T, rates, pods, UP, pod_rates=reported, xds=xds)
+    assert frame_size_bytes(frame) < 8_300

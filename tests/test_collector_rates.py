@@ -343,3 +343,36 @@ def test_it_never_gives_negative_rates(
     r = one(rates(old, new), "pod-a")
     assert min(r.rps, r.errors_per_s, r.bytes_in_per_s, r.bytes_out_per_s, *r.latency_counts) >= 0
     assert all(v > 0 for v in r.rps_by_code.values())
+
+
+def proxyless(endpoint_id: str, issued: int, errored: int = 0) -> admin_pb2.EndpointSnapshot:
+    ep = endpoint(endpoint_id, codes={"OK": 500})
+    ep.proxyless_requests_issued = issued
+    ep.proxyless_requests_succeeded = issued - errored
+    ep.proxyless_requests_errored = errored
+    return ep
+
+
+def test_it_derives_proxyless_requests_per_second_apart_from_the_proxys():
+    before = sample(T0, proxyless("pod-a", 1_000, 10))
+    after = sample(T0 + 2_000, proxyless("pod-a", 1_300, 14))
+    r = one(rates(before, after), "pod-a")
+    assert (r.proxyless_rps, r.proxyless_err_s) == pytest.approx((150.0, 2.0))
+    assert r.rps == 0  # the proxy carried nothing in the interval
+
+
+def test_it_counts_proxyless_calls_from_zero_when_their_counters_went_down():
+    before = sample(T0, proxyless("pod-a", 1_000))
+    after = sample(T0 + 1_000, proxyless("pod-a", 40))
+    assert one(rates(before, after), "pod-a").proxyless_rps == pytest.approx(40.0)
+
+
+def test_it_adds_up_proxyless_rates_over_replicas():
+    a = rates(sample(T0, proxyless("pod-a", 0)), sample(T0 + 1_000, proxyless("pod-a", 30)))
+    b = rates(
+        sample(T0, proxyless("pod-a", 0), balancer_id="b2"),
+        sample(T0 + 1_000, proxyless("pod-a", 12, 2), balancer_id="b2"),
+    )
+    assert a is not None and b is not None
+    merged = merge([a, b])["svc", "pod-a"]
+    assert (merged.proxyless_rps, merged.proxyless_err_s) == pytest.approx((42.0, 2.0))

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc.aio
 import pytest
 
+from balancer.admin.v1 import admin_pb2
 from balancer.server import Balancer
 from dashboard.collector.frames import PodFrame, ServiceFrame
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
@@ -369,3 +370,25 @@ async def test_it_shows_the_traffic_a_pod_reports_that_bypasses_the_balancer(
     frame = sink.last()
     assert frame is not None
     assert frame["totals"]["pod_rps"] == row["pod_rps"]  # the only pod that reports
+
+
+async def test_it_adds_up_the_xds_clients_of_the_replicas_that_are_up() -> None:
+    """Each proxyless client follows one replica's xDS server: the frame shows them all."""
+
+    def snapshot(clients: int, in_sync: int) -> admin_pb2.Snapshot:
+        cluster = admin_pb2.ClusterSnapshot(
+            name="echo", xds_clients=clients, xds_clients_in_sync=in_sync
+        )
+        return admin_pb2.Snapshot(taken_at_unix_ms=1, clusters=[cluster])
+
+    sink = Sink()
+    collector = Collector(
+        collector_config(("b0", free_address()), ("b1", free_address())), sink, clock=lambda: 1.7e9
+    )
+    collector._replicas["b0"].observe(snapshot(3, 3))
+    collector._replicas["b1"].observe(snapshot(2, 1))
+    await collector.tick()
+    assert sink.frames[-1]["xds"] == {"clients": 5, "in_sync": 4, "fallback": False}
+    collector._replicas["b1"].mark_down()
+    await collector.tick()
+    assert sink.frames[-1]["xds"] == {"clients": 3, "in_sync": 3, "fallback": False}

@@ -19,7 +19,8 @@ SUMMARY = re.compile(r"^clients via (L4|Ballast): (\d+) calls in \d+ s, (.*)$")
 def test_a_clean_run_ends_with_every_call_ok(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--port", "0", "--admin-port", "0", "--l4-port", "0",
-         "--dashboard-port", "0", "--pods", "2", "--clients", "4", "--table", "--every-s", "1"],
+         "--dashboard-port", "0", "--xds-port", "0", "--pods", "2", "--clients", "4", "--table",
+         "--every-s", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "BALLAST_DB_PATH": str(tmp_path / "db.sqlite3")},
     )  # fmt: skip

@@ -48,12 +48,29 @@ class ServiceSummary:
     imbalance: Mapping[str, Any] = field(default_factory=dict)  # via Ballast
     pod_imbalance: Mapping[str, Any] = field(default_factory=dict)  # all clients
     bypass_rps: float | None = None  # what reached the pods without Ballast (L4)
+    px_rps: float | None = None  # what proxyless clients sent straight to the pods
+    px_shares: Sequence[Share] = ()
+    xds: Mapping[str, Any] = field(default_factory=dict)  # {clients, in_sync}; empty: none
     bypass_imbalance: Mapping[str, Any] = field(default_factory=dict)
     shares: Sequence[Share] = ()
     pod_shares: Sequence[Share] = ()
     bypass_shares: Sequence[Share] = ()
     story: Sequence[str] = ()  # which path is skewed, in words
     trouble: Sequence[str] = ()  # restarts, OOMKills, pods not ready, replicas out of sync
+
+    @property
+    def xds_pending(self) -> int:
+        """Proxyless clients that have not ACKed the endpoints being served yet."""
+        return int(self.xds.get("clients", 0)) - int(self.xds.get("in_sync", 0))
+
+    @property
+    def xds_label(self) -> str:
+        """ "xDS clients: 3, all in sync" (or "…, 1 pending"); empty without proxyless clients."""
+        clients = int(self.xds.get("clients", 0))
+        if not clients:
+            return ""
+        pending = self.xds_pending
+        return f"xDS clients: {clients}, " + (f"{pending} pending" if pending else "all in sync")
 
     @property
     def flagged(self) -> bool:
@@ -95,6 +112,9 @@ def summarize(service: str, now_s: float | None = None) -> ServiceSummary:
         shares=_shares(pods, "rps"),
         pod_shares=_shares(pods, "pod_rps"),
         bypass_rps=totals.get("bypass_rps"),
+        px_rps=totals.get("px_rps"),
+        px_shares=_shares(pods, "px_rps"),
+        xds=frame.get("xds") or {},
         bypass_imbalance=frame.get("bypass_imbalance") or {},
         bypass_shares=_shares(bypass, "bypass"),
         story=story(frame),
@@ -104,7 +124,8 @@ def summarize(service: str, now_s: float | None = None) -> ServiceSummary:
 
 def _bypass(pod: Mapping[str, Any]) -> float | None:
     own = pod.get("pod_rps")
-    return None if own is None else max(0.0, own - (pod.get("rps") or 0.0))
+    carried = (pod.get("rps") or 0.0) + (pod.get("px_rps") or 0.0)  # proxy and proxyless
+    return None if own is None else max(0.0, own - carried)
 
 
 def story(frame: Mapping[str, Any]) -> list[str]:

@@ -12,7 +12,10 @@ what the balancer carried (its snapshots). `pod_rps`, `pod_err_s` and
 `scrape`): every client's calls, Ballast's own included. `bypass_rps` and
 `bypass_imbalance` are the difference: the calls that reached a pod without
 going through Ballast (in Kubernetes, through the Service's kube-proxy, which
-picks a pod per TCP connection: the L4 path). Telling the two paths apart is
+picks a pod per TCP connection: the L4 path). `px_rps` is the third
+path: calls proxyless gRPC clients sent straight to a pod, balanced by
+Ballast's xDS server (their load reports say how many); they are Ballast's
+too, so they are not counted as bypass. Telling the two paths apart is
 the point of the page: mixed together, Ballast's even share hides part of the
 L4 skew. `pod_imbalance` and `bypass_imbalance` are scored on raw requests per
 second of the Running pods that report, not normalised by weight as
@@ -67,6 +70,9 @@ class PodFrame(TypedDict):
     # From the pod's own /metrics (null until two scrapes succeeded, or if it has none):
     pod_rps: float | None  # calls it handled per second, from every client
     pod_err_s: float | None  # of which not OK
+    # Calls/s proxyless clients sent straight to the pod, from their load reports; only
+    # when above 0, so a service without proxyless clients pays nothing for it.
+    px_rps: NotRequired[float]
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
@@ -83,7 +89,9 @@ class TotalsFrame(TypedDict):
     in_b_s: int
     out_b_s: int
     pod_rps: float | None  # the pods' own figures added up; null when no pod reports
-    bypass_rps: float | None  # of which did not come through Ballast
+    bypass_rps: float | None  # of which neither the proxy nor proxyless clients sent
+    px_rps: float  # calls/s proxyless clients sent straight to the pods (their load reports)
+    px_err_s: float  # of which failed
     err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
     rps_by_method: dict[str, float]  # calls/s the pods report by "service/method", all clients
 
@@ -93,6 +101,12 @@ class ImbalanceFrame(TypedDict):
     cv: float | None  # population stdev ÷ mean
     busiest: str | None
     flagged: bool
+
+
+class XdsFrame(TypedDict):
+    clients: int  # proxyless clients subscribed to the service's endpoints, over the replicas
+    in_sync: int  # of which ACKed the endpoints being served
+    fallback: bool  # they use weighted round robin: they cannot follow the policy
 
 
 class ReplicaFrame(TypedDict):
@@ -113,6 +127,7 @@ class ServiceFrame(TypedDict):
     replicas: list[ReplicaFrame]
     policy: str | None  # the balancers' policy for the service; null before any snapshot
     usage_note: str | None  # why CPU and memory are missing (the platform says); null if not
+    xds: NotRequired[XdsFrame]  # the service's proxyless clients; only when there are some
 
 
 def build_frame(
@@ -127,6 +142,7 @@ def build_frame(
     policy: str | None = None,
     colors: ColorBook | None = None,
     usage_note: str | None = None,
+    xds: XdsFrame | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -145,7 +161,7 @@ def build_frame(
     names = sorted(by_id.keys() | facts.keys())
     color = (colors or ColorBook()).assign(names)
     bypass = bypass_load(by_id, reported)
-    return {
+    frame: ServiceFrame = {
         "type": FRAME_TYPE,
         "service": service,
         "t": t_unix_ms,
@@ -161,6 +177,9 @@ def build_frame(
         "policy": policy,
         "usage_note": usage_note,
     }
+    if xds is not None and xds["clients"] > 0:
+        frame["xds"] = xds
+    return frame
 
 
 # The pages' palette has this many colors (dashboard/app/overview.py's PALETTE).
@@ -210,7 +229,7 @@ def _join(rates: Sequence[EndpointRates], pods: Sequence[PodFacts]) -> dict[str,
 def _pod(
     name: str, color: int, r: EndpointRates | None, p: PodFacts | None, own: PodRates | None
 ) -> PodFrame:
-    return {
+    pod: PodFrame = {
         "pod": name,
         "color": color,
         "state": r.state if r else None,
@@ -235,18 +254,21 @@ def _pod(
         "pod_rps": round(own.rps, 2) if own else None,
         "pod_err_s": round(own.errors_per_s, 2) if own else None,
     }
+    if r is not None and round(r.proxyless_rps, 1) > 0:
+        pod["px_rps"] = round(r.proxyless_rps, 1)
+    return pod
 
 
 def _bypass(r: EndpointRates | None, own: PodRates) -> float:
-    return max(0.0, own.rps - (r.rps if r else 0.0))
+    return max(0.0, own.rps - (r.rps + r.proxyless_rps if r else 0.0))
 
 
 def bypass_load(
     by_id: Mapping[str, EndpointRates], reported: Mapping[str, PodRates]
 ) -> dict[str, float]:
     """Requests per second that reached each reporting pod without Ballast: what the pod
-    handled minus what Ballast carried to it (all of it for a pod Ballast does not
-    route to), never below 0."""
+    handled minus what Ballast carried to it and what proxyless clients it balances
+    sent it (all of it for a pod Ballast does not route to), never below 0."""
     return {name: _bypass(by_id.get(name), own) for name, own in reported.items()}
 
 
@@ -278,6 +300,8 @@ def _totals(
         "out_b_s": round(sum(r.bytes_out_per_s for r in rates)),
         "pod_rps": round(sum(r.rps for r in reported), 2) if reported else None,
         "bypass_rps": round(sum(bypass.values()), 2) if reported else None,
+        "px_rps": round(sum(r.proxyless_rps for r in rates), 2),
+        "px_err_s": round(sum(r.proxyless_err_s for r in rates), 2),
         "err_by_code": errors_by_code(rates),
         "rps_by_method": calls_by_method(reported),
     }

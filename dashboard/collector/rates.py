@@ -52,6 +52,10 @@ class EndpointCounters:
     bytes_sent: int
     # One count per Sample.latency_bounds_ms bucket, then the +Inf bucket; not cumulative.
     latency_counts: tuple[int, ...]
+    # What proxyless clients ([xds]) say they sent straight to the endpoint (their
+    # load reports): cumulative like the proxy's counters, a separate source.
+    proxyless_issued: int = 0
+    proxyless_errored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ def _counters(cluster: str, ep: admin_pb2.EndpointSnapshot) -> EndpointCounters:
         bytes_received=ep.bytes_received,
         bytes_sent=ep.bytes_sent,
         latency_counts=tuple(ep.latency.counts),
+        proxyless_issued=ep.proxyless_requests_issued,
+        proxyless_errored=ep.proxyless_requests_errored,
     )
 
 
@@ -124,6 +130,10 @@ class EndpointRates:
     latency_counts: tuple[int, ...]
     latency_bounds_ms: tuple[float, ...]
     replicas: int = 1
+    # Calls proxyless clients sent straight to the endpoint per second (from their
+    # load reports), and of those the ones that failed: not included in `rps`.
+    proxyless_rps: float = 0.0
+    proxyless_err_s: float = 0.0
 
     def quantile_ms(self, q: float) -> float | None:
         """The q-quantile (0..1) of the interval's latencies; None when it had no requests."""
@@ -172,6 +182,11 @@ def _went_down(before: EndpointCounters, now: EndpointCounters) -> bool:
         return True
     if any(now.requests_by_code.get(code, 0) < n for code, n in before.requests_by_code.items()):
         return True
+    if (
+        now.proxyless_issued < before.proxyless_issued
+        or now.proxyless_errored < before.proxyless_errored
+    ):
+        return True
     if len(now.latency_counts) != len(before.latency_counts):
         return True
     return any(b > a for a, b in zip(now.latency_counts, before.latency_counts, strict=True))
@@ -205,6 +220,10 @@ def _endpoint_rates(
         effective_weight=now.effective_weight,
         latency_counts=tuple(a - b for a, b in zip(now.latency_counts, old_latency, strict=True)),
         latency_bounds_ms=bounds_ms if len(now.latency_counts) == len(bounds_ms) + 1 else (),
+        proxyless_rps=(now.proxyless_issued - (before.proxyless_issued if before else 0))
+        / elapsed_s,
+        proxyless_err_s=(now.proxyless_errored - (before.proxyless_errored if before else 0))
+        / elapsed_s,
     )
 
 
@@ -251,6 +270,9 @@ def _merge_one(rs: Sequence[EndpointRates]) -> EndpointRates:
         latency_counts=latency if bounds else (),
         latency_bounds_ms=bounds,
         replicas=sum(r.replicas for r in rs),
+        # Each proxyless client reports to the one replica it is connected to: they add up.
+        proxyless_rps=sum(r.proxyless_rps for r in rs),
+        proxyless_err_s=sum(r.proxyless_err_s for r in rs),
     )
 
 

@@ -30,7 +30,13 @@ import grpc.aio
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.lifecycle import ShutdownTrigger, serve_until
 from balancer.tls import ClientTls, open_channel
-from dashboard.collector.frames import ColorBook, ReplicaFrame, ServiceFrame, build_frame
+from dashboard.collector.frames import (
+    ColorBook,
+    ReplicaFrame,
+    ServiceFrame,
+    XdsFrame,
+    build_frame,
+)
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.rates import (
@@ -312,6 +318,19 @@ class Collector:
                         return str(c.policy)
         return None
 
+    def xds(self, cluster: str) -> XdsFrame:
+        """The cluster's proxyless clients over the replicas that are up: each client
+        follows one replica's xDS server, so the counts add up."""
+        out: XdsFrame = {"clients": 0, "in_sync": 0, "fallback": False}
+        for replica in self._replicas.values():
+            if replica.up and replica.snapshot is not None:
+                for c in replica.snapshot.clusters:
+                    if c.name == cluster:
+                        out["clients"] += c.xds_clients
+                        out["in_sync"] += c.xds_clients_in_sync
+                        out["fallback"] = out["fallback"] or c.xds_policy_fallback
+        return out
+
     def frame(self, service: str, t_unix_ms: int) -> ServiceFrame:
         """The frame of `service` from the replicas that are up and the last pod facts."""
         target = self.config.services[service]
@@ -329,6 +348,7 @@ class Collector:
             policy=self.policy(target.cluster),
             colors=self._colors[service],
             usage_note=getattr(self._platform, "usage_note", None),
+            xds=self.xds(target.cluster),
         )
 
     async def tick(self) -> None:

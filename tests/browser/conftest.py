@@ -84,7 +84,7 @@ def running_demo(
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--pods", str(pods), "--clients", str(clients),
          "--rate", "20", "--port", "0", "--admin-port", "0", "--l4-port", "0",
-         "--dashboard-port", "0", "--log-dir", str(workdir)],
+         "--dashboard-port", "0", "--xds-port", "0", "--log-dir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:

@@ -64,7 +64,8 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     # The pods' calls by method: a line per method the clients call.
     assert lines.pop("chart-methods") >= 1
     assert lines == {
-        "chart-rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2, "chart-err_s": 2,
+        "chart-rps": 2, "chart-px_rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2,
+        "chart-err_s": 2,
         "chart-codes": 0, "chart-latency": 3,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
     }  # fmt: skip
@@ -85,3 +86,25 @@ def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> No
     badge = page.locator("#bypass-imbalance")
     expect(badge).to_contain_text("bypassing Ballast: imbalanced", timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#imbalance")).to_contain_text("via Ballast: balanced")
+
+
+def test_the_service_page_shows_the_proxyless_clients_and_their_calls(
+    page: Page, demo: Demo
+) -> None:
+    """The demo's third group (xds:///inventory): its client is counted in sync, its calls
+    per pod are drawn, and the overview adds them up."""
+    log_in(page, demo, "services/inventory/")
+    badge = page.locator("#xds-clients")
+    expect(badge).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(badge).to_have_text(re.compile(r"^xDS clients: 1, all in sync"), timeout=LIVE_TIMEOUT_MS)
+    page.wait_for_function(
+        """() => {
+          const chart = document.getElementById('chart-px_rps');
+          return chart.data && chart.data.some((line) => line.y.some((v) => v > 0));
+        }""",
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    page.goto(demo.url)
+    figure = page.locator("section[data-service=inventory] .figures div", has_text="proxyless")
+    expect(figure.locator("b")).not_to_have_text(re.compile(r"^(—|0\.0)$"))
+    expect(page.locator("section[data-service=inventory]")).to_contain_text("xDS clients: 1")

@@ -27,8 +27,14 @@ window.ballastCharts = function (page, hooks) {
     modeBarButtons: [["zoom2d", "autoScale2d", "toImage"]],
   };
 
+  // What reached the pod without Ballast: the pod's own count minus what the proxy carried
+  // and what proxyless clients, balanced by Ballast's xDS server, sent it.
   function bypass(p) {
-    return p.pod_rps == null ? null : Math.max(0, p.pod_rps - (p.rps || 0));
+    return p.pod_rps == null ? null : Math.max(0, p.pod_rps - (p.rps || 0) - (p.px_rps || 0));
+  }
+  // `px_rps` is only in a frame when above 0: a pod Ballast routes to has 0 without it.
+  function proxyless(p) {
+    return p.px_rps != null ? p.px_rps : p.state == null ? null : 0;
   }
   function mibOf(v) {
     return v == null ? null : v / MIB;
@@ -38,6 +44,8 @@ window.ballastCharts = function (page, hooks) {
   // smoothed unless the raw view is on.
   const CHARTS = [
     { key: "rps", title: "Requests/s via Ballast", rate: true, value: (p) => p.rps },
+    { key: "px_rps", title: "Requests/s proxyless (xDS clients, straight to pods)", rate: true,
+      value: proxyless },
     { key: "bypass", title: "Requests/s bypassing Ballast (L4)", rate: true, value: bypass },
     { key: "pod_rps", title: "Requests/s at pods (total)", rate: true, value: (p) => p.pod_rps },
     { key: "p99", title: "p99 latency via Ballast (ms)", value: (p) => p.p99 },
@@ -515,5 +523,5 @@ window.ballastCharts = function (page, hooks) {
     clearInterval(state.auditTimer);
   }
 
-  return { start, stop, show, colorOf, byPod, bypass };
+  return { start, stop, show, colorOf, byPod, bypass, proxyless };
 };

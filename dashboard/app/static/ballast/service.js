@@ -3,7 +3,8 @@
 // A frame is {type, service, t, pods: [...], totals, imbalance, pod_imbalance,
 // bypass_imbalance, replicas}; see dashboard/collector/frames.py. Three views of traffic:
 // `rps` is what Ballast carried to a pod, `pod_rps` what the pod says it handled from every
-// client, and the difference (never below 0) what reached it bypassing Ballast: the L4 path.
+// client, `px_rps` what proxyless clients sent it straight (balanced by Ballast's xDS server),
+// and the rest (never below 0) what reached it bypassing Ballast: the L4 path.
 //
 // The charts are charts.js's; frames that arrive are handed to them (and the table
 // and badges rendered) at most once per animation frame.
@@ -244,6 +245,7 @@
     note.textContent = frame.usage_note || "";
     note.hidden = !frame.usage_note;
     renderReplicas(frame.replicas);
+    renderXds(frame.xds);
     controls.renderPolicy(frame.policy);
   }
 
@@ -281,11 +283,28 @@
     badge.className = "badge" + (up.length < replicas.length ? " bad" : pending ? " warn" : "");
   }
 
+  // "xDS clients: 3, all in sync" or "xDS clients: 3, 1 pending" (not yet ACKed the
+  // endpoints being served); hidden while the service has no proxyless client.
+  function renderXds(xds) {
+    const badge = document.getElementById("xds-clients");
+    if (!xds || !xds.clients) {
+      badge.hidden = true;
+      return;
+    }
+    const pending = xds.clients - xds.in_sync;
+    let text = "xDS clients: " + xds.clients + (pending ? ", " + pending + " pending" : ", all in sync");
+    if (xds.fallback) text += " (round robin: they cannot follow the policy)";
+    badge.textContent = text;
+    badge.className = "badge" + (pending ? " warn" : " ok");
+    badge.hidden = false;
+  }
+
   function renderTotals(frame) {
     const t = frame.totals;
     const items = [
       ["pods ready", t.ready + "/" + t.pods],
       ["req/s via Ballast", num(t.rps, 1)],
+      ["proxyless", num(t.px_rps, 1)],
       ["bypassing", num(t.bypass_rps, 1)],
       ["total at pods", num(t.pod_rps, 1)],
       ["errors", pct(t.err_ratio)],
