@@ -395,7 +395,7 @@ def test_it_checks_the_balancer_config_but_its_discovery_with_the_balancer(tmp_p
     static.write_text(discovery.sub('discovery.endpoints = ["10.0.0.1:50051"]', text), "utf-8")
     result = _check(static)
     assert result.returncode == 0, result.stderr
-    assert "valid; clusters: inventory (least_request)" in result.stdout
+    assert "clusters: inventory (least_request)" in result.stdout
 
 
 def test_it_checks_the_balancer_config_as_deployed(tmp_path) -> None:
@@ -410,7 +410,7 @@ def test_it_checks_the_balancer_config_as_deployed(tmp_path) -> None:
     )
     result = _check(BASE / "balancer.toml", KUBECONFIG=str(kubeconfig))
     assert result.returncode == 0, result.stderr
-    assert "valid; clusters: inventory (least_request)" in result.stdout
+    assert "clusters: inventory (least_request)" in result.stdout
 
 
 def test_it_points_each_load_client_group_at_its_service() -> None:
