@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from balance_measure import (
@@ -27,6 +27,7 @@ from balance_scene import (
     EwmaSampler,
     cluster_of,
     errors,
+    haproxy_processes,
     loads,
     running_pods,
     running_scene,
@@ -167,29 +168,32 @@ async def weights(timings: Timings, seed: int | None, engine: str = "embedded") 
     options = SceneOptions(
         seed=seed, pods=3, clients_per_group=8, rate_per_client=WEIGHTS_RATE, engine=engine
     )
-    async with running_scene(options) as scene:
-        via_l4, via_ballast = loads(scene)
-        cluster = cluster_of(scene)
-        pods = list(await running_pods(scene))
-        wanted = {pod: r * WEIGHT_UNIT for pod, r in zip(pods, WEIGHT_RATIO, strict=True)}
-        for pod, weight in wanted.items():
-            cluster.set_weight(pod, weight)
-        expected = expected_shares(wanted)
-        await asyncio.sleep(timings.warmup_s)
-        via_l4.reset()
-        policies = {}
-        for policy in POLICIES:
-            cluster.set_policy(policy)
-            await asyncio.sleep(timings.settle_s)
-            via_ballast.reset()
-            before = upstream_tally(cluster)
-            async with EwmaSampler(cluster, scene.balancer.clock) as ewma:
-                await asyncio.sleep(timings.weights_window_s)
-            stats = via_ballast.stats()
-            load = upstream_load(before, upstream_tally(cluster), pods, stats.elapsed_s)
-            policies[policy] = _shares(stats, pods, expected) | load | ewma.summary(pods)
-            say(f"weights: {policy} max share error {policies[policy]['max_share_error']}")
-        l4 = _shares(via_l4.stats(), pods, expected)
+    policies: dict[str, Any] = {}
+    for run in policy_runs(POLICIES, engine):
+        async with running_scene(scene_options(options, run)) as scene:
+            via_l4, via_ballast = loads(scene)
+            cluster = cluster_of(scene)
+            pods = list(await running_pods(scene))
+            wanted = {pod: r * WEIGHT_UNIT for pod, r in zip(pods, WEIGHT_RATIO, strict=True)}
+            for pod, weight in wanted.items():
+                cluster.set_weight(pod, weight)
+            expected = expected_shares(wanted)
+            await asyncio.sleep(timings.warmup_s)
+            via_l4.reset()
+            for policy in run:
+                cluster.set_policy(policy)
+                await asyncio.sleep(timings.settle_s)
+                via_ballast.reset()
+                before = upstream_tally(cluster)
+                async with EwmaSampler(cluster, scene.balancer.clock) as ewma:
+                    await asyncio.sleep(timings.weights_window_s)
+                stats = via_ballast.stats()
+                load = upstream_load(before, upstream_tally(cluster), pods, stats.elapsed_s)
+                policies[policy] = (
+                    _shares(stats, pods, expected) | load | ewma.summary(pods)
+                ) | haproxy_processes(scene)
+                say(f"weights: {policy} max share error {policies[policy]['max_share_error']}")
+            l4 = _shares(via_l4.stats(), pods, expected)
     return {
         "goal": "max_share_error <= 0.03 (Ballast, every policy)",
         "max_share_error": max(p["max_share_error"] for p in policies.values()),
@@ -198,10 +202,30 @@ async def weights(timings: Timings, seed: int | None, engine: str = "embedded") 
         "weights": list(wanted.values()),
         "expected_shares": [rounded(expected[pod]) for pod in pods],
         "window_s_per_policy": timings.weights_window_s,
-        "load": load_of(options),
+        "load": load_of(options) | policy_switching(engine),
         "policies": policies,
         "l4": l4 | {"note": "no weights at L4: its shares under the same clients, vs 1:2:5"},
     }
+
+
+def policy_runs(policies: Sequence[str], engine: str) -> list[tuple[str, ...]]:
+    """Which policies each scene runs: all in one scene, switched live, on the embedded
+    engine; one scene per policy under HAProxy, where a live switch starts a new HAProxy
+    and the engine may leave a stray one running beside it (bench/README.md)."""
+    if engine == "haproxy":
+        return [(policy,) for policy in policies]
+    return [tuple(policies)]
+
+
+def scene_options(options: SceneOptions, run: Sequence[str]) -> SceneOptions:
+    """A scene of one policy under HAProxy starts with it (no switch at all); the embedded
+    engine's scene starts with the scene's default and switches."""
+    return replace(options, policy=run[0]) if options.engine == "haproxy" else options
+
+
+def policy_switching(engine: str) -> dict[str, str]:
+    how = "a fresh scene per policy" if engine == "haproxy" else "live, in one scene"
+    return {"policy_switch": how}
 
 
 def _shares(stats: LoadStats, pods: Sequence[str], expected: dict[str, float]) -> dict[str, Any]:
@@ -226,31 +250,32 @@ async def slow_pod(timings: Timings, seed: int | None, engine: str = "embedded")
     options = SceneOptions(
         seed=seed, pods=4, clients_per_group=8, rate_per_client=25.0, knobs=knobs, engine=engine
     )
-    async with running_scene(options) as scene:
-        via_l4, via_ballast = loads(scene)
-        cluster = cluster_of(scene)
-        pods = await running_pods(scene)
-        slow = next(iter(pods))
-        await set_latency(pods[slow], SLOW_LATENCY_MS)
-        await asyncio.sleep(timings.warmup_s)
-        # Read once the clients have called: channels connect on their first call.
-        connections = scene.l4.snapshot().open_by_backend().get(slow, 0)
-        via_l4.reset()
-        report: dict[str, Any] = {}
-        for policy in SLOW_POLICIES:
-            cluster.set_policy(policy)
-            await asyncio.sleep(timings.settle_s)
-            via_ballast.reset()
-            await asyncio.sleep(timings.slow_window_s)
-            report[policy] = _latency(via_ballast.stats(), slow)
-            say(f"slow_pod: {policy} {report[policy]}")
-        l4 = _latency(via_l4.stats(), slow)
+    report: dict[str, Any] = {}
+    for run in policy_runs(SLOW_POLICIES, engine):
+        async with running_scene(scene_options(options, run)) as scene:
+            via_l4, via_ballast = loads(scene)
+            cluster = cluster_of(scene)
+            pods = await running_pods(scene)
+            slow = next(iter(pods))
+            await set_latency(pods[slow], SLOW_LATENCY_MS)
+            await asyncio.sleep(timings.warmup_s)
+            # Read once the clients have called: channels connect on their first call.
+            connections = scene.l4.snapshot().open_by_backend().get(slow, 0)
+            via_l4.reset()
+            for policy in run:
+                cluster.set_policy(policy)
+                await asyncio.sleep(timings.settle_s)
+                via_ballast.reset()
+                await asyncio.sleep(timings.slow_window_s)
+                report[policy] = _latency(via_ballast.stats(), slow) | haproxy_processes(scene)
+                say(f"slow_pod: {policy} {report[policy]}")
+            l4 = _latency(via_l4.stats(), slow)
     return {
         "goal": SLOW_GOALS[engine],
         **report,
         "latency_ms": {"others": BASE_LATENCY_MS, "slow": SLOW_LATENCY_MS},
         "window_s_per_policy": timings.slow_window_s,
-        "load": load_of(options),
+        "load": load_of(options) | policy_switching(engine),
         "l4": l4 | {"slow_pod_connections": connections, "clients": options.clients_per_group},
     }
 

@@ -42,6 +42,16 @@ async def running_scene(options: SceneOptions) -> AsyncIterator[Scene]:
         stop_stray_haproxy()
 
 
+def haproxy_processes(scene: Scene) -> dict[str, int]:
+    """Under HAProxy, how many haproxy processes of ours are running now (1 is right; more
+    while a replaced one finishes its calls, or when the engine lost track of one): its
+    `haproxy_processes` key, else nothing."""
+    if scene.balancer.engine.name != "haproxy":
+        return {}
+    running = [c for c in psutil.Process().children() if c.name() == "haproxy"]
+    return {"haproxy_processes": len(running)}
+
+
 # HAProxy processes the HAProxy engine left running after its balancer stopped, per scene.
 STRAY_HAPROXY: list[int] = []
 
