@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))  # bench/ is a folder of scripts importing each other by name
 
 import balance_measure  # noqa: E402
+import balance_scenarios  # noqa: E402
 import summary  # noqa: E402
 from cases import Sample  # noqa: E402
 
@@ -83,6 +84,17 @@ def test_it_judges_haproxy_slow_pods_by_least_request_and_says_peak_ewma_does_no
     assert "slow_pod.least_request.slow_share" not in balance_measure.goals(report)
 
 
+def test_it_gives_each_policy_its_own_scene_under_haproxy_and_switches_live_embedded():
+    policies = ("round_robin", "least_request")
+    assert balance_scenarios.policy_runs(policies, "haproxy") == [
+        ("round_robin",),
+        ("least_request",),
+    ]
+    assert balance_scenarios.policy_runs(policies, "embedded") == [policies]
+    options = balance_scenarios.SceneOptions(engine="haproxy")
+    assert balance_scenarios.scene_options(options, ("random",)).policy == "random"
+
+
 def _orphan_haproxy_pids() -> set[int]:
     """HAProxy processes no balancer owns any more (other checkouts' tests may run theirs)."""
     orphans = set()
@@ -140,3 +152,19 @@ def test_it_drains_through_haproxy_and_counts_haproxy_s_own_picks():
     assert drain["state"] == "DRAINED"
     assert isinstance(drain["new_requests_after_drain"], int)
     assert drain["failed_in_flight"] == 0
+
+
+@needs_haproxy
+@pytest.mark.timeout(150)
+def test_it_measures_every_policy_s_weights_through_one_haproxy_process():
+    report = _run(
+        "balance_quality.py", "--smoke", "--engine", "haproxy", "--only", "weights",
+        timeout_s=140,
+    )  # fmt: skip
+
+    policies = report["weights"]["policies"]
+    assert set(policies) == {"round_robin", "least_request", "peak_ewma", "random"}
+    assert [p["haproxy_processes"] for p in policies.values()] == [1, 1, 1, 1]
+    assert all(p["errors"] == {} and p["n"] > 0 for p in policies.values())
+    assert report["stray_haproxy_processes"] == 0
+    assert report["weights"]["load"]["haproxy_balance"]["peak_ewma"] == "random(2)"
