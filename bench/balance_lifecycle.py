@@ -20,6 +20,7 @@ from balance_scene import (
     WatchStreams,
     cluster_of,
     errors,
+    haproxy_sessions_total,
     loads,
     picked,
     running_pods,
@@ -43,10 +44,12 @@ READY_TIMEOUT_S = 30.0
 # --- drain ----------------------------------------------------------------------------------
 
 
-async def drain(timings: Timings, seed: int | None) -> dict[str, Any]:
+async def drain(timings: Timings, seed: int | None, engine: str = "embedded") -> dict[str, Any]:
     """20 server streams through Ballast; the pod serving most of them is drained while the
     Ballast clients keep calling."""
-    options = SceneOptions(seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0)
+    options = SceneOptions(
+        seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0, engine=engine
+    )
     async with running_scene(options) as scene:
         await asyncio.sleep(timings.warmup_s)
         target = scene.balancer.listen_addresses[0]
@@ -78,6 +81,9 @@ async def _drain_busiest(scene: Scene, streams: WatchStreams, timings: Timings) 
     pods = [r.pod for r in streams.results if r.pod]
     pod = max(sorted(set(pods)), key=pods.count)
     ep = cluster.get(pod)
+    # HAProxy picks servers itself: its own count of calls sent to the pod, read just before
+    # the drain (calls sent before the drain reaches HAProxy count as sent after it).
+    sent_before = await haproxy_sessions_total(scene, pod)
     # One event-loop step from here to the drain: no call can be sent in between.
     before, in_flight = picked(ep), ep.in_flight
     scene.reset_load()
@@ -90,8 +96,14 @@ async def _drain_busiest(scene: Scene, streams: WatchStreams, timings: Timings) 
     while_draining = via_ballast.stats().pods.get(pod, 0)
     via_ballast.reset()
     await asyncio.sleep(timings.drained_window_s)
+    sent_after = await haproxy_sessions_total(scene, pod)
+    if sent_before is not None and sent_after is not None:
+        new_requests, counted_by = sent_after - sent_before, "haproxy show stat stot"
+    else:
+        new_requests, counted_by = picked(ep) - before, "balancer picks"
     return {
-        "new_requests_after_drain": picked(ep) - before,
+        "new_requests_after_drain": new_requests,
+        "new_requests_counted_by": counted_by,
         "drained_after_s": None if drained_after_s is None else round(drained_after_s, 3),
         "pod": pod,
         "in_flight_at_drain": in_flight,
@@ -129,9 +141,11 @@ def _stream_fates(streams: WatchStreams, pod: str, items: int) -> dict[str, Any]
 # --- restart --------------------------------------------------------------------------------
 
 
-async def restart(timings: Timings, seed: int | None) -> dict[str, Any]:
+async def restart(timings: Timings, seed: int | None, engine: str = "embedded") -> dict[str, Any]:
     """Drain a pod, restart it through the platform, wait for its replacement to be READY."""
-    options = SceneOptions(seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0)
+    options = SceneOptions(
+        seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0, engine=engine
+    )
     async with running_scene(options) as scene:
         via_l4, via_ballast = loads(scene)
         await asyncio.sleep(timings.warmup_s)

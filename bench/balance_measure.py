@@ -27,7 +27,22 @@ GOALS: tuple[dict[str, Any], ...] = (
      "op": "==", "bound": 0},
     {"name": "restart.client_errors", "path": ("restart", "client_errors"),
      "op": "==", "bound": 0},
+    # HAProxy has no latency-aware policy (peak_ewma runs as random(2) on in-flight streams):
+    # its slow-pod goals are least_request's (leastconn), with the same bounds.
+    {"name": "slow_pod.least_request_p99_vs_round_robin",
+     "path": ("slow_pod", "least_request", "p99_ms"),
+     "ratio_of": ("slow_pod", "round_robin", "p99_ms"), "op": "<=", "bound": 0.3,
+     "engines": ("haproxy",)},
+    {"name": "slow_pod.least_request.slow_share",
+     "path": ("slow_pod", "least_request", "slow_share"),
+     "op": "<=", "bound": 1 / 8, "engines": ("haproxy",)},
 )  # fmt: skip
+ENGINES = ("embedded", "haproxy")
+# Goals of the embedded engine that do not apply to HAProxy's, and why.
+NOT_FOR_HAPROXY = {
+    "slow_pod.peak_ewma_p99_vs_round_robin": "no latency-aware policy: peak_ewma is random(2)",
+    "slow_pod.peak_ewma.slow_share": "no latency-aware policy: peak_ewma is random(2)",
+}
 
 
 def counts_over(counts: Mapping[str, int], pods: Sequence[str]) -> list[int]:
@@ -97,10 +112,14 @@ def _met(value: float | None, op: str, bound: float) -> bool | None:
     return value <= bound if op == "<=" else value == bound
 
 
-def goals(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every goal with its value, its bound and whether it is met (None: not measured)."""
-    section = {}
+def goals(report: Mapping[str, Any], engine: str = "embedded") -> dict[str, dict[str, Any]]:
+    """Every goal of `engine` with its value, its bound and whether it is met (None: not
+    measured); under HAProxy, the embedded engine's goals it cannot meet by design are listed
+    with `met` None and the reason."""
+    section: dict[str, dict[str, Any]] = {}
     for goal in GOALS:
+        if engine not in goal.get("engines", ENGINES):
+            continue
         value = lookup(report, goal["path"])
         if "ratio_of" in goal:
             value = rounded(ratio(value, lookup(report, goal["ratio_of"])))
@@ -109,4 +128,6 @@ def goals(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "goal": f"{goal['op']} {rounded(goal['bound'])}",
             "met": _met(value, goal["op"], goal["bound"]),
         }
+        if engine == "haproxy" and goal["name"] in NOT_FOR_HAPROXY:
+            section[goal["name"]] |= {"met": None, "applies": NOT_FOR_HAPROXY[goal["name"]]}
     return section

@@ -22,11 +22,11 @@ from typing import Any
 
 import grpc
 from balance_lifecycle import drain, restart
-from balance_measure import goals
+from balance_measure import ENGINES, goals
 from balance_scenarios import FULL, QUICK, SMOKE, Timings, pinning, slow_pod, timings_dict, weights
-from balance_scene import say
+from balance_scene import STRAY_HAPROXY, say
 
-Scenario = Callable[[Timings, int | None], Awaitable[dict[str, Any]]]
+Scenario = Callable[[Timings, int | None, str], Awaitable[dict[str, Any]]]
 SCENARIOS: dict[str, Scenario] = {
     "pinning": pinning,
     "weights": weights,
@@ -50,6 +50,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})",
     )
     parser.add_argument("--seed", type=int, default=1, help="seeds pod names and clients (1)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="embedded",
+        help="what carries Ballast's calls ([balancer] engine; default embedded)",
+    )
     args = parser.parse_args(argv)
     if unknown := [name for name in args.only if name not in SCENARIOS]:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; use {', '.join(SCENARIOS)}")
@@ -62,20 +68,23 @@ def mode_of(args: argparse.Namespace) -> tuple[str, Timings]:
     return ("quick", QUICK) if args.quick else ("full", FULL)
 
 
-async def run(names: list[str], timings: Timings, seed: int | None) -> dict[str, Any]:
+async def run(names: list[str], timings: Timings, seed: int | None, engine: str) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for name in names:
         started_s = time.monotonic()
         say(f"{name}: starting")
-        report[name] = await SCENARIOS[name](timings, seed)
+        report[name] = await SCENARIOS[name](timings, seed, engine)
         report[name]["elapsed_s"] = round(time.monotonic() - started_s, 1)
         say(f"{name}: done in {report[name]['elapsed_s']} s")
     return report
 
 
-def context(mode: str, timings: Timings, seed: int | None, elapsed_s: float) -> dict[str, Any]:
+def context(
+    mode: str, timings: Timings, seed: int | None, engine: str, elapsed_s: float
+) -> dict[str, Any]:
     return {
         "mode": mode,
+        "engine": engine,
         "timings": timings_dict(timings),
         "seed": seed,
         "grpcio_version": grpc.__version__,
@@ -91,15 +100,18 @@ def main(argv: list[str]) -> int:
     mode, timings = mode_of(args)
     started_s = time.monotonic()
     try:
-        report = asyncio.run(run(args.only, timings, args.seed))
+        report = asyncio.run(run(args.only, timings, args.seed, args.engine))
     except KeyboardInterrupt:
         print("balance_quality: interrupted; pods and clients stopped", file=sys.stderr)
         return 130
     except (OSError, TimeoutError) as error:
         print(f"balance_quality: {error!r}", file=sys.stderr)
         return 1
-    report["goals"] = goals(report)
-    report.update(context(mode, timings, args.seed, time.monotonic() - started_s))
+    report["goals"] = goals(report, args.engine)
+    # HAProxy processes the engine lost track of (killed when each scene stopped).
+    report["stray_haproxy_processes"] = sum(STRAY_HAPROXY)
+    elapsed_s = time.monotonic() - started_s
+    report.update(context(mode, timings, args.seed, args.engine, elapsed_s))
     for name, goal in report["goals"].items():
         say(f"goal {name}: {goal['value']} {goal['goal']} → {goal['met']}")
     print(json.dumps(report))

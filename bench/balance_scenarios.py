@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from balance_measure import (
@@ -27,6 +27,7 @@ from balance_scene import (
     EwmaSampler,
     cluster_of,
     errors,
+    haproxy_processes,
     loads,
     running_pods,
     running_scene,
@@ -36,6 +37,7 @@ from balance_scene import (
     upstream_tally,
 )
 
+from balancer.engines.haproxy.config import BALANCE
 from balancer.picker import POLICIES
 from demo.loadgen import LoadStats
 from demo.scene import SERVICE, SceneOptions
@@ -85,9 +87,20 @@ SLOW_LATENCY_MS = 50.0
 SLOW_POLICIES = ("round_robin", "least_request", "peak_ewma")
 
 
+SLOW_GOALS = {
+    "embedded": "peak_ewma p99_ms <= 0.3 × round_robin p99_ms, and slow_share <= 1/8",
+    # HAProxy has no latency-aware policy; leastconn is the one that sees a slow pod.
+    "haproxy": "least_request (leastconn) p99_ms <= 0.3 × round_robin p99_ms, and"
+    " slow_share <= 1/8; peak_ewma runs as random(2), no goal",
+}
+
+
 def load_of(options: SceneOptions) -> dict[str, Any]:
     """How the scene was loaded, for the report."""
     return {
+        "engine": options.engine,
+        # What each policy runs as under HAProxy (`balance` algorithm).
+        **({"haproxy_balance": dict(BALANCE)} if options.engine == "haproxy" else {}),
         "pods": options.pods,
         "clients_per_group": options.clients_per_group,
         "rate_per_client": options.rate_per_client,
@@ -99,9 +112,11 @@ def load_of(options: SceneOptions) -> dict[str, Any]:
 # --- pinning --------------------------------------------------------------------------------
 
 
-async def pinning(timings: Timings, seed: int | None) -> dict[str, Any]:
+async def pinning(timings: Timings, seed: int | None, engine: str = "embedded") -> dict[str, Any]:
     """Clients connect, the deployment is rolled out, then a window measures max ÷ mean."""
-    options = SceneOptions(seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0)
+    options = SceneOptions(
+        seed=seed, pods=4, clients_per_group=8, rate_per_client=20.0, engine=engine
+    )
     async with running_scene(options) as scene:
         via_l4, via_ballast = loads(scene)
         await asyncio.sleep(timings.warmup_s)
@@ -148,32 +163,37 @@ def _spread(
 # --- weights --------------------------------------------------------------------------------
 
 
-async def weights(timings: Timings, seed: int | None) -> dict[str, Any]:
+async def weights(timings: Timings, seed: int | None, engine: str = "embedded") -> dict[str, Any]:
     """Weights 1:2:5 on three equal pods; per policy, the Ballast clients' shares per pod."""
-    options = SceneOptions(seed=seed, pods=3, clients_per_group=8, rate_per_client=WEIGHTS_RATE)
-    async with running_scene(options) as scene:
-        via_l4, via_ballast = loads(scene)
-        cluster = cluster_of(scene)
-        pods = list(await running_pods(scene))
-        wanted = {pod: r * WEIGHT_UNIT for pod, r in zip(pods, WEIGHT_RATIO, strict=True)}
-        for pod, weight in wanted.items():
-            cluster.set_weight(pod, weight)
-        expected = expected_shares(wanted)
-        await asyncio.sleep(timings.warmup_s)
-        via_l4.reset()
-        policies = {}
-        for policy in POLICIES:
-            cluster.set_policy(policy)
-            await asyncio.sleep(timings.settle_s)
-            via_ballast.reset()
-            before = upstream_tally(cluster)
-            async with EwmaSampler(cluster, scene.balancer.clock) as ewma:
-                await asyncio.sleep(timings.weights_window_s)
-            stats = via_ballast.stats()
-            load = upstream_load(before, upstream_tally(cluster), pods, stats.elapsed_s)
-            policies[policy] = _shares(stats, pods, expected) | load | ewma.summary(pods)
-            say(f"weights: {policy} max share error {policies[policy]['max_share_error']}")
-        l4 = _shares(via_l4.stats(), pods, expected)
+    options = SceneOptions(
+        seed=seed, pods=3, clients_per_group=8, rate_per_client=WEIGHTS_RATE, engine=engine
+    )
+    policies: dict[str, Any] = {}
+    for run in policy_runs(POLICIES, engine):
+        async with running_scene(scene_options(options, run)) as scene:
+            via_l4, via_ballast = loads(scene)
+            cluster = cluster_of(scene)
+            pods = list(await running_pods(scene))
+            wanted = {pod: r * WEIGHT_UNIT for pod, r in zip(pods, WEIGHT_RATIO, strict=True)}
+            for pod, weight in wanted.items():
+                cluster.set_weight(pod, weight)
+            expected = expected_shares(wanted)
+            await asyncio.sleep(timings.warmup_s)
+            via_l4.reset()
+            for policy in run:
+                cluster.set_policy(policy)
+                await asyncio.sleep(timings.settle_s)
+                via_ballast.reset()
+                before = upstream_tally(cluster)
+                async with EwmaSampler(cluster, scene.balancer.clock) as ewma:
+                    await asyncio.sleep(timings.weights_window_s)
+                stats = via_ballast.stats()
+                load = upstream_load(before, upstream_tally(cluster), pods, stats.elapsed_s)
+                policies[policy] = (
+                    _shares(stats, pods, expected) | load | ewma.summary(pods)
+                ) | haproxy_processes(scene)
+                say(f"weights: {policy} max share error {policies[policy]['max_share_error']}")
+            l4 = _shares(via_l4.stats(), pods, expected)
     return {
         "goal": "max_share_error <= 0.03 (Ballast, every policy)",
         "max_share_error": max(p["max_share_error"] for p in policies.values()),
@@ -182,10 +202,30 @@ async def weights(timings: Timings, seed: int | None) -> dict[str, Any]:
         "weights": list(wanted.values()),
         "expected_shares": [rounded(expected[pod]) for pod in pods],
         "window_s_per_policy": timings.weights_window_s,
-        "load": load_of(options),
+        "load": load_of(options) | policy_switching(engine),
         "policies": policies,
         "l4": l4 | {"note": "no weights at L4: its shares under the same clients, vs 1:2:5"},
     }
+
+
+def policy_runs(policies: Sequence[str], engine: str) -> list[tuple[str, ...]]:
+    """Which policies each scene runs: all in one scene, switched live, on the embedded
+    engine; one scene per policy under HAProxy, where a live switch starts a new HAProxy
+    and the engine may leave a stray one running beside it (bench/README.md)."""
+    if engine == "haproxy":
+        return [(policy,) for policy in policies]
+    return [tuple(policies)]
+
+
+def scene_options(options: SceneOptions, run: Sequence[str]) -> SceneOptions:
+    """A scene of one policy under HAProxy starts with it (no switch at all); the embedded
+    engine's scene starts with the scene's default and switches."""
+    return replace(options, policy=run[0]) if options.engine == "haproxy" else options
+
+
+def policy_switching(engine: str) -> dict[str, str]:
+    how = "a fresh scene per policy" if engine == "haproxy" else "live, in one scene"
+    return {"policy_switch": how}
 
 
 def _shares(stats: LoadStats, pods: Sequence[str], expected: dict[str, float]) -> dict[str, Any]:
@@ -203,38 +243,39 @@ def _shares(stats: LoadStats, pods: Sequence[str], expected: dict[str, float]) -
 # --- slow pod -------------------------------------------------------------------------------
 
 
-async def slow_pod(timings: Timings, seed: int | None) -> dict[str, Any]:
+async def slow_pod(timings: Timings, seed: int | None, engine: str = "embedded") -> dict[str, Any]:
     """One of four pods 10× slower (set at run time through its Knobs service); per policy,
     the Ballast clients' p99 and the slow pod's share of their calls."""
     knobs = {"BALLAST_KNOB_LATENCY_MS": f"{BASE_LATENCY_MS:g}"}
     options = SceneOptions(
-        seed=seed, pods=4, clients_per_group=8, rate_per_client=25.0, knobs=knobs
+        seed=seed, pods=4, clients_per_group=8, rate_per_client=25.0, knobs=knobs, engine=engine
     )
-    async with running_scene(options) as scene:
-        via_l4, via_ballast = loads(scene)
-        cluster = cluster_of(scene)
-        pods = await running_pods(scene)
-        slow = next(iter(pods))
-        await set_latency(pods[slow], SLOW_LATENCY_MS)
-        await asyncio.sleep(timings.warmup_s)
-        # Read once the clients have called: channels connect on their first call.
-        connections = scene.l4.snapshot().open_by_backend().get(slow, 0)
-        via_l4.reset()
-        report: dict[str, Any] = {}
-        for policy in SLOW_POLICIES:
-            cluster.set_policy(policy)
-            await asyncio.sleep(timings.settle_s)
-            via_ballast.reset()
-            await asyncio.sleep(timings.slow_window_s)
-            report[policy] = _latency(via_ballast.stats(), slow)
-            say(f"slow_pod: {policy} {report[policy]}")
-        l4 = _latency(via_l4.stats(), slow)
+    report: dict[str, Any] = {}
+    for run in policy_runs(SLOW_POLICIES, engine):
+        async with running_scene(scene_options(options, run)) as scene:
+            via_l4, via_ballast = loads(scene)
+            cluster = cluster_of(scene)
+            pods = await running_pods(scene)
+            slow = next(iter(pods))
+            await set_latency(pods[slow], SLOW_LATENCY_MS)
+            await asyncio.sleep(timings.warmup_s)
+            # Read once the clients have called: channels connect on their first call.
+            connections = scene.l4.snapshot().open_by_backend().get(slow, 0)
+            via_l4.reset()
+            for policy in run:
+                cluster.set_policy(policy)
+                await asyncio.sleep(timings.settle_s)
+                via_ballast.reset()
+                await asyncio.sleep(timings.slow_window_s)
+                report[policy] = _latency(via_ballast.stats(), slow) | haproxy_processes(scene)
+                say(f"slow_pod: {policy} {report[policy]}")
+            l4 = _latency(via_l4.stats(), slow)
     return {
-        "goal": "peak_ewma p99_ms <= 0.3 × round_robin p99_ms, and slow_share <= 1/8",
+        "goal": SLOW_GOALS[engine],
         **report,
         "latency_ms": {"others": BASE_LATENCY_MS, "slow": SLOW_LATENCY_MS},
         "window_s_per_policy": timings.slow_window_s,
-        "load": load_of(options),
+        "load": load_of(options) | policy_switching(engine),
         "l4": l4 | {"slow_pod_connections": connections, "clients": options.clients_per_group},
     }
 

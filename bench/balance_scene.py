@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import psutil
 
 from balancer.cluster import Cluster
 from balancer.endpoint import Endpoint
@@ -38,6 +39,38 @@ async def running_scene(options: SceneOptions) -> AsyncIterator[Scene]:
         yield scene
     finally:
         await scene.stop()
+        stop_stray_haproxy()
+
+
+def haproxy_processes(scene: Scene) -> dict[str, int]:
+    """Under HAProxy, how many haproxy processes of ours are running now (1 is right; more
+    while a replaced one finishes its calls, or when the engine lost track of one): its
+    `haproxy_processes` key, else nothing."""
+    if scene.balancer.engine.name != "haproxy":
+        return {}
+    running = [c for c in psutil.Process().children() if c.name() == "haproxy"]
+    return {"haproxy_processes": len(running)}
+
+
+# HAProxy processes the HAProxy engine left running after its balancer stopped, per scene.
+STRAY_HAPROXY: list[int] = []
+
+
+def stop_stray_haproxy() -> None:
+    """Kills haproxy children of this process still running after the scene stopped, and
+    counts them in STRAY_HAPROXY: a policy change whose old process exits before the new
+    one is ready makes the engine restart HAProxy beside the new one, which it then loses.
+    Without this, `asyncio.run` would wait for them forever (their exit is waited on in
+    threads)."""
+    stray = [
+        child
+        for child in psutil.Process().children()
+        if child.name() == "haproxy" and child.is_running()
+    ]
+    for child in stray:
+        say(f"stray haproxy (pid {child.pid}) left by the engine after the scene stopped: killed")
+        child.kill()
+    STRAY_HAPROXY.append(len(stray))
 
 
 def cluster_of(scene: Scene) -> Cluster:
@@ -132,6 +165,21 @@ class EwmaSampler:
             "ewma_mean_ms": [round(sum(s) / len(s), 2) if s else None for s in series],
             "ewma_max_ms": [round(max(s), 2) if s else None for s in series],
         }
+
+
+async def haproxy_sessions_total(scene: Scene, pod: str) -> int | None:
+    """Calls HAProxy has sent to `pod`'s server since it was added (`show stat` stot), or
+    None when the scene's engine is not HAProxy or the server is not there. Reads the
+    engine's runtime API: HAProxy picks servers itself, so only it can count its picks."""
+    engine: Any = scene.balancer.engine
+    if engine.name != "haproxy":
+        return None
+    server = engine._applied[SERVICE].get(pod)
+    if server is None:
+        return None
+    stats = await engine._api.server_stats(engine._backends[SERVICE])
+    stat = stats.get(server.name)
+    return None if stat is None else int(stat.sessions_total)
 
 
 def errors(stats: LoadStats) -> dict[str, int]:

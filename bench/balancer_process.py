@@ -25,15 +25,21 @@ def admin_toml(admin_token: str | None) -> str:
 
 
 def balancer_toml(
-    backend_addresses: list[str], *, record_stats: bool, admin_token: str | None = None
+    backend_addresses: list[str],
+    *,
+    record_stats: bool,
+    admin_token: str | None = None,
+    engine: str = "embedded",
 ) -> str:
-    """The bench config: one listener on a free port, one round-robin cluster, and the admin
-    API only when ``admin_token`` is given."""
+    """The bench config: one listener on a free port, one round-robin cluster carried by
+    ``engine`` ("embedded" or "haproxy"), and the admin API only when ``admin_token`` is
+    given."""
     endpoints = ", ".join(json.dumps(address) for address in backend_addresses)
     return f"""\
 [balancer]
 id = "bench"
 record_stats = {str(record_stats).lower()}
+engine = {json.dumps(engine)}
 
 [admin]
 {admin_toml(admin_token)}
@@ -89,14 +95,17 @@ async def launch_balancer(
     *,
     record_stats: bool,
     admin_token: str | None = None,
+    engine: str = "embedded",
 ) -> tuple[Child, Path]:
-    """Starts a balancer; returns it and the ready file to pass to ``wait_until_ready``.
+    """Starts a balancer on ``engine``; returns it and the ready file for ``wait_until_ready``.
 
     The caller owns the child and must stop it, whether or not it ever gets ready.
     """
     config_path = work_dir / f"{name}.toml"
     ready_path = work_dir / f"{name}.ready.json"
-    toml = balancer_toml(backend_addresses, record_stats=record_stats, admin_token=admin_token)
+    toml = balancer_toml(
+        backend_addresses, record_stats=record_stats, admin_token=admin_token, engine=engine
+    )
     config_path.write_text(toml)
     with contextlib.suppress(FileNotFoundError):
         ready_path.unlink()

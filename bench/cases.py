@@ -46,6 +46,12 @@ class Topology:
     stats_off_address: str
     stats_off_pid: int
     loadgen_pids: tuple[int, ...]
+    # The bare grpc.aio pass-through (bench/passthrough.py) to the first backend.
+    passthrough_address: str
+    passthrough_pid: int
+    # The balancer with engine = "haproxy": its own pid, then its HAProxy child's.
+    haproxy_address: str
+    haproxy_pids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -87,22 +93,31 @@ def case_groups(topology: Topology, settings: Settings) -> list[list[Case]]:
     direct = topology.backend_addresses
     proxy, stats_off = (topology.proxy_address,), (topology.stats_off_address,)
     common = {"loadgen": topology.loadgen_pids, "backends": topology.backend_pids}
+    passthrough, haproxy = (topology.passthrough_address,), (topology.haproxy_address,)
     proxied_cpu = {**common, "proxy": (topology.proxy_pid,)}
     stats_off_cpu = {**common, "proxy": (topology.stats_off_pid,)}
+    passthrough_cpu = {**common, "proxy": (topology.passthrough_pid,)}
+    haproxy_cpu = {**common, "proxy": topology.haproxy_pids}
     unary_c, stream_c = settings.concurrency, settings.stream_concurrency
     return [
         [
             Case("unary_direct", "unary", direct, unary_c, common),
             Case("unary_proxied", "unary", proxy, unary_c, proxied_cpu),
             Case("unary_proxied_stats_off", "unary", stats_off, unary_c, stats_off_cpu),
+            Case("unary_passthrough", "unary", passthrough, unary_c, passthrough_cpu),
+            Case("unary_haproxy", "unary", haproxy, unary_c, haproxy_cpu),
         ],
         [
             Case("latency_direct", "unary", direct, 1, common),
             Case("latency_proxied", "unary", proxy, 1, proxied_cpu),
+            Case("latency_passthrough", "unary", passthrough, 1, passthrough_cpu),
+            Case("latency_haproxy", "unary", haproxy, 1, haproxy_cpu),
         ],
         [
             Case("stream_direct", "stream", direct, stream_c, common),
             Case("stream_proxied", "stream", proxy, stream_c, proxied_cpu),
+            Case("stream_passthrough", "stream", passthrough, stream_c, passthrough_cpu),
+            Case("stream_haproxy", "stream", haproxy, stream_c, haproxy_cpu),
         ],
     ]
 

@@ -1,10 +1,12 @@
 """Ballast proxy overhead: direct vs proxied gRPC throughput, latency and CPU, as JSON.
 
-Starts two echo backends, two balancers in front of them (stats recording on and off)
-and load generator processes, then runs the cases in alternating rounds (direct, proxied,
-proxied with stats off; direct and proxied latency at concurrency 1; direct and proxied
-bidi streaming) and prints one JSON object, the medians over rounds, as the last line of
-stdout. Progress goes to stderr. See bench/README.md for what each key means.
+Starts two echo backends, three balancers in front of them (the embedded engine with stats
+recording on and off, the HAProxy engine), a bare grpc.aio pass-through to the first backend
+(the floor of any Python proxy) and load generator processes, then runs the cases in
+alternating rounds (direct, embedded, embedded with stats off, pass-through, HAProxy; the
+same at concurrency 1 for latency, and bidi streaming) and prints one JSON object, the
+medians over rounds, as the last line of stdout. Progress goes to stderr. See
+bench/README.md for what each key means.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 from balancer_process import launch_balancer, wait_until_ready
 from cases import Sample, Settings, Topology, case_groups, round_order, run_case
 from processes import BenchError, Child, read_json_line, start_child, stop_child
@@ -31,7 +34,8 @@ from summary import summarize
 BENCH_DIR = Path(__file__).resolve().parent
 BACKEND_COUNT = 2
 STARTUP_TIMEOUT_S = 15.0
-QUICK = {"rounds": 3, "duration_s": 1.0, "warmup_s": 0.3}
+# 13 cases per round: --quick stays under 60 s on a 2-core machine.
+QUICK = {"rounds": 3, "duration_s": 0.8, "warmup_s": 0.25}
 FULL = {"rounds": 5, "duration_s": 4.0, "warmup_s": 1.0}
 
 
@@ -51,12 +55,36 @@ async def start_loadgen(stack: contextlib.AsyncExitStack, name: str) -> Child:
 
 
 async def start_balancer(
-    stack: contextlib.AsyncExitStack, name: str, work_dir: Path, backends: list[str], stats: bool
+    stack: contextlib.AsyncExitStack,
+    name: str,
+    work_dir: Path,
+    backends: list[str],
+    stats: bool,
+    engine: str = "embedded",
 ) -> tuple[Child, str]:
     """Starts a balancer (stopped by ``stack``) and waits for its ready file."""
-    child, ready_path = await launch_balancer(name, work_dir, backends, record_stats=stats)
+    child, ready_path = await launch_balancer(
+        name, work_dir, backends, record_stats=stats, engine=engine
+    )
     stack.push_async_callback(stop_child, child)
     return child, await wait_until_ready(child, ready_path)
+
+
+async def start_passthrough(stack: contextlib.AsyncExitStack, backend: str) -> tuple[Child, str]:
+    """Starts bench/passthrough.py in front of ``backend``; returns it and its address."""
+    argv = [sys.executable, str(BENCH_DIR / "passthrough.py"), "--backend", backend]
+    child = await start_child("passthrough", argv)
+    stack.push_async_callback(stop_child, child)
+    ready = await read_json_line(child, STARTUP_TIMEOUT_S)
+    return child, f"127.0.0.1:{ready['port']}"
+
+
+def with_children(pid: int) -> tuple[int, ...]:
+    """``pid`` and its descendants now (the HAProxy engine's balancer and its haproxy)."""
+    children = psutil.Process(pid).children(recursive=True)
+    if not children:
+        raise BenchError(f"the HAProxy engine's balancer (pid {pid}) has no haproxy child")
+    return (pid, *(child.pid for child in children))
 
 
 def first_leaf(error: BaseException) -> BaseException:
@@ -104,8 +132,16 @@ async def start_processes(
         stats_off = group.create_task(
             start_balancer(stack, "balancer-stats-off", work_dir, addresses, False)
         )
+        haproxy_task = group.create_task(
+            start_balancer(stack, "balancer-haproxy", work_dir, addresses, True, "haproxy")
+        )
+        passthrough_task = group.create_task(start_passthrough(stack, addresses[0]))
     loadgens = [task.result() for task in loadgen_tasks]
     (proxy, proxy_address), (off, off_address) = stats_on.result(), stats_off.result()
+    (haproxy, haproxy_address), (passthrough, passthrough_address) = (
+        haproxy_task.result(),
+        passthrough_task.result(),
+    )
     topology = Topology(
         backend_addresses=tuple(addresses),
         backend_pids=tuple(child.pid for child, _ in backends),
@@ -114,8 +150,12 @@ async def start_processes(
         stats_off_address=off_address,
         stats_off_pid=off.pid,
         loadgen_pids=tuple(child.pid for child in loadgens),
+        passthrough_address=passthrough_address,
+        passthrough_pid=passthrough.pid,
+        haproxy_address=haproxy_address,
+        haproxy_pids=with_children(haproxy.pid),
     )
-    return topology, loadgens, [proxy, off]
+    return topology, loadgens, [proxy, off, haproxy, passthrough]
 
 
 def check_alive(children: list[Child]) -> None:
@@ -181,7 +221,7 @@ async def run(settings: Settings) -> dict[str, Any]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help=f"short run (< 45 s): {QUICK}")
+    parser.add_argument("--quick", action="store_true", help=f"short run (< 60 s): {QUICK}")
     parser.add_argument(
         "--rounds", type=int, help=f"rounds of all cases (default {FULL['rounds']})"
     )

@@ -26,7 +26,20 @@ PER_ROUND_KEYS = (
     "proxy_cpu_vs_backend",
     "stats_overhead",
     "stats_cpu_ratio",
+    "passthrough_throughput_ratio",
+    "embedded_cpu_vs_passthrough",
+    "haproxy_throughput_ratio",
+    "haproxy_added_p50_ms",
+    "haproxy_cpu_vs_embedded",
 )
+# The issue's goals for the engines: key, comparison, bound.
+GOALS = (
+    ("haproxy_throughput_ratio", ">=", 0.8),
+    ("haproxy_cpu_vs_embedded", "<=", 0.15),
+    ("embedded_cpu_vs_passthrough", "<=", 1.15),
+)
+# The other proxies measured beside the embedded engine: report prefix → case suffix.
+OTHER_PROXIES = {"passthrough": "passthrough", "haproxy": "haproxy"}
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -86,6 +99,45 @@ def cpu_metrics(cases: dict[str, Sample]) -> Metrics:
     }
 
 
+def other_proxy_metrics(cases: dict[str, Sample], prefix: str) -> Metrics:
+    """Throughput, latency and CPU per call of ``unary_<prefix>`` & co. next to direct's."""
+    unary, stream = cases[f"unary_{prefix}"], cases[f"stream_{prefix}"]
+    latency, direct_latency = cases[f"latency_{prefix}"], cases["latency_direct"]
+    return {
+        f"{prefix}_rps": unary.rps,
+        f"{prefix}_throughput_ratio": ratio(unary.rps, cases["unary_direct"].rps),
+        f"{prefix}_stream_mps": stream.rps,
+        f"{prefix}_stream_throughput_ratio": ratio(stream.rps, cases["stream_direct"].rps),
+        f"{prefix}_p50_ms": latency.p50_ms,
+        f"{prefix}_added_p50_ms": difference(latency.p50_ms, direct_latency.p50_ms),
+        f"{prefix}_p99_ms": latency.p99_ms,
+        f"{prefix}_added_p99_ms": difference(latency.p99_ms, direct_latency.p99_ms),
+        f"{prefix}_cpu_us_per_req": cpu_us_per_req(unary, "proxy"),
+    }
+
+
+def engine_metrics(cases: dict[str, Sample]) -> Metrics:
+    """The pass-through and HAProxy cases, and the CPU per call ratios between the proxies
+    (HAProxy's CPU includes its balancer process: the engine is both)."""
+    metrics: Metrics = {}
+    for prefix in OTHER_PROXIES:
+        metrics |= other_proxy_metrics(cases, prefix)
+    embedded = cpu_us_per_req(cases["unary_proxied"], "proxy")
+    metrics["embedded_cpu_vs_passthrough"] = ratio(embedded, metrics["passthrough_cpu_us_per_req"])
+    metrics["haproxy_cpu_vs_embedded"] = ratio(metrics["haproxy_cpu_us_per_req"], embedded)
+    return metrics
+
+
+def goals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each engine goal with its measured median and whether it is met (None: not measured)."""
+    section = {}
+    for key, op, bound in GOALS:
+        value = report.get(key)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        section[key] = {"value": value, "goal": f"{op} {bound}", "met": met}
+    return section
+
+
 def cores_used(sample: Sample) -> Metrics:
     """Cores each role kept busy during the window; ``other`` is the rest of the machine."""
     cores: Metrics = {
@@ -124,16 +176,31 @@ def summarize(samples: list[Sample], context: dict[str, Any]) -> dict[str, Any]:
     """The report: medians of per-round metrics, per-round ratios, cores used, context."""
     rounds = by_round(samples)
     per_round = [
-        {**throughput_metrics(cases), **latency_metrics(cases), **cpu_metrics(cases)}
+        {
+            **throughput_metrics(cases),
+            **latency_metrics(cases),
+            **cpu_metrics(cases),
+            **engine_metrics(cases),
+        }
         for cases in rounds
     ]
     report: dict[str, Any] = medians(per_round)
+    report["goals"] = goals(report)
     report["per_round"] = {
         key: [rounded(key, metrics[key]) for metrics in per_round] for key in PER_ROUND_KEYS
     }
     report["cores_used"] = {
         case: medians([cores_used(cases[case]) for cases in rounds])
-        for case in ("unary_direct", "unary_proxied", "stream_direct", "stream_proxied")
+        for case in (
+            "unary_direct",
+            "unary_proxied",
+            "unary_passthrough",
+            "unary_haproxy",
+            "stream_direct",
+            "stream_proxied",
+            "stream_passthrough",
+            "stream_haproxy",
+        )
     }
     report["errors"] = sum(sample.errors for sample in samples)
     report.update(context)
