@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import grpc
 import grpc.aio
+import psutil
 import pytest
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -163,6 +164,32 @@ async def test_it_changes_policy_without_failing_a_call(setup):
     await wait_for(lambda: done >= before + 50, 20, what="calls through the new process")
     task.cancel()
     assert errors == []
+    # The old process leaves once its calls are done, and nothing takes its place: the
+    # supervisor did not mistake the handover for a death and start a second HAProxy.
+    await wait_for(lambda: len(_haproxy_processes()) == 1, 20, what="the old haproxy gone")
+    assert setup.balancer.engine.restarts == 0
+    assert [p.pid for p in _haproxy_processes()] == [setup.balancer.engine.pid]
+
+
+async def test_an_idle_policy_change_leaves_one_haproxy(setup):
+    """With no call in flight the old process leaves at once (`-sf`), before the new one
+    answers on the runtime API: still a handover, not a death to restart after."""
+    for policy in ("least_request", "random", "round_robin"):
+        pid = setup.balancer.engine.pid
+        request = admin_pb2.SetPolicyRequest(cluster="echo", policy=policy)
+        await setup.admin.SetPolicy(request, metadata=AUTH)
+        await wait_for(lambda old=pid: setup.balancer.engine.pid != old, 20, what="a new one")
+        await wait_for(lambda: len(_haproxy_processes()) == 1, 20, what="the old one gone")
+    await asyncio.sleep(1.0)  # a restart the supervisor started by mistake shows by now
+    assert setup.balancer.engine.restarts == 0
+    assert [p.pid for p in _haproxy_processes()] == [setup.balancer.engine.pid]
+    assert set(await setup.served_by(20)) == {"pod-a", "pod-b"}
+
+
+def _haproxy_processes() -> list[psutil.Process]:
+    """This test's HAProxy processes (children of this process, through setpriv)."""
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if p.is_running() and p.name() == "haproxy"]
 
 
 async def wait_for_state(setup: Setup, endpoint_id: str, state: int) -> None:

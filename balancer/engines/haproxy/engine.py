@@ -107,6 +107,8 @@ class HaproxyEngine:
         self._api = RuntimeApi("")
         self._process: HaproxyProcess | None = None
         self._retiring: set[HaproxyProcess] = set()
+        # Set when a reload's new process is installed (or its start failed), by the old one.
+        self._handovers: dict[HaproxyProcess, asyncio.Event] = {}
         # What the running process holds: per cluster, endpoint id → server.
         self._applied: dict[str, dict[str, Server]] = {c: {} for c in clusters}
         self._deleting: dict[str, set[str]] = {c: set() for c in clusters}
@@ -294,6 +296,12 @@ class HaproxyEngine:
             code = await process.wait()
             if process is not self._process:
                 continue  # replaced on purpose (policy change); the new one is watched
+            handover = self._handovers.get(process)
+            if handover is not None:
+                # Its successor took over (`-sf`) before `_launch` installed it: wait for
+                # that, rather than start yet another HAProxy beside the successor.
+                await handover.wait()
+                continue
             self._up = False
             log.error(
                 "haproxy (pid %d) exited with code %s: the engine is down; restarting it"
@@ -320,7 +328,13 @@ class HaproxyEngine:
         streams finish there."""
         old = self._process
         assert old is not None
-        await self._launch(replaces=old.pid)
+        handover = self._handovers[old] = asyncio.Event()  # its exit is expected now
+        try:
+            await self._launch(replaces=old.pid)
+        finally:
+            # Installed, or not replaced (then if it died, the supervisor restarts it).
+            del self._handovers[old]
+            handover.set()
         self._retiring.add(old)
         self._spawn(self._reap(old))
 
