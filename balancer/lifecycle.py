@@ -3,6 +3,8 @@ the collector and the dashboard server all take this shape."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -23,3 +25,24 @@ async def serve_until(service: Service, shutdown_trigger: ShutdownTrigger) -> No
         await shutdown_trigger()
     finally:
         await service.stop()
+
+
+class OneTask:
+    """A part that runs one background task, `_run`: `start()` creates it, `stop()` cancels
+    it and returns once it has ended. Subclasses name the task (`task_name`)."""
+
+    task_name = "background"
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

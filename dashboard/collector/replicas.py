@@ -14,12 +14,12 @@ drains; once its pod is gone it leaves the slices and the set. Plain asyncio, no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from balancer.discovery import Add, Remove, Reset, Update
 from balancer.endpoint import Address
+from balancer.lifecycle import OneTask
 from dashboard.collector.runner import ReplicaTarget
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,13 @@ def apply_update(known: Mapping[str, Address], update: Update) -> dict[str, Addr
     return merged
 
 
-class ReplicaFollower:
+class ReplicaFollower(OneTask):
     """Follows `watch()` (the admin Service's updates) and calls `apply` with the replicas,
     sorted by id, each time the set or an address changes. `target` makes a replica from
     an endpoint (its id, the pod name; its admin address; the token). `start()`, `stop()`.
     """
+
+    task_name = "balancer replicas"
 
     def __init__(
         self,
@@ -57,17 +59,6 @@ class ReplicaFollower:
         self._apply = apply
         self._endpoints: dict[str, Address] = {}
         self._applied: tuple[ReplicaTarget, ...] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="balancer replicas")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def replicas(self) -> tuple[ReplicaTarget, ...]:
         """The replicas the last update gave, by id."""

@@ -11,7 +11,6 @@ over a dead one's operations; a later restart of that service is then possible a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from balancer.lifecycle import OneTask
 from dashboard.app.history import service_history
 from dashboard.collector.runner import Collector
 from dashboard.control import operations
@@ -140,9 +140,11 @@ def recover_in_turn(me: str) -> list[int]:
         return recover(me)
 
 
-class OrphanSweeper:
+class OrphanSweeper(OneTask):
     """Runs `recover` beside `collector`: first once the replicas were seen (or after
     `first_look_s`), then every `interval_s`. `start()`, `stop()`."""
+
+    task_name = "orphan sweeper"
 
     def __init__(
         self,
@@ -156,17 +158,6 @@ class OrphanSweeper:
         self.owner = owner
         self.interval_s = interval_s
         self.first_look_s = first_look_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="orphan sweeper")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def _seen_everything(self) -> bool:
         """Every replica answered and every service has a frame: an undrain reaches

@@ -31,7 +31,6 @@ process's: the two are assumed to agree to well under a second (NTP).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +42,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balancer.admin.v1 import admin_pb2
+from balancer.lifecycle import OneTask
 from dashboard.collector.runner import Collector, ReplicaTarget
 from dashboard.control.desired import (
     Command,
@@ -244,11 +244,13 @@ def _utc(unix_ms: int) -> str:
     return datetime.fromtimestamp(unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-class Reconciler:
+class Reconciler(OneTask):
     """Runs a reconciliation pass every `interval_s` beside `collector`: `start()`, `stop()`.
 
     `clock` gives the wall time (unix seconds) snapshots are judged fresh by.
     """
+
+    task_name = "reconciler"
 
     def __init__(
         self,
@@ -269,7 +271,6 @@ class Reconciler:
         self._clusters = {s: t.cluster for s, t in collector.config.services.items()}
         self._pushed_at_ms: dict[str, int] = {}
         self._noted_change_ms = 0
-        self._task: asyncio.Task[None] | None = None
 
     def set_targets(self, targets: Sequence[ReplicaTarget]) -> None:
         """The replicas from now on (found by discovery): a new one is judged, and given
@@ -289,16 +290,6 @@ class Reconciler:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciler")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         while True:
