@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.loadgen import Method
+from platforms.local.processes import spawn
 
 BOOTSTRAP_FILE = "xds-bootstrap.json"
 NODE_ID = "ballast-demo-proxyless"
@@ -86,11 +87,9 @@ class ProxylessClients:
                 "--mix", self._mix, "--duration-s", str(_FOREVER_S),
                 "--every-s", str(self._every_s)]  # fmt: skip
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-        self._process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
+        # Through the pods' launcher: killed with the demo, never left calling for years.
+        self._process = await spawn(
+            argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         self._reader = asyncio.create_task(self._follow_progress(), name="proxyless progress")
 

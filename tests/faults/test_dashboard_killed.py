@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from tests.support.demo_process import DemoProcess, api_token, call, start_demo
@@ -81,11 +82,15 @@ async def test_a_dashboard_killed_mid_drain_is_recovered_on_its_next_start(
         token = api_token(tmp_path)
         async with held_stream(first.ballast) as held:
             operation_id = await _restart_mid_drain(first, token, held.pod)
+            children = psutil.Process(first.process.pid).children(recursive=True)
             first.stop(signal.SIGKILL)
             # The stream went with the balancer in the killed process: the one call lost.
             assert await asyncio.wait_for(held.ended(), 30) == grpc.StatusCode.UNAVAILABLE
     finally:
         first.stop(signal.SIGKILL)
+    # Nothing it started outlives it: pods and the proxyless clients die with it.
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
 
     started = time.monotonic()
     second = start_demo(tmp_path)
