@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 START_ERROR = "StartError"
 START_ERROR_EXIT_CODE = 128  # what Kubernetes reports when a container cannot start
+# Between a pod turning not-ready and its SIGTERM: time for the news to reach whoever routes
+# to it (a balancer, HAProxy over its runtime API), as a preStop sleep gives on Kubernetes.
+# Without it a call routed in that instant meets a server already stopping.
+ENDPOINT_PROPAGATION_S = 0.2
 
 
 class PodRunner:
@@ -141,6 +145,7 @@ class PodRunner:
                 # As an endpoint turns not-ready when its pod starts terminating.
                 pod.ready = False
                 self._watchers.added(self.spec.name, pod.address)
+                await asyncio.sleep(ENDPOINT_PROPAGATION_S)
             await processes.terminate(pod.process, self.spec.termination_grace_s)
         if pod.process is not None or pod.termination is not None:
             await pod.exited.wait()
