@@ -61,14 +61,10 @@ class Cluster:
         rng: random.Random,
         channel_factory: ChannelFactory,
         on_change: Callable[[Cluster, StateChange], None] | None = None,
-        on_rebuild: Callable[[Cluster], None] | None = None,
         watch_connectivity: bool = False,
     ) -> None:
         """`watch_connectivity`: follow each endpoint's channel state (needs real
-        grpc.aio channels and a running loop when endpoints are added).
-
-        `on_rebuild` is told after every rebuild: membership, a state, a weight (slow
-        start's included) or the policy changed; the engine follows it."""
+        grpc.aio channels and a running loop when endpoints are added)."""
         self.config = config
         self.name = config.name
         self.policy = config.policy
@@ -78,7 +74,6 @@ class Cluster:
         self._rng = rng
         self._channel_factory = channel_factory
         self._on_change = on_change
-        self._on_rebuild = on_rebuild
         self._failure_codes = frozenset(
             CODE_INDEX[grpc.StatusCode[name]] for name in config.outlier_detection.failure_codes
         )
@@ -91,9 +86,9 @@ class Cluster:
         self._watch_connectivity = watch_connectivity
         # True while fewer than panic_threshold_percent of the endpoints are READY.
         self.panic = False
-        # Called after every rebuild (any change of endpoints, states, weights, policy):
-        # the xDS server's publisher follows the cluster through it.
-        self.rebuild_listeners: list[Callable[[], None]] = []
+        # Told after every rebuild: membership, a state, a weight (slow start's included) or
+        # the policy changed. The engine and the xDS server's publisher follow the cluster.
+        self.rebuild_listeners: list[Callable[[Cluster], None]] = []
 
     # --- picking (hot path) ---------------------------------------------------------------
 
@@ -424,9 +419,7 @@ class Cluster:
             self.policy, routable, self._rng, tolerance=self.config.peak_ewma.tolerance
         )
         for listener in self.rebuild_listeners:
-            listener()
-        if self._on_rebuild is not None:
-            self._on_rebuild(self)
+            listener(self)
 
     def _set_panic(self, ready: int, judged: int) -> None:
         threshold = self.config.panic_threshold_percent

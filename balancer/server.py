@@ -92,13 +92,14 @@ class Balancer:
                 rng=rng,
                 channel_factory=_channel_factory(c, options),
                 on_change=self._state_changed,
-                on_rebuild=self._cluster_changed,
                 watch_connectivity=True,
             )
             for c in config.clusters
         }
         # Raises EngineUnavailable (the HAProxy binary is missing) before anything runs.
         self.engine: Engine = make_engine(config, self.clusters, clock=clock)
+        for cluster in self.clusters.values():
+            cluster.rebuild_listeners.append(self.engine.cluster_changed)
         self.listen_addresses: list[str] = []
         self.admin_address: str | None = None
         self.metrics_address: str | None = None
@@ -209,9 +210,6 @@ class Balancer:
 
     def _state_changed(self, cluster: Cluster, change: StateChange) -> None:
         self.engine.endpoint_changed(cluster, change)
-
-    def _cluster_changed(self, cluster: Cluster) -> None:
-        self.engine.cluster_changed(cluster)
 
     def connections_by_peer(self) -> Mapping[str, int]:
         """Client connections to the listeners, by peer IP."""

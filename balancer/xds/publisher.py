@@ -54,7 +54,7 @@ class Publisher:
             self._timer.cancel()
             self._timer = None
 
-    def changed(self) -> None:
+    def changed(self, cluster: Cluster) -> None:
         """A cluster changed: publish within `debounce_s` (one push for a burst)."""
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._debounce_s, self._fire)
