@@ -146,3 +146,42 @@ class AuditEvent(models.Model):
         return (
             f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.target}: {self.result}"
         )
+
+
+class ServiceAutomation(models.Model):
+    """What an operator lets Ballast do on its own for one service: all off by default.
+
+    Every automatic action runs as the system actor, bounded per interval, audited
+    with its reason, and none runs while `AutomationSwitch` is paused.
+    """
+
+    service = models.CharField(max_length=64, unique=True)
+    # Weights from each pod's CPU per call (operator overrides win over them).
+    autoweights = models.BooleanField(default=False)
+    # Drain and restart a pod whose memory trend predicts an OOM kill soon.
+    oom_guard = models.BooleanField(default=False)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["service"]
+
+    def __str__(self) -> str:
+        return f"{self.service}: autoweights={self.autoweights} oom_guard={self.oom_guard}"
+
+
+class AutomationSwitch(models.Model):
+    """The one switch that stops every automatic action on every service (one row)."""
+
+    paused = models.BooleanField(default=False)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    @classmethod
+    def is_paused(cls) -> bool:
+        """True while an operator has stopped all automation (no row: running)."""
+        return cls.objects.filter(pk=1, paused=True).exists()
