@@ -365,6 +365,16 @@ def test_it_probes_grpc_health_on_the_admin_port_the_config_serves() -> None:
     assert config["balancer"]["shutdown_grace_s"] + 5 < grace_s
 
 
+@pytest.mark.parametrize("name", ["ballast-balancer", "inventory"])
+def test_it_pauses_each_served_pod_before_sigterm_within_its_grace(name: str) -> None:
+    """Endpoint removal propagates while the pod still answers: no call lands on a closed port."""
+    spec = named(raw_docs(), "Deployment", name)["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    assert 0 < float(command[1]) < spec["terminationGracePeriodSeconds"]
+
+
 def test_it_discovers_the_example_service_from_kubernetes_with_a_connection_age() -> None:
     config = balancer_toml()
     assert config["balancer"]["max_connection_age_s"] > 0
