@@ -22,7 +22,7 @@ from balancer.cluster import Cluster
 from balancer.config import XdsConfig
 from balancer.endpoint import Endpoint
 from balancer.server import bind
-from balancer.xds.ads import AdsService, ClientStatus
+from balancer.xds.ads import AdsService, ClientStatus, TypeStatus
 from balancer.xds.cache import SnapshotCache
 from balancer.xds.lrs import LoadStore, LrsService, ProxylessCounters
 from balancer.xds.publisher import DEFAULT_DEBOUNCE_S, Publisher
@@ -93,12 +93,23 @@ class XdsServer:
     def cluster_sync(self, cluster: str) -> tuple[int, int]:
         """(clients subscribed to the cluster's endpoints, those that ACKed what is served)."""
         version = self.snapshot().version(ENDPOINT)
-        subscribed = [
-            status
+        subscribed = [self._endpoints_status(c) for c in self._subscribed(cluster)]
+        return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
+
+    def cluster_peers(self, cluster: str) -> tuple[str, ...]:
+        """The peers of the clients subscribed to the cluster's endpoints, sorted."""
+        return tuple(sorted(c.peer for c in self._subscribed(cluster)))
+
+    def _subscribed(self, cluster: str) -> list[ClientStatus]:
+        return [
+            client
             for client in self.clients()
             if (status := client.types.get(ENDPOINT)) is not None and cluster in status.names
         ]
-        return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
+
+    @staticmethod
+    def _endpoints_status(client: ClientStatus) -> TypeStatus:
+        return client.types[ENDPOINT]
 
     def policy_fallback(self, cluster: Cluster) -> bool:
         """True when proxyless clients use weighted round robin instead of its policy."""
