@@ -22,7 +22,7 @@ from balancer.cluster import Cluster
 from balancer.config import XdsConfig
 from balancer.endpoint import Endpoint
 from balancer.server import bind
-from balancer.xds.ads import AdsService, ClientStatus, TypeStatus
+from balancer.xds.ads import AdsService, ClientStatus
 from balancer.xds.cache import SnapshotCache
 from balancer.xds.lrs import LoadStore, LrsService, ProxylessCounters
 from balancer.xds.publisher import DEFAULT_DEBOUNCE_S, Publisher
@@ -93,7 +93,7 @@ class XdsServer:
     def cluster_sync(self, cluster: str) -> tuple[int, int]:
         """(clients subscribed to the cluster's endpoints, those that ACKed what is served)."""
         version = self.snapshot().version(ENDPOINT)
-        subscribed = [self._endpoints_status(c) for c in self._subscribed(cluster)]
+        subscribed = [c.types[ENDPOINT] for c in self._subscribed(cluster)]
         return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
 
     def cluster_peers(self, cluster: str) -> tuple[str, ...]:
@@ -106,10 +106,6 @@ class XdsServer:
             for client in self.clients()
             if (status := client.types.get(ENDPOINT)) is not None and cluster in status.names
         ]
-
-    @staticmethod
-    def _endpoints_status(client: ClientStatus) -> TypeStatus:
-        return client.types[ENDPOINT]
 
     def policy_fallback(self, cluster: Cluster) -> bool:
         """True when proxyless clients use weighted round robin instead of its policy."""
