@@ -49,6 +49,13 @@ class Admin:
 
     def issued(self) -> dict[str, int]:
         """Calls the proxyless clients reported issuing (LRS), per pod, cumulative."""
+        return {ep.endpoint_id: ep.proxyless_requests_issued for ep in self._endpoints()}
+
+    def errored(self) -> int:
+        """Calls the proxyless clients reported failed (LRS), over every pod known now."""
+        return sum(ep.proxyless_requests_errored for ep in self._endpoints())
+
+    def _endpoints(self) -> list[admin_pb2.EndpointSnapshot]:
         with grpc.insecure_channel(self.address) as channel:
             snapshot = admin_pb2_grpc.AdminStub(channel).GetSnapshot(
                 admin_pb2.GetSnapshotRequest(),
@@ -56,7 +63,7 @@ class Admin:
                 timeout=10,
             )
         (cluster,) = snapshot.clusters
-        return {ep.endpoint_id: ep.proxyless_requests_issued for ep in cluster.endpoints}
+        return list(cluster.endpoints)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +157,39 @@ def test_proxyless_clients_follow_a_weight_and_a_drain_set_on_the_page(
     assert after[heavy] > 0 and after[others[1]] > 0, after
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "test_proxyless_controls-drained.png"), full_page=True)
+
+
+READY_ROWS = """() => [...document.querySelectorAll("#pods tbody tr")]
+  .filter((r) => r.cells[1].textContent === "READY").map((r) => r.dataset.pod)"""
+
+
+def proxyless_errors_since(page: Page, demo: Demo, since_ms: int) -> list[float]:
+    """The proxyless clients' failed calls/s in every frame since `since_ms` (the page's
+    history: what their load reports said)."""
+    frames = page.request.get(demo.url + "services/inventory/history.json").json()
+    return [f["totals"]["px_err_s"] for f in frames if f["t"] >= since_ms]
+
+
+def test_proxyless_clients_move_to_the_pod_a_restart_from_the_page_brings(
+    page: Page, proxyless_demo: tuple[Demo, Admin]
+) -> None:
+    demo, admin = proxyless_demo
+    log_in(page, demo, "services/inventory/")
+    page.on("dialog", lambda dialog: dialog.accept())
+    badge = page.locator("#xds-clients")
+    expect(badge).to_have_text(ALL_ON, timeout=LIVE_TIMEOUT_MS)
+    clients = int(ALL_ON.match(badge.text_content() or "")[1])  # type: ignore[index]
+    before = badge_version(page, clients)
+    old = sorted(page.evaluate(READY_ROWS))[-1]
+    pods_before = set(admin.issued())
+    since_ms = int(time.time() * 1000)
+
+    page.locator(f'#pods tbody tr[data-pod="{old}"]').get_by_role("button", name="restart").click()
+    expect(page.locator("#operation")).to_contain_text("done", timeout=150_000)
+    badge_version(page, clients, after=before)
+
+    (new,) = set(admin.issued()) - pods_before
+    calls = calls_from(admin, admin.issued(), at_least=300)
+    assert calls.get(old, 0) == 0 and calls[new] > 0, calls  # its successor gets calls
+    errors = proxyless_errors_since(page, demo, since_ms)
+    assert errors and all(e == 0 for e in errors), errors  # no proxyless call failed
