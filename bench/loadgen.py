@@ -68,6 +68,9 @@ class LoadSpec:
     message_bytes: int = 128
     channels: int = 2
     stream_window: int = 16
+    # A load balancing policy for every channel ("round_robin" spreads the calls of one
+    # channel over a multi-address target such as "ipv4:a,b"); "": gRPC's default.
+    lb_policy: str = ""
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -155,8 +158,11 @@ async def stream_worker(
 
 async def open_channels(spec: LoadSpec) -> list[grpc.aio.Channel]:
     """Opens ``spec.channels`` channels over the targets round robin, waiting until ready."""
+    options = list(CHANNEL_OPTIONS)
+    if spec.lb_policy:
+        options.append(("grpc.lb_policy_name", spec.lb_policy))
     channels = [
-        grpc.aio.insecure_channel(spec.targets[i % len(spec.targets)], options=CHANNEL_OPTIONS)
+        grpc.aio.insecure_channel(spec.targets[i % len(spec.targets)], options=options)
         for i in range(spec.channels)
     ]
     ready = (channel.channel_ready() for channel in channels)
@@ -227,13 +233,13 @@ def emit_json(event: dict[str, Any]) -> None:
 
 
 class ChannelPool:
-    """Keeps channels open across runs, keyed by (targets, channel count)."""
+    """Keeps channels open across runs, keyed by (targets, channel count, policy)."""
 
     def __init__(self) -> None:
-        self._channels: dict[tuple[tuple[str, ...], int], list[grpc.aio.Channel]] = {}
+        self._channels: dict[tuple[tuple[str, ...], int, str], list[grpc.aio.Channel]] = {}
 
     async def get(self, spec: LoadSpec) -> list[grpc.aio.Channel]:
-        key = (spec.targets, spec.channels)
+        key = (spec.targets, spec.channels, spec.lb_policy)
         if key not in self._channels:
             self._channels[key] = await open_channels(spec)
         return self._channels[key]
@@ -270,6 +276,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--serve", action="store_true", help="read run specs from stdin")
     parser.add_argument("--target", action="append", default=[], help="host:port, repeatable")
     parser.add_argument("--mode", choices=["unary", "stream"], default="unary")
+    parser.add_argument("--lb-policy", default="", help="e.g. round_robin; default: gRPC's")
     defaults = LoadSpec(targets=("unused",))
     for name in ("concurrency", "message_bytes", "channels", "stream_window"):
         parser.add_argument(

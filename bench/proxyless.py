@@ -1,9 +1,12 @@
 """Proxyless gRPC vs direct vs through the proxy: throughput, added latency, convergence.
 
 Starts two echo backends, one balancer (`python -m balancer`) with its listener, the
-admin API and the xDS server, and one load generator process whose channels are
-direct (both backends), proxyless (`xds:///echo`, GRPC_XDS_BOOTSTRAP naming the
-balancer's xDS server) or through the proxy. The cases run in alternating rounds
+admin API and the xDS server, and one load generator process with 2 channels per
+case: direct (`ipv4:<both backends>`, round_robin), proxyless (`xds:///echo`,
+GRPC_XDS_BOOTSTRAP naming the balancer's xDS server), through the proxy, and
+direct_pinned (one channel per backend, no balancing; for reference). Direct and
+proxyless differ only by xDS: both channels of each hold a connection to both
+backends and spread their calls over them. The cases run in alternating rounds
 (throughput at concurrency 64, then p50 latency at concurrency 1). Then
 convergence, on a second cluster (`probe`: two named backends, `xds_probe.py`) and a
 proxyless probe client calling it from 4 workers: a backend is drained and undrained
@@ -14,7 +17,8 @@ every ~2 ms).
 
 The last line of stdout is one JSON object (medians over rounds of
 per-round figures, so drift on a shared machine cancels within a round):
-`proxyless_throughput_ratio` and `proxy_throughput_ratio` (÷ direct),
+`proxyless_throughput_ratio`, `proxy_throughput_ratio` and
+`direct_pinned_throughput_ratio` (÷ direct),
 `proxyless_added_p50_ms` and `proxy_added_p50_ms` (− direct, concurrency 1),
 `convergence_p50_ms` / `convergence_p99_ms` (client acted), `ack_p50_ms` /
 `ack_p99_ms` (every client ACKed). Progress goes to stderr.
@@ -38,7 +42,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from balancer_process import wait_until_ready
-from processes import BenchError, Child, read_json_line, start_child, stop_child
+from processes import BenchError, Child, cpu_seconds, read_json_line, start_child, stop_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
@@ -49,7 +53,7 @@ TOKEN = "bench-admin-token-0123456789"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 QUICK = {"rounds": 3, "duration_s": 1.0, "warmup_s": 0.5, "drains": 10}
 FULL = {"rounds": 5, "duration_s": 4.0, "warmup_s": 1.0, "drains": 40}
-CASES = ("direct", "proxyless", "proxy")
+CASES = ("direct", "proxyless", "proxy", "direct_pinned")
 
 
 def balancer_toml(backends: list[str], probes: list[dict[str, str]]) -> str:
@@ -146,35 +150,61 @@ async def start_loadgen(stack: contextlib.AsyncExitStack, work_dir: Path, xds: s
 
 
 async def run_load(loadgen: Child, spec: dict[str, Any]) -> dict[str, Any]:
+    """One run; the result gains `client_cpu_us_per_call`: the load generator's CPU
+    time over the measurement window ÷ its calls (what a client pays per call, which
+    other processes on a shared machine disturb far less than throughput)."""
     assert loadgen.process.stdin is not None
     loadgen.process.stdin.write((json.dumps(spec) + "\n").encode())
     await loadgen.process.stdin.drain()
+    cpu_s = {}
     while (event := await read_json_line(loadgen, 120))["event"] != "result":
-        pass
+        cpu_s[event["event"]] = cpu_seconds([loadgen.pid])
+    used_s = cpu_s.get("stopped", 0.0) - cpu_s.get("measuring", 0.0)
+    event["client_cpu_us_per_call"] = used_s / max(1, event["count"]) * 1e6
     return event
 
 
-def targets(case: str, backends: list[str], listener: str) -> list[str]:
-    return {"direct": backends, "proxyless": ["xds:///echo"], "proxy": [listener]}[case]
+def case_spec(case: str, backends: list[str], listener: str) -> dict[str, Any]:
+    """What a case's channels dial. `direct` and `proxyless` are alike but for xDS: each
+    of the 2 channels holds a subchannel to both backends and round-robins its calls
+    over them (direct: a static `ipv4:a,b` target with round_robin). `direct_pinned` is
+    the cheaper shape the first runs compared with — one channel per backend, no
+    balancing at all — kept to show the difference."""
+    specs: dict[str, dict[str, Any]] = {
+        "direct": {"targets": [multi_address(backends)], "lb_policy": "round_robin"},
+        "direct_pinned": {"targets": backends},
+        "proxyless": {"targets": ["xds:///echo"]},
+        "proxy": {"targets": [listener]},
+    }
+    return specs[case]
+
+
+def multi_address(backends: list[str]) -> str:
+    """One gRPC target naming every backend: `ipv4:127.0.0.1:1,127.0.0.1:2`."""
+    return "ipv4:" + ",".join(backends)
 
 
 async def run_rounds(
     loadgen: Child, settings: dict[str, Any], backends: list[str], listener: str
 ) -> dict[str, dict[str, list[float]]]:
-    samples: dict[str, dict[str, list[float]]] = {c: {"rps": [], "p50_ms": []} for c in CASES}
+    samples: dict[str, dict[str, list[float]]] = {
+        c: {"rps": [], "p50_ms": [], "cpu_us": []} for c in CASES
+    }
     timing = {"duration_s": settings["duration_s"], "warmup_s": settings["warmup_s"]}
     for round_index in range(settings["rounds"]):
         shift = round_index % len(CASES)
         for case in CASES[shift:] + CASES[:shift]:  # alternate who goes first
-            base = {"targets": targets(case, backends, listener), "channels": 2, **timing}
+            base = {**case_spec(case, backends, listener), "channels": 2, **timing}
             load = await run_load(loadgen, {**base, "concurrency": 64})
             latency = await run_load(loadgen, {**base, "concurrency": 1})
             if load["errors"] or latency["errors"]:
                 raise BenchError(f"{case}: {load['errors'] + latency['errors']} calls failed")
             samples[case]["rps"].append(load["rps"])
             samples[case]["p50_ms"].append(latency["p50_ms"])
+            samples[case]["cpu_us"].append(load["client_cpu_us_per_call"])
             print(
                 f"round {round_index + 1} {case}: {load['rps']:.0f}/s,"
+                f" client CPU {load['client_cpu_us_per_call']:.0f} µs/call,"
                 f" p50 {latency['p50_ms']:.3f} ms at concurrency 1",
                 file=sys.stderr,
                 flush=True,
@@ -300,6 +330,10 @@ def summarize(
         pairs = zip(samples[case]["rps"], samples["direct"]["rps"], strict=True)
         return statistics.median(a / b for a, b in pairs)
 
+    def cpu_ratio(case: str) -> float:
+        pairs = zip(samples[case]["cpu_us"], samples["direct"]["cpu_us"], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
     def added(case: str) -> float:
         pairs = zip(samples[case]["p50_ms"], samples["direct"]["p50_ms"], strict=True)
         return statistics.median(a - b for a, b in pairs)
@@ -307,11 +341,19 @@ def summarize(
     return {
         "bench": "proxyless",
         "direct_rps": round(rps["direct"], 1),
+        "direct_pinned_rps": round(rps["direct_pinned"], 1),
         "proxyless_rps": round(rps["proxyless"], 1),
         "proxy_rps": round(rps["proxy"], 1),
         "proxyless_throughput_ratio": round(ratio("proxyless"), 3),
         "proxy_throughput_ratio": round(ratio("proxy"), 3),
+        "direct_pinned_throughput_ratio": round(ratio("direct_pinned"), 3),
+        "direct_client_cpu_us_per_call": round(statistics.median(samples["direct"]["cpu_us"]), 1),
+        "proxyless_client_cpu_us_per_call": round(
+            statistics.median(samples["proxyless"]["cpu_us"]), 1
+        ),
+        "proxyless_client_cpu_ratio": round(cpu_ratio("proxyless"), 3),
         "direct_p50_ms": round(p50["direct"], 4),
+        "direct_pinned_p50_ms": round(p50["direct_pinned"], 4),
         "proxyless_p50_ms": round(p50["proxyless"], 4),
         "proxy_p50_ms": round(p50["proxy"], 4),
         "proxyless_added_p50_ms": round(added("proxyless"), 4),

@@ -86,6 +86,7 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         xds_clients=view.xds_clients,
         xds_clients_in_sync=view.xds_clients_in_sync,
         xds_policy_fallback=view.xds_policy_fallback,
+        xds_client_peers=view.xds_client_peers,
     )
 
 

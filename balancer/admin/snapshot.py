@@ -85,6 +85,8 @@ class ClusterView:
     xds_clients: int = 0
     xds_clients_in_sync: int = 0
     xds_policy_fallback: bool = False
+    # The peers of the subscribed clients (their `XdsClientView.peer`).
+    xds_client_peers: tuple[str, ...] = ()
 
     @property
     def requests_total(self) -> int:
@@ -190,6 +192,7 @@ class Reader:
             xds_clients=subscribed,
             xds_clients_in_sync=in_sync,
             xds_policy_fallback=xds is not None and xds.policy_fallback(cluster),
+            xds_client_peers=() if xds is None else xds.cluster_peers(cluster.name),
         )
 
     def _endpoint(

@@ -93,12 +93,19 @@ class XdsServer:
     def cluster_sync(self, cluster: str) -> tuple[int, int]:
         """(clients subscribed to the cluster's endpoints, those that ACKed what is served)."""
         version = self.snapshot().version(ENDPOINT)
-        subscribed = [
-            status
+        subscribed = [c.types[ENDPOINT] for c in self._subscribed(cluster)]
+        return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
+
+    def cluster_peers(self, cluster: str) -> tuple[str, ...]:
+        """The peers of the clients subscribed to the cluster's endpoints, sorted."""
+        return tuple(sorted(c.peer for c in self._subscribed(cluster)))
+
+    def _subscribed(self, cluster: str) -> list[ClientStatus]:
+        return [
+            client
             for client in self.clients()
             if (status := client.types.get(ENDPOINT)) is not None and cluster in status.names
         ]
-        return len(subscribed), sum(1 for s in subscribed if s.acked_version == version)
 
     def policy_fallback(self, cluster: Cluster) -> bool:
         """True when proxyless clients use weighted round robin instead of its policy."""

@@ -65,10 +65,13 @@ class ServiceSummary:
 
     @property
     def xds_label(self) -> str:
-        """ "xDS clients: 3, all in sync" (or "…, 1 pending"); empty without proxyless clients."""
+        """The frame's words ("xDS clients: 3, all on version 12"; see collector/xds.py), else
+        "xDS clients: 3, all in sync" (or "…, 1 pending"); empty without proxyless clients."""
         clients = int(self.xds.get("clients", 0))
         if not clients:
             return ""
+        if self.xds.get("label"):
+            return str(self.xds["label"])
         pending = self.xds_pending
         return f"xDS clients: {clients}, " + (f"{pending} pending" if pending else "all in sync")
 

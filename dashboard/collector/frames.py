@@ -103,10 +103,21 @@ class ImbalanceFrame(TypedDict):
     flagged: bool
 
 
+class XdsLagFrame(TypedDict):
+    node: str  # the client's node id (its peer when it sent none)
+    replica: str  # the balancer replica whose xDS server it follows
+    version: str  # the endpoints (EDS) version it ACKed last; "" before its first ACK
+    nack: NotRequired[str]  # its refusal not yet followed by an ACK: "EDS 7: <its error>"
+
+
 class XdsFrame(TypedDict):
     clients: int  # proxyless clients subscribed to the service's endpoints, over the replicas
-    in_sync: int  # of which ACKed the endpoints being served
+    in_sync: int  # of which ACKed the endpoints (and cluster) being served
     fallback: bool  # they use weighted round robin: they cannot follow the policy
+    # Only when every replica names its clients (see collector/xds.py):
+    versions: NotRequired[dict[str, str]]  # replica id → the EDS version it serves
+    lagging: NotRequired[list[XdsLagFrame]]  # a few clients not on it, NACKs first
+    label: NotRequired[str]  # "xDS clients: 3, all on version 12", as the badges say it
 
 
 class ReplicaFrame(TypedDict):

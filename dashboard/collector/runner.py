@@ -47,6 +47,7 @@ from dashboard.collector.rates import (
     sample_from_snapshot,
 )
 from dashboard.collector.scrape import PodScraper
+from dashboard.collector.xds import xds_frame
 from platforms.base import Platform, PodFacts, UnknownDeployment
 
 log = logging.getLogger(__name__)
@@ -321,15 +322,14 @@ class Collector:
     def xds(self, cluster: str) -> XdsFrame:
         """The cluster's proxyless clients over the replicas that are up: each client
         follows one replica's xDS server, so the counts add up."""
-        out: XdsFrame = {"clients": 0, "in_sync": 0, "fallback": False}
-        for replica in self._replicas.values():
-            if replica.up and replica.snapshot is not None:
-                for c in replica.snapshot.clusters:
-                    if c.name == cluster:
-                        out["clients"] += c.xds_clients
-                        out["in_sync"] += c.xds_clients_in_sync
-                        out["fallback"] = out["fallback"] or c.xds_policy_fallback
-        return out
+        return xds_frame(
+            (
+                (rid, r.snapshot)
+                for rid, r in self._replicas.items()
+                if r.up and r.snapshot is not None
+            ),
+            cluster,
+        )
 
     def frame(self, service: str, t_unix_ms: int) -> ServiceFrame:
         """The frame of `service` from the replicas that are up and the last pod facts."""

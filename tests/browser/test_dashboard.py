@@ -91,12 +91,13 @@ def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> No
 def test_the_service_page_shows_the_proxyless_clients_and_their_calls(
     page: Page, demo: Demo
 ) -> None:
-    """The demo's third group (xds:///inventory): its client is counted in sync, its calls
+    """The demo's third group (xds:///inventory): its client is on the version served, its calls
     per pod are drawn, and the overview adds them up."""
     log_in(page, demo, "services/inventory/")
     badge = page.locator("#xds-clients")
     expect(badge).to_be_visible(timeout=LIVE_TIMEOUT_MS)
-    expect(badge).to_have_text(re.compile(r"^xDS clients: 1, all in sync"), timeout=LIVE_TIMEOUT_MS)
+    all_on = re.compile(r"^xDS clients: 1, all on version \d+")
+    expect(badge).to_have_text(all_on, timeout=LIVE_TIMEOUT_MS)
     page.wait_for_function(
         """() => {
           const chart = document.getElementById('chart-px_rps');

@@ -95,3 +95,20 @@ def test_the_service_pages_history_carries_the_proxyless_figures(operator_client
     assert [p["px_rps"] for p in frame["pods"]] == [20.0, 5.0]
     assert frame["totals"]["px_rps"] == 25.0
     assert frame["xds"] == {"clients": 2, "in_sync": 1, "fallback": False}
+
+
+def test_it_says_which_version_the_xds_clients_are_on_and_who_lags(
+    operator_client: Client,
+) -> None:
+    words = "xDS clients: 1 of 2 on version 13; client shop-1 NACKed CDS 13: bad policy"
+    xds: XdsFrame = {
+        "clients": 2,
+        "in_sync": 1,
+        "fallback": False,
+        "versions": {"b0": "13"},
+        "lagging": [{"node": "shop-1", "replica": "b0", "version": "12", "nack": "CDS 13: x"}],
+        "label": words,
+    }
+    keep((20.0, 20.0), own=(30.0, 30.0), xds=xds)
+    body = card(operator_client.get("/").content.decode(), "inventory")
+    assert re.search(rf'class="badge warn"[^>]*>{re.escape(words)}</span>', body)

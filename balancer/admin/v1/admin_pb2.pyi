@@ -143,7 +143,7 @@ class XdsNack(_message.Message):
     def __init__(self, type: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ..., at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic", "xds_clients", "xds_clients_in_sync", "xds_policy_fallback")
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic", "xds_clients", "xds_clients_in_sync", "xds_policy_fallback", "xds_client_peers")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class ClusterSnapshot(_message.Message):
     XDS_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     XDS_CLIENTS_IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     XDS_POLICY_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    XDS_CLIENT_PEERS_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
@@ -168,7 +169,8 @@ class ClusterSnapshot(_message.Message):
     xds_clients: int
     xds_clients_in_sync: int
     xds_policy_fallback: bool
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ...) -> None: ...
+    xds_client_peers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ..., xds_client_peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
     __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status")

@@ -283,8 +283,10 @@
     badge.className = "badge" + (up.length < replicas.length ? " bad" : pending ? " warn" : "");
   }
 
-  // "xDS clients: 3, all in sync" or "xDS clients: 3, 1 pending" (not yet ACKed the
-  // endpoints being served); hidden while the service has no proxyless client.
+  // "xDS clients: 3, all on version 12" or "xDS clients: 2 of 3 on version 12; client X
+  // NACKed …" (the collector's words, xds.label), else "xDS clients: 3, all in sync" /
+  // "…, 1 pending" (not yet ACKed the endpoints being served); hidden while the service
+  // has no proxyless client.
   function renderXds(xds) {
     const badge = document.getElementById("xds-clients");
     if (!xds || !xds.clients) {
@@ -292,11 +294,15 @@
       return;
     }
     const pending = xds.clients - xds.in_sync;
-    let text = "xDS clients: " + xds.clients + (pending ? ", " + pending + " pending" : ", all in sync");
-    if (xds.fallback) text += " (round robin: they cannot follow the policy)";
-    badge.textContent = text;
+    badge.textContent = xds.label || xdsCountsLabel(xds, pending);
     badge.className = "badge" + (pending ? " warn" : " ok");
     badge.hidden = false;
+  }
+
+  function xdsCountsLabel(xds, pending) {
+    let text = "xDS clients: " + xds.clients + (pending ? ", " + pending + " pending" : ", all in sync");
+    if (xds.fallback) text += " (round robin: they cannot follow the policy)";
+    return text;
   }
 
   function renderTotals(frame) {
