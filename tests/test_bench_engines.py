@@ -67,21 +67,27 @@ def test_it_compares_haproxy_and_the_pass_through_with_direct_and_embedded():
     assert report["goals"]["embedded_cpu_vs_passthrough"]["met"] is False
 
 
-def test_it_judges_haproxy_slow_pods_by_least_request_and_says_peak_ewma_does_not_apply():
+def test_it_judges_haproxy_slow_pods_by_least_request_below_its_equal_share():
     report = {
         "slow_pod": {
             "round_robin": {"p99_ms": 60.0, "slow_share": 0.25},
-            "least_request": {"p99_ms": 15.0, "slow_share": 0.1},
+            "least_request": {"p99_ms": 59.0, "slow_share": 0.14},
             "peak_ewma": {"p99_ms": 50.0, "slow_share": 0.2},
         }
     }
     goals = balance_measure.goals(report, "haproxy")
 
-    assert goals["slow_pod.least_request_p99_vs_round_robin"]["met"] is True
-    assert goals["slow_pod.least_request.slow_share"]["met"] is True
+    assert goals["slow_pod.least_request.slow_share_below_equal"]["met"] is True
+    # Reported under the latency-aware goal's bounds, not judged.
+    assert goals["slow_pod.least_request.slow_share"] | {"applies": ""} == {
+        "value": 0.14, "goal": "<= 0.125", "met": None, "applies": ""}  # fmt: skip
+    assert goals["slow_pod.least_request_p99_vs_round_robin"]["value"] == 0.9833
     assert goals["slow_pod.peak_ewma.slow_share"]["met"] is None
     assert "random(2)" in goals["slow_pod.peak_ewma.slow_share"]["applies"]
-    assert "slow_pod.least_request.slow_share" not in balance_measure.goals(report)
+    assert "slow_pod.least_request.slow_share_below_equal" not in balance_measure.goals(report)
+    report["slow_pod"]["least_request"]["slow_share"] = 0.25
+    assert balance_measure.goals(report, "haproxy")[
+        "slow_pod.least_request.slow_share_below_equal"]["met"] is False  # fmt: skip
 
 
 def test_it_gives_each_policy_its_own_scene_under_haproxy_and_switches_live_embedded():
