@@ -65,6 +65,10 @@ def test_it_compares_haproxy_and_the_pass_through_with_direct_and_embedded():
     assert report["goals"]["haproxy_throughput_ratio"]["met"] is True
     assert report["goals"]["haproxy_cpu_vs_embedded"]["met"] is True
     assert report["goals"]["embedded_cpu_vs_passthrough"]["met"] is False
+    # Every process's CPU per call: direct 1 s / 5000 = 200 µs, HAProxy 1.16 s / 4000 = 290 µs.
+    assert report["haproxy_cpu_bound_ratio"] == 0.6897
+    # The backends: 0.5 s / 4000 = 125 µs behind HAProxy, 0.5 s / 5000 = 100 µs direct.
+    assert report["haproxy_backend_cpu_vs_direct"] == 1.25
 
 
 def test_it_judges_haproxy_slow_pods_by_least_request_below_its_equal_share():
