@@ -162,6 +162,9 @@ def test_it_drains_through_haproxy_and_counts_haproxy_s_own_picks():
     assert drain["state"] == "DRAINED"
     assert isinstance(drain["new_requests_after_drain"], int)
     assert drain["failed_in_flight"] == 0
+    # The drain's runtime-API command reached HAProxy; calls it sent before then are named.
+    assert drain["drain_reached_haproxy_s"] > 0
+    assert 0 <= drain["sent_before_haproxy_held_drain"] <= drain["new_requests_after_drain"]
 
 
 @needs_haproxy
@@ -178,3 +181,4 @@ def test_it_measures_every_policy_s_weights_through_one_haproxy_process():
     assert all(p["errors"] == {} and p["n"] > 0 for p in policies.values())
     assert report["stray_haproxy_processes"] == 0
     assert report["weights"]["load"]["haproxy_balance"]["peak_ewma"] == "random(2)"
+    assert report["weights"]["load"]["haproxy_balance"]["least_request"] == "random(2)"
