@@ -20,6 +20,7 @@ from balance_scene import (
     WatchStreams,
     cluster_of,
     errors,
+    haproxy_holds_drain,
     haproxy_sessions_total,
     loads,
     picked,
@@ -90,6 +91,7 @@ async def _drain_busiest(scene: Scene, streams: WatchStreams, timings: Timings) 
     started_s = time.monotonic()
     cluster.drain(pod)
     say(f"drain: {pod} drained with {in_flight} calls in flight ({pods.count(pod)} our streams)")
+    reached = await _drain_reaching_haproxy(scene, pod, started_s, sent_before)
     drained = await wait_until(lambda: ep.state is State.DRAINED, _stream_s(timings) + 10)
     drained_after_s = time.monotonic() - started_s if drained else None
     await asyncio.sleep(ANSWERS_IN_TRANSIT_S)
@@ -116,7 +118,22 @@ async def _drain_busiest(scene: Scene, streams: WatchStreams, timings: Timings) 
             "pod_answers_after_drain": via_l4.stats().pods.get(pod, 0),
             "note": "no drain at L4: its clients pinned to the pod keep being served by it",
         },
-    }
+    } | reached
+
+
+async def _drain_reaching_haproxy(
+    scene: Scene, pod: str, started_s: float, sent_before: int | None
+) -> dict[str, Any]:
+    """Under HAProxy, the drain is a runtime-API command sent after `cluster.drain`: how long
+    it took to be accepted, and how many of the calls counted after the drain HAProxy sent
+    before it (HAProxy sends no new call to a draining server after that)."""
+    if sent_before is None:
+        return {}
+    await wait_until(lambda: haproxy_holds_drain(scene, pod), 10.0)
+    reached_s = time.monotonic() - started_s
+    sent_by_then = await haproxy_sessions_total(scene, pod)
+    gap = None if sent_by_then is None else sent_by_then - sent_before
+    return {"drain_reached_haproxy_s": round(reached_s, 3), "sent_before_haproxy_held_drain": gap}
 
 
 def _stream_s(timings: Timings) -> float:

@@ -182,6 +182,13 @@ async def haproxy_sessions_total(scene: Scene, pod: str) -> int | None:
     return None if stat is None else int(stat.sessions_total)
 
 
+def haproxy_holds_drain(scene: Scene, pod: str) -> bool:
+    """True once HAProxy accepted `set server … state drain` for `pod`'s server (the
+    engine's record of what the running process holds)."""
+    server = scene.balancer.engine._applied[SERVICE].get(pod)  # type: ignore[attr-defined]
+    return server is not None and server.admin == "drain"
+
+
 def errors(stats: LoadStats) -> dict[str, int]:
     """Calls that ended with a status other than OK, by code."""
     return {code: n for code, n in sorted(stats.codes.items()) if code != "OK"}

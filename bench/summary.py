@@ -31,6 +31,8 @@ PER_ROUND_KEYS = (
     "haproxy_throughput_ratio",
     "haproxy_added_p50_ms",
     "haproxy_cpu_vs_embedded",
+    "haproxy_cpu_bound_ratio",
+    "haproxy_backend_cpu_vs_direct",
 )
 # The issue's goals for the engines: key, comparison, bound.
 GOALS = (
@@ -125,7 +127,22 @@ def engine_metrics(cases: dict[str, Sample]) -> Metrics:
     embedded = cpu_us_per_req(cases["unary_proxied"], "proxy")
     metrics["embedded_cpu_vs_passthrough"] = ratio(embedded, metrics["passthrough_cpu_us_per_req"])
     metrics["haproxy_cpu_vs_embedded"] = ratio(metrics["haproxy_cpu_us_per_req"], embedded)
-    return metrics
+    return metrics | cpu_bound_metrics(cases["unary_direct"], cases["unary_haproxy"])
+
+
+def cpu_bound_metrics(direct: Sample, haproxy: Sample) -> Metrics:
+    """What limits HAProxy's throughput ratio when the load generator, the backends and the
+    proxy share the machine's cores and keep them busy: `haproxy_cpu_bound_ratio` is the
+    CPU per call of every measured process, direct's ÷ HAProxy's (the ratio a CPU-bound
+    machine allows, whatever else runs on it); `haproxy_backend_cpu_vs_direct` the backends'
+    CPU per call behind HAProxy ÷ direct."""
+    direct_us = sum(cpu_us_per_req(direct, role) for role in direct.cpu_s)
+    haproxy_us = sum(cpu_us_per_req(haproxy, role) for role in haproxy.cpu_s)
+    backends_us = cpu_us_per_req(haproxy, "backends")
+    return {
+        "haproxy_cpu_bound_ratio": ratio(direct_us, haproxy_us),
+        "haproxy_backend_cpu_vs_direct": ratio(backends_us, cpu_us_per_req(direct, "backends")),
+    }
 
 
 def goals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

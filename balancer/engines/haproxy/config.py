@@ -19,12 +19,18 @@ from balancer.engines.haproxy.calls import LOG_FORMAT
 MAX_HAPROXY_WEIGHT = 256
 
 # Ballast's policies as HAProxy balance algorithms. All four take `add server` (2.6
-# allows it only with a dynamic algorithm). HAProxy has no latency-aware algorithm:
-# peak_ewma becomes power of two choices on in-flight counts.
+# allows it only with a dynamic algorithm). Shares must follow weights under every policy
+# (DESIGN.md), so least_request is `random(2)`, not `leastconn`: random(2) draws two servers
+# by weight and keeps the one with fewer streams in flight per unit of weight, where
+# leastconn ranks in-flight ÷ weight alone, which is 0 everywhere at light load, so its
+# ties go round robin and the weights vanish (1:2:5 came out 1:1:1 at one call in flight;
+# figures in docs/ARCHITECTURE.md). HAProxy's plain `random` draws twice too: Ballast's
+# load-blind weighted random is random(1). HAProxy has no latency-aware algorithm:
+# peak_ewma runs as least_request does.
 BALANCE = {
     "round_robin": "roundrobin",
-    "least_request": "leastconn",
-    "random": "random",
+    "least_request": "random(2)",
+    "random": "random(1)",
     "peak_ewma": "random(2)",
 }
 
