@@ -12,7 +12,7 @@ from tests.support.noise import SteadyClients, SteadyPod, start_steady_pod
 from tests.support.waiting import wait_for
 
 FAST_MS = 2.0
-SPIKE_MS = 300.0
+SPIKE_MS = 1_000.0
 # 25× the others: on a busy machine the balancer's own hop adds milliseconds to every call,
 # so a pod only 10× slower at the pod may look barely slower through it.
 SLOW_MS = 50.0
@@ -62,7 +62,7 @@ async def test_it_keeps_sending_a_pod_its_share_after_one_slow_answer(
         await clients.stop()
     assert clients.errors == 0
     # A fair share is 1/5 (400 of 2,000). The first window after the slow answer may lose
-    # some; with linkerd's estimate (a 300 ms peak fading over decay_s, 10 s) the pod got
+    # some; with linkerd's estimate (a 1 s peak fading over decay_s, 10 s) the pod got
     # nothing in any of the three.
     assert [w[spiked.name] >= 0.12 * WINDOW_CALLS for w in after[1:]] == [True, True], after
 
