@@ -165,7 +165,11 @@ class Cluster:
             weight=self.config.default_weight,
             now_s=now,
             ewma=PeakEwma(
-                default_rtt_ms=ewma_config.default_rtt_ms, decay_s=ewma_config.decay_s, now_s=now
+                default_rtt_ms=ewma_config.default_rtt_ms,
+                decay_s=ewma_config.decay_s,
+                now_s=now,
+                peak_decay_s=ewma_config.peak_decay_s,
+                outlier_cap=ewma_config.outlier_cap,
             ),
             stats=EndpointStats(),
             on_change=self._changed,

@@ -162,6 +162,11 @@ class PeakEwmaConfig:
     decay_s: float = 10.0
     failure_penalty_ms: float = 5_000.0
     tolerance: float = 0.5
+    # How fast a peak's excess over the average fades, and the most one answer counts in the
+    # average (× the average; 0: no cap): one slow answer must not cost an equal pod seconds
+    # of traffic (PeakEwma). peak_decay_s ≥ decay_s and outlier_cap 0: linkerd's estimate.
+    peak_decay_s: float = 0.1
+    outlier_cap: float = 2.0
 
     def __post_init__(self) -> None:
         # A floor on the prior: a tiny one makes a new endpoint look free and floods it.
@@ -172,6 +177,9 @@ class PeakEwmaConfig:
             raise ValueError("failure_penalty_ms must not be negative")
         if not 0 <= self.tolerance <= 10:
             raise ValueError("tolerance must be between 0 and 10 (a fraction: 0.5 is 50 %)")
+        _positive("peak_decay_s", self.peak_decay_s)
+        if not (self.outlier_cap == 0 or 1 <= self.outlier_cap <= 1000):
+            raise ValueError("outlier_cap must be 0 (no cap) or between 1 and 1000 (× the average)")
 
 
 @dataclass(frozen=True)
@@ -668,7 +676,8 @@ def _cluster(t: _Table) -> ClusterConfig:
     slow = _build(ss, SlowStartConfig, {k: ss.get(k, float) for k in (
         "window_s", "aggression", "min_weight_percent")})  # fmt: skip
     ewma = _build(pe, PeakEwmaConfig, {k: pe.get(k, float) for k in (
-        "default_rtt_ms", "decay_s", "failure_penalty_ms", "tolerance")})  # fmt: skip
+        "default_rtt_ms", "decay_s", "failure_penalty_ms", "tolerance",
+        "peak_decay_s", "outlier_cap")})  # fmt: skip
     unary = t.strings("unary_methods")
     tls = _client_tls(t)
     return _build(t, ClusterConfig, {

@@ -17,37 +17,66 @@ class PeakEwma:
     a tiny prior would make it look free, so every picker would flood it. The
     config validates a floor of 1 ms for that reason.
 
+    Two parts, so that one slow answer (a scheduling hiccup, a stall of the
+    balancer itself) does not cost an equal pod seconds of traffic:
+
+    - the average: linkerd's time-weighted EWMA (`decay_s`) of the answers, each
+      counted at most `outlier_cap` × the average (0: no cap). A lone 1 s answer
+      after a 1 s gap would otherwise add a tenth of a second to it; capped, it
+      moves the average by at most ~10 %. A pod that stays slow is slow at every
+      probe, and each probe raises its average, so it is still avoided;
+    - the peak: a slower answer than the estimate becomes the estimate at once
+      (the peak), and its excess over the average fades with `peak_decay_s`.
+
+    With `peak_decay_s` equal to `decay_s` (or above: it is capped) and no cap
+    this is linkerd's estimate exactly.
+
     With no observations the estimate decays towards zero (as tower's does), so
     an endpoint that was slow once is probed again after a few decay periods.
     """
 
-    __slots__ = ("_decay_s", "_estimate_s", "_updated_s")
+    __slots__ = ("_average_s", "_cap", "_decay_s", "_excess_s", "_peak_decay_s", "_updated_s")
 
-    def __init__(self, *, default_rtt_ms: float, decay_s: float, now_s: float) -> None:
-        self._estimate_s = default_rtt_ms / 1000
+    def __init__(
+        self,
+        *,
+        default_rtt_ms: float,
+        decay_s: float,
+        now_s: float,
+        peak_decay_s: float | None = None,
+        outlier_cap: float = 0.0,
+    ) -> None:
+        self._average_s = default_rtt_ms / 1000
+        self._excess_s = 0.0
         self._decay_s = decay_s
+        # A peak never outlasts the average it stands on: at most decay_s.
+        self._peak_decay_s = decay_s if peak_decay_s is None else min(peak_decay_s, decay_s)
+        self._cap = outlier_cap if outlier_cap > 0 else math.inf
         self._updated_s = now_s
 
     def observe(self, rtt_s: float, now_s: float) -> None:
-        """Folds one response time in: above the current estimate it becomes the
-        estimate (the peak); below, it is averaged in with weight 1 − exp(−elapsed / decay).
+        """Folds one response time in: the average takes it (at most `outlier_cap` × the
+        average) with weight 1 − exp(−elapsed / decay); above the current estimate it
+        becomes the estimate (the peak), its excess fading with `peak_decay_s` from then on.
         """
         elapsed = max(now_s - self._updated_s, 0.0)
         w = math.exp(-elapsed / self._decay_s)
-        current = self._estimate_s * w  # = estimate_s(now_s)
-        # old·w + rtt·(1 − w): the time-weighted EWMA, of which `current` is the old·w part.
-        self._estimate_s = rtt_s if rtt_s > current else current + rtt_s * (1 - w)
+        average = self._average_s * w
+        excess = self._excess_s * math.exp(-elapsed / self._peak_decay_s)
+        # old·w + rtt·(1 − w): the time-weighted EWMA, of which `average` is the old·w part.
+        self._average_s = average + min(rtt_s, self._cap * average) * (1 - w)
+        if rtt_s > average + excess:
+            excess = rtt_s - self._average_s
+        self._excess_s = excess
         self._updated_s = now_s
 
     def estimate_s(self, now_s: float) -> float:
         """The estimate at `now_s`, decayed for the time since the last observation."""
-        return self._decayed(now_s)
-
-    def _decayed(self, now_s: float) -> float:
         elapsed = now_s - self._updated_s
         if elapsed <= 0:
-            return self._estimate_s
-        return self._estimate_s * math.exp(-elapsed / self._decay_s)
+            return self._average_s + self._excess_s
+        average = self._average_s * math.exp(-elapsed / self._decay_s)
+        return average + self._excess_s * math.exp(-elapsed / self._peak_decay_s)
 
 
 class FailureLoad:

@@ -27,6 +27,8 @@ GOALS: tuple[dict[str, Any], ...] = (
      "op": "==", "bound": 0},
     {"name": "restart.client_errors", "path": ("restart", "client_errors"),
      "op": "==", "bound": 0},
+    {"name": "noise.noise_max_share_error_pp", "path": ("noise", "noise_max_share_error_pp"),
+     "op": "<=", "bound": 3.0},
     # HAProxy has no latency-aware policy (peak_ewma runs as random(2) on in-flight streams),
     # so the slow-pod goal of the issue has no policy to judge there. What least_request
     # (random(2)) promises is that a slower pod, holding its calls longer, gets less than its

@@ -1,10 +1,11 @@
 """Ballast balance quality: what per-request balancing fixes, measured next to an L4 Service.
 
-Five scenarios, each on its own scene of demo pods (real processes) with two client groups
+Six scenarios, each on its own scene of demo pods (real processes) with two client groups
 calling at once, one through a kube-proxy-like L4 Service emulator and one through Ballast:
 pinning after a rollout restart, weights 1:2:5 under every policy, one slow pod, draining a pod
-with streams in flight, restarting a pod through the platform. Prints one JSON object as the
-last line of stdout (with a `goals` section); progress goes to stderr. See bench/README.md.
+with streams in flight, restarting a pod through the platform, latency spikes on five identical
+pods (noise). Prints one JSON object as the last line of stdout (with a `goals` section);
+progress goes to stderr. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 from balance_lifecycle import drain, restart
 from balance_measure import ENGINES, goals
+from balance_noise import noise
 from balance_scenarios import FULL, QUICK, SMOKE, Timings, pinning, slow_pod, timings_dict, weights
 from balance_scene import STRAY_HAPROXY, say
 
@@ -33,6 +35,7 @@ SCENARIOS: dict[str, Scenario] = {
     "slow_pod": slow_pod,
     "drain": drain,
     "restart": restart,
+    "noise": noise,
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from balance_estimates import runs_of, use_estimate
 from balance_measure import (
     binomial_sd,
     counts_over,
@@ -56,24 +57,25 @@ class Timings:
     drain_interval_ms: int  # ...this far apart
     drained_window_s: float  # kept drained, Ballast clients still calling
     restart_tail_s: float  # after the new pod is READY
+    noise_window_s: float = 40.0  # per policy, spikes running (bench/balance_noise.py)
 
 
 FULL = Timings(
     warmup_s=2.0, settle_s=2.0, pinning_window_s=30.0, weights_window_s=20.0,
     slow_window_s=20.0, drain_items=20, drain_interval_ms=250, drained_window_s=5.0,
-    restart_tail_s=3.0,
+    restart_tail_s=3.0, noise_window_s=40.0,
 )  # fmt: skip
 # Within 80 s on a 2-core machine (about 65 s measured).
 QUICK = Timings(
     warmup_s=0.5, settle_s=0.5, pinning_window_s=14.0, weights_window_s=4.5,
     slow_window_s=3.5, drain_items=10, drain_interval_ms=200, drained_window_s=1.0,
-    restart_tail_s=1.0,
+    restart_tail_s=1.0, noise_window_s=12.0,
 )  # fmt: skip
 # Only checks that everything runs (the test): the numbers are too noisy to judge.
 SMOKE = Timings(
     warmup_s=0.2, settle_s=0.2, pinning_window_s=1.0, weights_window_s=0.8,
     slow_window_s=0.8, drain_items=4, drain_interval_ms=100, drained_window_s=0.3,
-    restart_tail_s=0.3,
+    restart_tail_s=0.3, noise_window_s=1.5,
 )  # fmt: skip
 
 # Weights 1:2:5 as Ballast weights (the default weight, 100, is "1").
@@ -265,11 +267,16 @@ async def slow_pod(timings: Timings, seed: int | None, engine: str = "embedded")
             via_l4.reset()
             for policy in run:
                 cluster.set_policy(policy)
-                await asyncio.sleep(timings.settle_s)
-                via_ballast.reset()
-                await asyncio.sleep(timings.slow_window_s)
-                report[policy] = _latency(via_ballast.stats(), slow) | haproxy_processes(scene)
-                say(f"slow_pod: {policy} {report[policy]}")
+                for name, settings in runs_of(
+                    policy, full=timings == FULL and engine == "embedded"
+                ):
+                    if settings is not None:  # another estimate, compared (balance_estimates)
+                        use_estimate(cluster, settings, scene.balancer.clock())
+                    await asyncio.sleep(timings.settle_s)
+                    via_ballast.reset()
+                    await asyncio.sleep(timings.slow_window_s)
+                    report[name] = _latency(via_ballast.stats(), slow) | haproxy_processes(scene)
+                    say(f"slow_pod: {name} {report[name]}")
             l4 = _latency(via_l4.stats(), slow)
     return {
         "goal": SLOW_GOALS[engine],

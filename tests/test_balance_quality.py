@@ -18,7 +18,7 @@ import pytest
 from balancer.picker import POLICIES
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCENARIOS = ("pinning", "weights", "slow_pod", "drain", "restart")
+SCENARIOS = ("pinning", "weights", "slow_pod", "drain", "restart", "noise")
 
 
 def _load(name: str) -> ModuleType:
@@ -79,12 +79,12 @@ def _between(value: Any, low: float, high: float) -> bool:
     return isinstance(value, int | float) and low <= value <= high
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_it_runs_every_scenario_and_prints_one_json_report():
     before = _workload_pids()
     done = subprocess.run(
         [sys.executable, str(BENCH / "balance_quality.py"), "--smoke"],
-        capture_output=True, text=True, timeout=80, cwd=BENCH.parent,
+        capture_output=True, text=True, timeout=140, cwd=BENCH.parent,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -103,5 +103,7 @@ def test_it_runs_every_scenario_and_prints_one_json_report():
     assert _between(report["drain"]["drained_after_s"], 0.0, 60.0)
     assert _between(report["restart"]["client_errors"], 0, 10_000)
     assert _between(report["restart"]["restart_s"], 0.0, 60.0)
+    assert _between(report["noise"]["noise_max_share_error_pp"], 0.0, 100.0)
+    assert all(_between(report["noise"][policy], 0.0, 100.0) for policy in POLICIES)
     assert all(goal["met"] in (True, False) for goal in report["goals"].values())
     assert not [pid for pid in _workload_pids() - before if psutil.pid_exists(pid)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from balancer.config import PeakEwmaConfig
+from balancer.config import ConfigError, PeakEwmaConfig, config_from_dict
 from balancer.load import DECAY_S, DEFAULT_RTT_MS, PeakEwma
 
 T0 = 1_000.0
@@ -93,3 +93,110 @@ def test_a_response_slower_than_the_decayed_estimate_becomes_the_estimate():
     assert load.estimate_s(T0 + 10) == pytest.approx(1 / math.e)
     load.observe(0.5, T0 + 10)
     assert load.estimate_s(T0 + 10) == pytest.approx(0.5)
+
+
+# --- a peak fades with peak_decay_s, the averaged latency with decay_s ----------------------
+
+
+def steady(load: PeakEwma, rtt_s: float, start_s: float, end_s: float, every_s: float) -> float:
+    """Feeds one `rtt_s` answer every `every_s` from `start_s` to `end_s`; returns the end."""
+    now = start_s
+    while now < end_s:
+        now += every_s
+        load.observe(rtt_s, now)
+    return now
+
+
+def test_one_slow_answer_among_many_fades_within_a_few_peak_decays():
+    load = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.25)
+    now = steady(load, 0.005, T0, T0 + 5, 0.01)
+    load.observe(0.300, now)  # a scheduling hiccup
+    assert load.estimate_s(now) == pytest.approx(0.300)
+    now = steady(load, 0.005, now, now + 1.5, 0.01)
+    # 295 ms of excess × e^-6 ≈ 0.7 ms: the pod is within any tolerance of its peers again.
+    # linkerd's estimate (peak_decay_s = decay_s) would still be 0.300 × e^-0.15 ≈ 258 ms.
+    assert load.estimate_s(now) < 0.0065
+
+
+def test_with_a_peak_decay_equal_to_the_decay_it_is_linkerds_estimate():
+    fast = PeakEwma(default_rtt_ms=30, decay_s=10, now_s=T0, peak_decay_s=10)
+    linkerd = ewma()
+    for rtt_s, at_s in ((0.005, 1), (0.300, 2), (0.004, 2.5), (0.050, 4), (0.010, 9)):
+        fast.observe(rtt_s, T0 + at_s)
+        linkerd.observe(rtt_s, T0 + at_s)
+        assert fast.estimate_s(T0 + at_s + 0.7) == pytest.approx(
+            linkerd.estimate_s(T0 + at_s + 0.7)
+        )
+
+
+def test_a_peak_decay_above_the_decay_acts_as_the_decay():
+    load = PeakEwma(default_rtt_ms=30, decay_s=2, now_s=T0, peak_decay_s=50)
+    load.observe(0.400, T0)
+    assert load.estimate_s(T0 + 2) == pytest.approx(0.400 / math.e)
+
+
+def test_a_pod_slow_at_every_probe_keeps_an_estimate_far_above_its_fast_peers():
+    load = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.25)
+    now = steady(load, 0.005, T0, T0 + 5, 0.01)
+    # From now on it answers in 50 ms, and is picked once a second (probes).
+    for _ in range(20):
+        now += 1.0
+        load.observe(0.050, now)
+    # Each probe after a gap pulls the average towards 50 ms: 2 s later it is still far
+    # above 1.5 × a 5 ms peer, so probes get rarer, not more frequent.
+    assert load.estimate_s(now + 2) > 0.030
+
+
+def test_one_answer_counts_at_most_outlier_cap_times_the_average():
+    capped = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.1, outlier_cap=2)
+    uncapped = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.1)
+    for load in (capped, uncapped):
+        now = steady(load, 0.005, T0, T0 + 5, 0.01)
+        load.observe(1.0, now + 1.0)  # the balancer stalled for a second: one 1 s answer
+        steady(load, 0.005, now + 1.0, now + 2.0, 0.01)
+    # Uncapped, the 1 s answer weighs 1 − e^-0.1 ≈ 0.095 of the average: +95 ms for 10 s.
+    assert uncapped.estimate_s(now + 2.0) > 0.050
+    # Capped at 2 × 5 ms it adds under 10 %, within any tolerance of the pod's peers.
+    assert capped.estimate_s(now + 2.0) < 0.0056
+
+
+def test_a_capped_average_still_climbs_to_a_pod_that_stays_slow():
+    load = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.1, outlier_cap=2)
+    now = steady(load, 0.005, T0, T0 + 5, 0.01)
+    now = steady(load, 0.050, now, now + 30, 0.25)  # 50 ms answers, probed 4 times a second
+    assert load.estimate_s(now + 1.0) > 0.030
+
+
+def _peak_ewma_config(**peak_ewma: object) -> PeakEwmaConfig:
+    data = {
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "clusters": [
+            {
+                "name": "c",
+                "discovery": {"endpoints": [{"address": "127.0.0.1:1"}]},
+                "peak_ewma": peak_ewma,
+            }
+        ],
+    }
+    return config_from_dict(data, environ={}).clusters[0].peak_ewma
+
+
+def test_it_reads_the_peak_decay_and_the_outlier_cap_from_the_config():
+    assert PeakEwmaConfig().peak_decay_s == 0.1
+    assert PeakEwmaConfig().outlier_cap == 2.0
+    read = _peak_ewma_config(peak_decay_s=10, outlier_cap=0)  # linkerd's estimate
+    assert (read.peak_decay_s, read.outlier_cap) == (10.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("peak_decay_s", 0, "peak_decay_s must be a positive number"),
+        ("outlier_cap", 0.5, "outlier_cap must be 0 (no cap) or between 1 and 1000"),
+    ],
+)
+def test_it_refuses_a_peak_decay_or_outlier_cap_that_cannot_work(key, value, fragment):
+    with pytest.raises(ConfigError) as caught:
+        _peak_ewma_config(**{key: value})
+    assert "clusters[0].peak_ewma" in str(caught.value)
+    assert fragment in str(caught.value)
