@@ -6,7 +6,9 @@ time) and hands them over one at a time, so flow control still reaches the
 client. The messages sent so far are kept for a retry to replay, up to
 `buffer_bytes` per call; past it, or once anything of a response went back to
 the client (`commit`), they are dropped and the call can no longer be retried.
-Kept bytes count in the proxy's in-flight bytes budget, so memory stays bounded.
+Kept bytes count in the proxy's in-flight bytes budget, and may take at most half
+of it (past that a call is no longer kept), so memory stays bounded and keeping
+never refuses a message passing through.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RequestFeed:
         self.held = True
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
         self._reader: asyncio.Task[None] | None = None
+        self._ended = False  # the client half-closed: EOF was taken
 
     def _start_reading(self) -> None:
         if self._reader is None:
@@ -65,7 +68,7 @@ class RequestFeed:
             await call.wait_for_connection()  # Core takes messages only after the headers
             for kept in list(self._log):
                 await send(kept)
-            while (message := await self._queue.get()) is not grpc.aio.EOF:
+            while (message := await self._next()) is not grpc.aio.EOF:
                 assert isinstance(message, bytes)
                 if not await self._forward(call, message, counts, send):
                     return
@@ -74,6 +77,14 @@ class RequestFeed:
             pass
         except cygrpc.InternalError:
             pass  # a write or the half-close after the endpoint's status: the status stands
+
+    async def _next(self) -> object:
+        """The client's next new message, or EOF (again, for every later try) once it ended."""
+        if self._ended:
+            return grpc.aio.EOF
+        message = await self._queue.get()
+        self._ended = message is grpc.aio.EOF
+        return message
 
     async def _forward(
         self, call: grpc.aio.StreamStreamCall[Any, Any], message: bytes, counts: _Counts,
@@ -100,7 +111,10 @@ class RequestFeed:
         """Keeps `message` for a replay when it fits the per-call buffer; else stops keeping."""
         if not self.held:
             return False
-        if self._log_bytes + len(message) > self._buffer_bytes:
+        over_buffer = self._log_bytes + len(message) > self._buffer_bytes
+        # Kept messages may fill half the in-flight budget, never starve messages passing.
+        over_budget = self._budget.in_flight_bytes > self._budget.limit_bytes // 2
+        if over_buffer or over_budget:
             self.commit()
             return False
         self._log.append(message)
