@@ -73,6 +73,9 @@ class PodFrame(TypedDict):
     # Calls/s proxyless clients sent straight to the pod, from their load reports; only
     # when above 0, so a service without proxyless clients pays nothing for it.
     px_rps: NotRequired[float]
+    # Its failures the proxy retried on another pod, since the replicas started (added up);
+    # only when above 0.
+    retries: NotRequired[int]
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
@@ -94,6 +97,7 @@ class TotalsFrame(TypedDict):
     px_err_s: float  # of which failed
     err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
     rps_by_method: dict[str, float]  # calls/s the pods report by "service/method", all clients
+    retries_s: NotRequired[float]  # the proxy's retries per second; only when there were some
 
 
 class ImbalanceFrame(TypedDict):
@@ -256,6 +260,8 @@ def _pod(
     }
     if r is not None and round(r.proxyless_rps, 1) > 0:
         pod["px_rps"] = round(r.proxyless_rps, 1)
+    if r is not None and r.retries > 0:
+        pod["retries"] = r.retries
     return pod
 
 
@@ -287,7 +293,7 @@ def _totals(
     bounds = next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
     histograms = [r.latency_counts for r in rates if r.latency_bounds_ms == bounds]
     latency = [sum(c) for c in zip(*histograms, strict=True)] if bounds else []
-    return {
+    totals: TotalsFrame = {
         "pods": pods,
         "ready": sum(1 for r in rates if r.state == READY),
         "rps": round(rps, 2),
@@ -305,6 +311,15 @@ def _totals(
         "err_by_code": errors_by_code(rates),
         "rps_by_method": calls_by_method(reported),
     }
+    add_retries(totals, rates)
+    return totals
+
+
+def add_retries(totals: TotalsFrame, rates: Iterable[EndpointRates]) -> None:
+    """Sets `retries_s` when the proxy retried in the interval (else leaves it out)."""
+    total = round(sum(r.retries_per_s for r in rates), 2)
+    if total > 0:
+        totals["retries_s"] = total
 
 
 def calls_by_method(reported: Iterable[PodRates]) -> dict[str, float]:

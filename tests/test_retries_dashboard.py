@@ -1,0 +1,54 @@
+"""Retries reach the dashboard's frames: the count per pod (the table) and retries/s in the
+totals (the errors chart's line), from two real snapshots of a balancer that retried."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+
+from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from dashboard.collector.frames import build_frame
+from dashboard.collector.rates import rates, sample_from_snapshot
+from tests.support.retries import AUTH, GET_ITEM, get_items, inventory_config
+
+
+async def _snapshot(balancer) -> admin_pb2.Snapshot:
+    async with grpc.aio.insecure_channel(balancer.admin_address) as channel:
+        stub = admin_pb2_grpc.AdminStub(channel)
+        snapshot: admin_pb2.Snapshot = await stub.GetSnapshot(
+            admin_pb2.GetSnapshotRequest(), metadata=AUTH
+        )
+    return snapshot
+
+
+async def test_it_puts_retries_in_the_pod_table_and_on_the_errors_chart(inventories, balancers):
+    pods = [await inventories(f"pod-{i}") for i in range(2)]
+    pods[0].fail_with = grpc.StatusCode.UNAVAILABLE
+    balancer = await balancers(inventory_config(pods, {"idempotent_methods": [GET_ITEM]}))
+    before = await _snapshot(balancer)
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+        assert await get_items(channel, 20) == {"OK": 20}
+    after = await _snapshot(balancer)
+    assert after.retries_total == pods[0].calls["GetItem"] > 0
+    interval = rates(sample_from_snapshot(before), sample_from_snapshot(after))
+    assert interval is not None
+    frame = build_frame("inventory", after.taken_at_unix_ms, interval.values(), [], [])
+    by_pod = {p["pod"]: p for p in frame["pods"]}
+    assert by_pod["pod-0"]["retries"] == pods[0].calls["GetItem"]
+    assert "retries" not in by_pod["pod-1"]  # nothing retried: the frame stays small
+    seconds = (after.taken_at_unix_ms - before.taken_at_unix_ms) / 1000
+    assert frame["totals"]["retries_s"] == round(after.retries_total / seconds, 2)
+
+
+async def test_it_leaves_retries_out_of_a_frame_without_any(inventories, balancers):
+    pods = [await inventories(f"pod-{i}") for i in range(2)]
+    balancer = await balancers(inventory_config(pods))
+    before = await _snapshot(balancer)
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+        await get_items(channel, 5)
+    after = await _snapshot(balancer)
+    interval = rates(sample_from_snapshot(before), sample_from_snapshot(after))
+    assert interval is not None
+    frame = build_frame("inventory", after.taken_at_unix_ms, interval.values(), [], [])
+    assert "retries_s" not in frame["totals"]
+    assert all("retries" not in p for p in frame["pods"])
