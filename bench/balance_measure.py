@@ -27,6 +27,8 @@ GOALS: tuple[dict[str, Any], ...] = (
      "op": "==", "bound": 0},
     {"name": "restart.client_errors", "path": ("restart", "client_errors"),
      "op": "==", "bound": 0},
+    {"name": "retries.retry_error_rate_with", "path": ("retries", "retry_error_rate_with"),
+     "op": "<=", "bound": 0.001, "engines": ("embedded",)},
     # HAProxy has no latency-aware policy (peak_ewma runs as random(2) on in-flight streams):
     # its slow-pod goals are least_request's (leastconn), with the same bounds.
     {"name": "slow_pod.least_request_p99_vs_round_robin",

@@ -5,6 +5,8 @@ calling at once, one through a kube-proxy-like L4 Service emulator and one throu
 pinning after a rollout restart, weights 1:2:5 under every policy, one slow pod, draining a pod
 with streams in flight, restarting a pod through the platform. Prints one JSON object as the
 last line of stdout (with a `goals` section); progress goes to stderr. See bench/README.md.
+A sixth, `retries` (balance_retries.py), runs its own pods and two balancers: one pod failing
+30 % of its calls, client error rates without and with retries.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import grpc
 from balance_lifecycle import drain, restart
 from balance_measure import ENGINES, goals
+from balance_retries import retries
 from balance_scenarios import FULL, QUICK, SMOKE, Timings, pinning, slow_pod, timings_dict, weights
 from balance_scene import STRAY_HAPROXY, say
 
@@ -33,6 +36,7 @@ SCENARIOS: dict[str, Scenario] = {
     "slow_pod": slow_pod,
     "drain": drain,
     "restart": restart,
+    "retries": retries,
 }
 
 
