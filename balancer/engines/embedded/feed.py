@@ -33,8 +33,12 @@ Send = Callable[[bytes], Awaitable[None]]
 class RequestFeed:
     """The client's request messages of one call, for one try at a time."""
 
-    def __init__(self, context: Context, budget: InFlightBytes, buffer_bytes: int) -> None:
+    def __init__(
+        self, context: Context, budget: InFlightBytes, buffer_bytes: int, *, retryable: bool
+    ) -> None:
+        """`retryable` False: one try only, so its pump reads the client itself (no task)."""
         self._context = context
+        self._retryable = retryable
         self._budget = budget
         self._buffer_bytes = buffer_bytes
         self._log: list[bytes] = []
@@ -63,7 +67,8 @@ class RequestFeed:
         the half-close. Stops quietly once the endpoint has ended the call: its status, not
         a failed write, is what goes back to the client (or decides a retry).
         """
-        self._start_reading()
+        if self._retryable:
+            self._start_reading()
         try:
             await call.wait_for_connection()  # Core takes messages only after the headers
             for kept in list(self._log):
@@ -82,6 +87,8 @@ class RequestFeed:
         """The client's next new message, or EOF (again, for every later try) once it ended."""
         if self._ended:
             return grpc.aio.EOF
+        if not self._retryable:
+            return await self._context.read()
         message = await self._queue.get()
         self._ended = message is grpc.aio.EOF
         return message

@@ -281,8 +281,9 @@ class _Call:
         """Tries endpoints until one call is relayed or no retry is allowed."""
         self._retrier.started()
         policy = self._retrier.policy
-        feed = RequestFeed(context, self._limits.budget, policy.buffer_bytes)
-        if not self._retrier.enabled:
+        retryable = self._retrier.enabled
+        feed = RequestFeed(context, self._limits.budget, policy.buffer_bytes, retryable=retryable)
+        if not retryable:
             feed.commit()  # nothing to replay: hold no message longer than its send
         tries = _Tries(self._retrier, held=True)
         ep = await self._pick(context)
