@@ -1,10 +1,16 @@
-"""Retries reach the dashboard's frames: the count per pod (the table) and retries/s in the
-totals (the errors chart's line), from two real snapshots of a balancer that retried."""
+"""Retries reach the dashboard's frames — the count per pod (the table) and retries/s in the
+totals (the errors chart's line), from two real snapshots of a balancer that retried — and
+Prometheus, scraped over real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
+from dataclasses import replace
+
 import grpc
 import grpc.aio
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from dashboard.collector.frames import build_frame
@@ -52,3 +58,38 @@ async def test_it_leaves_retries_out_of_a_frame_without_any(inventories, balance
     frame = build_frame("inventory", after.taken_at_unix_ms, interval.values(), [], [])
     assert "retries_s" not in frame["totals"]
     assert all("retries" not in p for p in frame["pods"])
+
+
+async def test_it_exports_retries_to_prometheus(inventories, balancers):
+    pods = [await inventories(f"pod-{i}") for i in range(2)]
+    pods[0].fail_with = grpc.StatusCode.UNAVAILABLE
+    config = inventory_config(
+        pods, {"idempotent_methods": [GET_ITEM], "budget_percent": 0, "budget_min_per_s": 0.1}
+    )
+    balancer = await balancers(
+        replace(config, admin=replace(config.admin, metrics_address="127.0.0.1:0"))
+    )
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+        await get_items(channel, 20)
+    failed = pods[0].calls["GetItem"]
+    series = await _series(balancer.metrics_address)
+    pod0 = frozenset({("cluster", "inventory"), ("endpoint", "pod-0")})
+    cluster = frozenset({("cluster", "inventory")})
+    assert series[("ballast_endpoint_retries_total", pod0)] == 1  # one retry in the budget
+    assert series[("ballast_endpoint_retries_succeeded_total", pod0)] == 1
+    assert series[("ballast_endpoint_retry_budget_exhausted_total", pod0)] == failed - 1
+    assert series[("ballast_cluster_retry_budget_exhausted_total", cluster)] == failed - 1
+    assert series[("ballast_cluster_retry_budget_spent", cluster)] == 1
+
+
+async def _series(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(get)
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
