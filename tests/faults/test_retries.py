@@ -9,6 +9,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -105,3 +106,36 @@ async def test_it_retries_calls_a_frozen_pod_never_answered_even_if_not_idempote
     )
     assert codes == {"OK": 10}
     assert snap["pod-0"].retries_total == snap["pod-0"].retries_succeeded_total >= 5
+
+
+@pytest.mark.parametrize("max_attempts", [2, 1])
+async def test_it_has_haproxy_retry_calls_a_frozen_pod_never_answered(
+    balancers, max_attempts: int
+) -> None:
+    """The same through the HAProxy engine: `retry-on conn-failure empty-response` sends the
+    calls the frozen, then killed, pod never answered to the other pod; without retries
+    (max_attempts 1: `retries 0`) they fail."""
+    pods = [await start_pod(f"pod-{i}") for i in range(2)]
+    frozen = pods[0]
+    try:
+        config = balancer_config(pods, policy="round_robin", retry={"max_attempts": max_attempts})
+        balancer = await balancers(replace(config, engine="haproxy", shutdown_grace_s=1.0))
+        async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+            get = channel.unary_unary(GET_ITEM)
+            for _ in range(10):  # HAProxy has connections to both pods
+                await get(REQUEST, timeout=10)
+            os.killpg(frozen.process.pid, signal.SIGSTOP)
+            calls = [asyncio.ensure_future(get(REQUEST, timeout=30)) for _ in range(10)]
+            held = lambda: balancer.engine.figures().in_flight.get(("inventory", "pod-0"), 0)  # noqa: E731
+            await wait_for(lambda: held() >= 5, SLOW_S, "HAProxy's calls held on pod-0")
+            frozen.kill()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        frozen.kill()
+        await stop_pods(pods)
+    codes = Counter(r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in results)
+    print("retries_haproxy_frozen_pod", max_attempts, json.dumps(codes))
+    if max_attempts == 2:
+        assert codes == {"OK": 10}
+    else:
+        assert codes["OK"] < 10
