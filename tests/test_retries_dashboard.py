@@ -10,11 +10,13 @@ from dataclasses import replace
 
 import grpc
 import grpc.aio
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.discovery import Remove
 from dashboard.collector.frames import build_frame
-from dashboard.collector.rates import rates, sample_from_snapshot
+from dashboard.collector.rates import cluster_retry_rates, rates, sample_from_snapshot
 from tests.support.retries import AUTH, GET_ITEM, get_items, inventory_config
 
 
@@ -93,3 +95,26 @@ async def _series(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], 
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+async def test_it_keeps_the_retries_of_a_pod_removed_meanwhile(inventories, balancers):
+    """A pod killed with calls held is retried, then removed by discovery before the next
+    snapshot: the cluster's own counter still puts its retries on the errors chart."""
+    pods = [await inventories(f"pod-{i}") for i in range(2)]
+    pods[0].fail_with = grpc.StatusCode.UNAVAILABLE
+    balancer = await balancers(inventory_config(pods, {"idempotent_methods": [GET_ITEM]}))
+    before = await _snapshot(balancer)
+    async with grpc.aio.insecure_channel(balancer.listen_addresses[0]) as channel:
+        assert await get_items(channel, 20) == {"OK": 20}
+    balancer.clusters["inventory"].apply(Remove(("pod-0",)))
+    after = await _snapshot(balancer)
+    assert [ep.endpoint_id for ep in after.clusters[0].endpoints] == ["pod-1"]
+    seconds = (after.taken_at_unix_ms - before.taken_at_unix_ms) / 1000
+    retries_s = cluster_retry_rates(before, after)["inventory"]
+    assert retries_s == pytest.approx(pods[0].calls["GetItem"] / seconds)
+    interval = rates(sample_from_snapshot(before), sample_from_snapshot(after))
+    assert interval is not None
+    frame = build_frame(
+        "inventory", after.taken_at_unix_ms, interval.values(), [], [], retries_s=retries_s
+    )
+    assert frame["totals"]["retries_s"] == round(retries_s, 2) > 0

@@ -147,6 +147,7 @@ def build_frame(
     colors: ColorBook | None = None,
     usage_note: str | None = None,
     xds: XdsFrame | None = None,
+    retries_s: float | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -156,7 +157,9 @@ def build_frame(
     figures by pod name (`PodScraper.rates`). With `windows` (the balancer's
     and the pods' view, kept per service across frames) both imbalance scores are
     taken over the windows' mean loads instead of this interval's alone, and the
-    busiest pod named keeps its name until another is clearly busier.
+    busiest pod named keeps its name until another is clearly busier. `retries_s`: the
+    cluster's retries/s from its own counters (else the endpoints' sum, which loses
+    the retries of an endpoint removed meanwhile).
     """
     rates = list(endpoints)
     facts = _join(rates, list(pods))
@@ -183,6 +186,8 @@ def build_frame(
     }
     if xds is not None and xds["clients"] > 0:
         frame["xds"] = xds
+    if retries_s is not None:
+        set_retries(frame["totals"], retries_s)
     return frame
 
 
@@ -316,10 +321,16 @@ def _totals(
 
 
 def add_retries(totals: TotalsFrame, rates: Iterable[EndpointRates]) -> None:
-    """Sets `retries_s` when the proxy retried in the interval (else leaves it out)."""
-    total = round(sum(r.retries_per_s for r in rates), 2)
-    if total > 0:
-        totals["retries_s"] = total
+    """Sets `retries_s` from the endpoints when the proxy retried in the interval."""
+    set_retries(totals, sum(r.retries_per_s for r in rates))
+
+
+def set_retries(totals: TotalsFrame, retries_s: float) -> None:
+    """`retries_s` when above 0 (rounded), else left out. The collector passes the
+    clusters' own rate (`build_frame(retries_s=…)`): it keeps removed endpoints' retries."""
+    totals.pop("retries_s", None)
+    if round(retries_s, 2) > 0:
+        totals["retries_s"] = round(retries_s, 2)
 
 
 def calls_by_method(reported: Iterable[PodRates]) -> dict[str, float]:

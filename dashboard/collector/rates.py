@@ -185,6 +185,30 @@ def rates(previous: Sample, current: Sample) -> dict[EndpointKey, EndpointRates]
     return out
 
 
+def cluster_retry_rates(
+    previous: admin_pb2.Snapshot | None, current: admin_pb2.Snapshot
+) -> dict[str, float]:
+    """The proxy's retries per second per cluster between two snapshots of one replica.
+
+    From the clusters' own counters, which keep the retries of endpoints since removed
+    (a pod killed with calls held is retried and gone by the next snapshot). Empty
+    without an interval; a restarted replica (or a counter that went down) counts from 0.
+    """
+    if previous is None:
+        return {}
+    restarted = current.started_at_unix_ms != previous.started_at_unix_ms
+    from_ms = current.started_at_unix_ms if restarted else previous.taken_at_unix_ms
+    elapsed_s = (current.taken_at_unix_ms - from_ms) / 1000
+    if elapsed_s <= 0:
+        return {}
+    before = {} if restarted else {c.name: c.retries_total for c in previous.clusters}
+    out = {}
+    for c in current.clusters:
+        earlier = before.get(c.name, 0)
+        out[c.name] = (c.retries_total - (earlier if earlier <= c.retries_total else 0)) / elapsed_s
+    return out
+
+
 def _went_down(before: EndpointCounters, now: EndpointCounters) -> bool:
     if now.bytes_received < before.bytes_received or now.bytes_sent < before.bytes_sent:
         return True
