@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import grpc
 import grpc.aio
 import pytest
 
 from balancer.config import ConfigError, config_from_dict
+from balancer.retries import RetryBudget, RetryPolicy
 from demo.v1 import workload_pb2 as pb
 from tests.support import backend as be
 from tests.support.balancing import config
@@ -228,3 +231,44 @@ async def _code(call) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as err:
         return err.code()
     return grpc.StatusCode.OK
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_it_allows_retries_up_to_20_percent_of_calls_plus_10_a_second_over_10_s():
+    clock = _Clock()
+    budget = RetryBudget(RetryPolicy(), clock)
+    for _ in range(1000):
+        budget.deposit()
+    granted = sum(budget.withdraw() for _ in range(1000))
+    assert granted == 0.2 * 1000 + 10 * 10  # Linkerd's defaults
+    clock.now_s += 5  # still inside the window: nothing came back
+    assert not budget.withdraw()
+    clock.now_s += 6  # the window slid past those calls and retries
+    assert budget.withdraw()
+
+
+def test_it_keeps_the_budget_in_fixed_memory_whatever_the_rate():
+    clock = _Clock()
+    budget = RetryBudget(RetryPolicy(budget_window_s=10), clock)
+    for second in range(100):
+        clock.now_s = 1000.0 + second
+        for _ in range(500):
+            budget.deposit()
+    assert len(budget._calls) == len(budget._retries) == 10  # one slot per second
+    assert sum(budget._calls) == 10 * 500
+
+
+def test_it_draws_a_backoff_under_a6s_doubling_ceiling():
+    policy = RetryPolicy(initial_backoff_s=0.025, max_backoff_s=0.25, backoff_multiplier=2)
+    rng = random.Random(1)
+    for retry, ceiling in ((1, 0.025), (2, 0.05), (3, 0.1), (4, 0.2), (5, 0.25), (9, 0.25)):
+        delays = [policy.backoff_s(retry, rng) for _ in range(200)]
+        assert min(delays) >= 0 and max(delays) <= ceiling
+        assert max(delays) > ceiling * 0.8  # jittered over the whole range
