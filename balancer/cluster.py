@@ -29,6 +29,7 @@ from balancer.discovery import Add, Remove, Reset, Update
 from balancer.endpoint import Address, Endpoint, State, StateChange, check_weight
 from balancer.load import FailureLoad, PeakEwma
 from balancer.picker import POLICIES, Picker, build_picker
+from balancer.retries import ClusterRetries
 from balancer.stats import CODE_INDEX, EndpointStats
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Cluster:
         self.endpoints: dict[str, Endpoint] = {}
         self.unary_methods: set[str] = set(config.unary_methods)
         self._clock = clock
+        self.clock = clock
         self._rng = rng
         self._channel_factory = channel_factory
         self._on_change = on_change
@@ -82,6 +84,9 @@ class Cluster:
         )
         self._penalty_s = config.peak_ewma.failure_penalty_ms / 1000
         self._picker: Picker = build_picker(self.policy, [], rng)
+        self._routable: list[Endpoint] = []
+        # The retry policy, budget and counters (the embedded proxy retries; see retries.py).
+        self.retries = ClusterRetries.make(config.retry, clock)
         self._closing: set[asyncio.Task[None]] = set()
         self._watch_connectivity = watch_connectivity
         # True while fewer than panic_threshold_percent of the endpoints are READY.
@@ -95,6 +100,17 @@ class Cluster:
     def pick(self) -> Endpoint | None:
         """The endpoint for a new request or stream; None when no endpoint can take it."""
         return self._picker.pick(self._clock())
+
+    def pick_other(self, last: Endpoint) -> Endpoint | None:
+        """The endpoint for a retry: never `last` again while another can take calls."""
+        now = self._clock()
+        ep = self._picker.pick(now)
+        for _ in range(2):
+            if ep is not last:
+                return ep
+            ep = self._picker.pick(now)
+        others = [e for e in self._routable if e is not last]
+        return self._rng.choice(others) if others else ep
 
     def record_result(
         self, ep: Endpoint, code_index: int, latency_s: float, now_s: float | None = None
@@ -419,6 +435,7 @@ class Cluster:
                 if ep.state is not State.READY:
                     ep.effective_weight = float(ep.weight)
         routable = [ep for ep in serving if ep.effective_weight > 0]
+        self._routable = routable
         self._picker = build_picker(
             self.policy, routable, self._rng, tolerance=self.config.peak_ewma.tolerance
         )

@@ -23,6 +23,7 @@ import grpc
 
 from balancer.endpoint import DEFAULT_WEIGHT, Address, check_weight
 from balancer.picker import POLICIES
+from balancer.retries import RetryPolicy
 from balancer.tls import ClientTls, ServerTls, is_loopback
 
 # gRPC's own default: a larger limit lets each caller make the balancer hold that much.
@@ -251,6 +252,8 @@ class ClusterConfig:
     # Envoy's panic threshold: below this share of READY endpoints (of those not
     # drained and not PENDING), route to all of them that can connect; 0 turns it off.
     panic_threshold_percent: float = 50.0
+    # `[clusters.retry]`: what the embedded proxy retries, and what HAProxy and xDS get of it.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -280,6 +283,8 @@ class Route:
     cluster: str
     service: str | None = None
     prefix: str | None = None
+    # `[routing.routes.retry]`: this route's methods retry so, instead of the cluster's policy.
+    retry: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
         if (self.service is None) == (self.prefix is None):
@@ -680,6 +685,7 @@ def _cluster(t: _Table) -> ClusterConfig:
         "peak_decay_s", "outlier_cap")})  # fmt: skip
     unary = t.strings("unary_methods")
     tls = _client_tls(t)
+    retry = _retry(t.table("retry")) if t.get("retry", dict) is not None else None
     return _build(t, ClusterConfig, {
         "name": t.get("name", str, ""), "policy": t.get("policy", str),
         "discovery": discovery, "health_check": health, "outlier_detection": outlier,
@@ -687,7 +693,20 @@ def _cluster(t: _Table) -> ClusterConfig:
         "unary_methods": frozenset(unary) if unary is not None else None,
         "discover_unary_methods": t.get("discover_unary_methods", bool),
         "drain_timeout_s": t.get("drain_timeout_s", float), "tls": tls,
-        "panic_threshold_percent": t.get("panic_threshold_percent", float)})  # fmt: skip
+        "panic_threshold_percent": t.get("panic_threshold_percent", float),
+        "retry": retry})  # fmt: skip
+
+
+def _retry(t: _Table) -> RetryPolicy:
+    """A `retry` sub-table of a cluster or a route."""
+    codes, methods = t.strings("retry_on"), t.strings("idempotent_methods")
+    return _build(t, RetryPolicy, {
+        **{k: t.get(k, float) for k in (
+            "per_try_timeout_s", "initial_backoff_s", "max_backoff_s", "backoff_multiplier",
+            "budget_percent", "budget_min_per_s", "budget_window_s")},
+        "max_attempts": t.get("max_attempts", int), "buffer_bytes": t.get("buffer_bytes", int),
+        "retry_on": None if codes is None else frozenset(codes),
+        "idempotent_methods": None if methods is None else frozenset(methods)})  # fmt: skip
 
 
 def _server_tls(parent: _Table) -> ServerTls | None:
@@ -761,7 +780,9 @@ def config_from_dict(data: Mapping[str, Any], environ: Mapping[str, str]) -> Bal
     listeners = tuple(_build(t, ListenerConfig, {"address": t.get("address", str, ""),
                                                  "tls": _server_tls(t)})
                       for t in root.tables("listeners"))  # fmt: skip
-    routes = tuple(_build(t, Route, {k: t.get(k, str) for k in ("cluster", "service", "prefix")})
+    routes = tuple(_build(t, Route, {**{k: t.get(k, str) for k in ("cluster", "service", "prefix")},
+                                     "retry": _retry(t.table("retry"))
+                                     if t.get("retry", dict) is not None else None})
                    for t in routing.tables("routes"))  # fmt: skip
     clusters = tuple(_cluster(t) for t in root.tables("clusters"))
     admin = _admin(root.table("admin"), environ) if "admin" in data else None

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from balancer.load import FailureLoad, PeakEwma
+from balancer.retries import RetryCounts
 from balancer.stats import EndpointStats
 
 if TYPE_CHECKING:
@@ -142,6 +143,8 @@ class Endpoint:
         # Recent fast failures, as load for least_request (linkerd's load biaser).
         self.failure_load = failure_load or FailureLoad(penalty_s=0.0, now_s=now_s)
         self.stats = stats
+        # Its failures retried elsewhere (or not: budget spent, not safe), cumulative.
+        self.retries = RetryCounts()
         # Upstream calls in flight, so a drain timeout can cancel them.
         self.calls: set[InFlight] = set()
         self.channel: grpc.aio.Channel | None = None

@@ -27,6 +27,8 @@ GOALS: tuple[dict[str, Any], ...] = (
      "op": "==", "bound": 0},
     {"name": "restart.client_errors", "path": ("restart", "client_errors"),
      "op": "==", "bound": 0},
+    {"name": "retries.retry_error_rate_with", "path": ("retries", "retry_error_rate_with"),
+     "op": "<=", "bound": 0.001, "engines": ("embedded",)},
     {"name": "noise.noise_max_share_error_pp", "path": ("noise", "noise_max_share_error_pp"),
      "op": "<=", "bound": 3.0},
     # HAProxy has no latency-aware policy (peak_ewma runs as random(2) on in-flight streams),

@@ -6,6 +6,8 @@ pinning after a rollout restart, weights 1:2:5 under every policy, one slow pod,
 with streams in flight, restarting a pod through the platform, latency spikes on five identical
 pods (noise). Prints one JSON object as the last line of stdout (with a `goals` section);
 progress goes to stderr. See bench/README.md.
+A seventh, `retries` (balance_retries.py), runs its own pods and two balancers: one pod failing
+30 % of its calls, client error rates without and with retries.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import grpc
 from balance_lifecycle import drain, restart
 from balance_measure import ENGINES, goals
 from balance_noise import noise
+from balance_retries import retries
 from balance_scenarios import FULL, QUICK, SMOKE, Timings, pinning, slow_pod, timings_dict, weights
 from balance_scene import STRAY_HAPROXY, say
 
@@ -36,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": drain,
     "restart": restart,
     "noise": noise,
+    "retries": retries,
 }
 
 

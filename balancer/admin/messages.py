@@ -38,6 +38,9 @@ def snapshot_message(view: BalancerView) -> admin_pb2.Snapshot:
         ],
         messages_over_budget_total=view.messages_over_budget_total,
         in_flight_message_bytes=view.in_flight_message_bytes,
+        retries_total=view.retries.retries,
+        retries_succeeded_total=view.retries.succeeded,
+        retry_budget_exhausted_total=view.retries.budget_exhausted,
         **_xds_fields(view.xds),
     )
 
@@ -87,6 +90,11 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         xds_clients_in_sync=view.xds_clients_in_sync,
         xds_policy_fallback=view.xds_policy_fallback,
         xds_client_peers=view.xds_client_peers,
+        retries_total=view.retries.retries,
+        retries_succeeded_total=view.retries.succeeded,
+        retry_budget_exhausted_total=view.retries.budget_exhausted,
+        retry_budget_exhausted=view.retry_budget_exhausted,
+        retries_not_safe_total=view.retries.not_safe,
     )
 
 
@@ -118,6 +126,10 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         ejection_multiplier=view.ejection_multiplier,
         state_reason=view.state_reason,
         connectivity=view.connectivity,
+        retries_total=view.retries.retries,
+        retries_succeeded_total=view.retries.succeeded,
+        retry_budget_exhausted_total=view.retries.budget_exhausted,
+        retries_not_safe_total=view.retries.not_safe,
         **_proxyless_fields(view),
     )
 

@@ -51,6 +51,7 @@ class BalancerCollector:
         yield _cluster_info(view)
         yield _connections(view)
         yield from _budget(view)
+        yield from _retries(view)
         yield from proxyless_metrics(view)
         yield _engine(view)
 
@@ -129,6 +130,40 @@ def _latency(view: BalancerView) -> Metric:
             buckets = [(le, float(n)) for le, n in zip(_LE, cumulative, strict=True)]
             histogram.add_metric((cluster.name, ep.endpoint_id), buckets, ep.latency_sum_s)
     return histogram
+
+
+_RETRY_SERIES = (
+    ("retries", "retries", "Failed tries on the endpoint that were tried again on another."),
+    ("retries_succeeded", "succeeded", "Calls that succeeded after a retry of its failure."),
+    ("retry_budget_exhausted", "budget_exhausted",
+     "Failures with a retried code passed to the caller: the retry budget was spent."),
+    ("retries_not_safe", "not_safe",
+     "Failures with a retried code not retried: a retry was not safe."),
+)  # fmt: skip
+
+
+def _retries(view: BalancerView) -> list[Metric]:
+    """The embedded proxy's retries, per endpoint and per cluster (removed endpoints kept)."""
+    families: list[Metric] = []
+    for name, attribute, help_text in _RETRY_SERIES:
+        endpoint = CounterMetricFamily(f"ballast_endpoint_{name}", help_text, labels=_EP)
+        cluster = CounterMetricFamily(
+            f"ballast_cluster_{name}", f"{help_text} (the cluster's endpoints, all time)",
+            labels=("cluster",),
+        )  # fmt: skip
+        for c in view.clusters:
+            cluster.add_metric((c.name,), getattr(c.retries, attribute))
+            for ep in c.endpoints:
+                endpoint.add_metric((c.name, ep.endpoint_id), getattr(ep.retries, attribute))
+        families += [endpoint, cluster]
+    spent = GaugeMetricFamily(
+        "ballast_cluster_retry_budget_spent",
+        "1 while the cluster's retry budget is spent (failures go to the caller), else 0.",
+        labels=("cluster",),
+    )
+    for c in view.clusters:
+        spent.add_metric((c.name,), 1 if c.retry_budget_exhausted else 0)
+    return [*families, spent]
 
 
 def _cluster_info(view: BalancerView) -> Metric:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from balancer.endpoint import Endpoint, State
+from balancer.retries import RetryCounts
 from balancer.stats import STATUS_CODES
 
 if TYPE_CHECKING:
@@ -28,6 +29,28 @@ if TYPE_CHECKING:
     from balancer.xds.status import XdsView
 
 WallClock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryView:
+    """Retry counters, cumulative: retried, then succeeded, budget spent, not safe."""
+
+    retries: int = 0
+    succeeded: int = 0
+    budget_exhausted: int = 0
+    not_safe: int = 0
+
+    @classmethod
+    def of(cls, counts: RetryCounts) -> RetryView:
+        return cls(counts.retries, counts.succeeded, counts.budget_exhausted, counts.not_safe)
+
+    def __add__(self, other: RetryView) -> RetryView:
+        return RetryView(
+            self.retries + other.retries,
+            self.succeeded + other.succeeded,
+            self.budget_exhausted + other.budget_exhausted,
+            self.not_safe + other.not_safe,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +83,8 @@ class EndpointView:
     # With [xds]: calls proxyless clients reported (LRS), and what they are told of it.
     proxyless: ProxylessCounters | None = None
     xds_health_status: str = ""
+    # The embedded proxy's retries of this endpoint's failures (see retries.RetryCounts).
+    retries: RetryView = field(default_factory=lambda: RetryView())
 
     @property
     def requests_total(self) -> int:
@@ -87,6 +112,9 @@ class ClusterView:
     xds_policy_fallback: bool = False
     # The peers of the subscribed clients (their `XdsClientView.peer`).
     xds_client_peers: tuple[str, ...] = ()
+    # Cumulative over every endpoint it had; and whether the retry budget is spent now.
+    retries: RetryView = field(default_factory=lambda: RetryView())
+    retry_budget_exhausted: bool = False
 
     @property
     def requests_total(self) -> int:
@@ -117,6 +145,10 @@ class BalancerView:
     # The engine carrying calls (embedded, haproxy), and whether it can carry them now.
     engine: str = "embedded"
     engine_up: bool = True
+
+    @property
+    def retries(self) -> RetryView:
+        return sum((c.retries for c in self.clusters), RetryView())
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +225,8 @@ class Reader:
             xds_clients_in_sync=in_sync,
             xds_policy_fallback=xds is not None and xds.policy_fallback(cluster),
             xds_client_peers=() if xds is None else xds.cluster_peers(cluster.name),
+            retries=RetryView.of(cluster.retries.counts),
+            retry_budget_exhausted=cluster.retries.exhausted_now(),
         )
 
     def _endpoint(
@@ -226,4 +260,5 @@ class Reader:
             connectivity=ep.connectivity,
             proxyless=None if xds is None else xds.proxyless(cluster or "", ep.id),
             xds_health_status="" if xds is None else xds.endpoint_health(ep),
+            retries=RetryView.of(ep.retries),
         )

@@ -34,11 +34,12 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from balancer.cluster import Cluster
 from balancer.endpoint import Endpoint, State
+from balancer.retries import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def build_resources(clusters: Iterable[Cluster]) -> dict[str, dict[str, Message]
     out: dict[str, dict[str, Message]] = {t: {} for t in TYPES}
     for cluster in clusters:
         out[LISTENER][cluster.name] = listener(cluster.name)
-        out[ROUTE][cluster.name] = route_configuration(cluster.name)
+        out[ROUTE][cluster.name] = route_configuration(cluster.name, cluster.config.retry)
         out[CLUSTER][cluster.name] = xds_cluster(cluster.name)
         out[ENDPOINT][cluster.name] = load_assignment(cluster)
     return out
@@ -106,14 +107,64 @@ def listener(name: str) -> listener_pb2.Listener:
     )
 
 
-def route_configuration(name: str) -> route_pb2.RouteConfiguration:
-    """RDS: every call to any authority goes to the cluster of the same name."""
-    route = route_components_pb2.Route(
+def route_configuration(
+    name: str, retry: RetryPolicy | None = None
+) -> route_pb2.RouteConfiguration:
+    """RDS: every call to any authority goes to the cluster of the same name.
+
+    With `retry`, the cluster's idempotent methods come first, each a route with the
+    retry policy (gRPC A44); other methods get none: a proxyless client retries
+    whatever its policy names once the endpoint answered, so only calls safe to
+    repeat may have one (calls that never left the client it retries by itself).
+    """
+    catch_all = route_components_pb2.Route(
         match=route_components_pb2.RouteMatch(prefix=""),
         route=route_components_pb2.RouteAction(cluster=name),
     )
-    host = route_components_pb2.VirtualHost(name=name, domains=["*"], routes=[route])
+    routes = [*_retry_routes(name, retry), catch_all]
+    host = route_components_pb2.VirtualHost(name=name, domains=["*"], routes=routes)
     return route_pb2.RouteConfiguration(name=name, virtual_hosts=[host])
+
+
+# The codes a proxyless gRPC client retries on (A44); it ignores any other name.
+_A44_CODES = ("CANCELLED", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED", "UNAVAILABLE")
+
+
+def _retry_routes(name: str, retry: RetryPolicy | None) -> list[route_components_pb2.Route]:
+    """One route per idempotent method (`/pkg.Service/*`: the service's prefix) with the
+    policy: codes, retries (attempts − 1) and A6's backoff; none when retries are off."""
+    if retry is None or not retry.enabled:
+        return []
+    codes = [c.lower().replace("_", "-") for c in _A44_CODES if c in retry.retry_on]
+    if not codes:
+        return []
+    policy = route_components_pb2.RetryPolicy(
+        retry_on=",".join(codes),
+        num_retries=wrappers_pb2.UInt32Value(value=retry.max_attempts - 1),
+        retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
+            base_interval=_duration(retry.initial_backoff_s),
+            max_interval=_duration(retry.max_backoff_s),
+        ),
+    )
+    return [
+        route_components_pb2.Route(
+            match=_method_match(method),
+            route=route_components_pb2.RouteAction(cluster=name, retry_policy=policy),
+        )
+        for method in sorted(retry.idempotent_methods)
+    ]
+
+
+def _method_match(method: str) -> route_components_pb2.RouteMatch:
+    if method.endswith("/*"):
+        return route_components_pb2.RouteMatch(prefix=method[:-1])
+    return route_components_pb2.RouteMatch(path=method)
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
 
 
 def xds_cluster(name: str) -> cluster_pb2.Cluster:

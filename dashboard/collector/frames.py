@@ -73,6 +73,9 @@ class PodFrame(TypedDict):
     # Calls/s proxyless clients sent straight to the pod, from their load reports; only
     # when above 0, so a service without proxyless clients pays nothing for it.
     px_rps: NotRequired[float]
+    # Its failures the proxy retried on another pod, since the replicas started (added up);
+    # only when above 0.
+    retries: NotRequired[int]
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
@@ -94,6 +97,7 @@ class TotalsFrame(TypedDict):
     px_err_s: float  # of which failed
     err_by_code: dict[str, float]  # errors/s via Ballast by gRPC status code (not OK)
     rps_by_method: dict[str, float]  # calls/s the pods report by "service/method", all clients
+    retries_s: NotRequired[float]  # the proxy's retries per second; only when there were some
 
 
 class ImbalanceFrame(TypedDict):
@@ -154,6 +158,7 @@ def build_frame(
     colors: ColorBook | None = None,
     usage_note: str | None = None,
     xds: XdsFrame | None = None,
+    retries_s: float | None = None,
 ) -> ServiceFrame:
     """The frame of one service from its merged endpoint rates and its pods' facts.
 
@@ -163,7 +168,9 @@ def build_frame(
     figures by pod name (`PodScraper.rates`). With `windows` (the balancer's
     and the pods' view, kept per service across frames) both imbalance scores are
     taken over the windows' mean loads instead of this interval's alone, and the
-    busiest pod named keeps its name until another is clearly busier.
+    busiest pod named keeps its name until another is clearly busier. `retries_s`: the
+    cluster's retries/s from its own counters (else the endpoints' sum, which loses
+    the retries of an endpoint removed meanwhile).
     """
     rates = list(endpoints)
     facts = _join(rates, list(pods))
@@ -190,6 +197,8 @@ def build_frame(
     }
     if xds is not None and xds["clients"] > 0:
         frame["xds"] = xds
+    if retries_s is not None:
+        set_retries(frame["totals"], retries_s)
     return frame
 
 
@@ -267,6 +276,8 @@ def _pod(
     }
     if r is not None and round(r.proxyless_rps, 1) > 0:
         pod["px_rps"] = round(r.proxyless_rps, 1)
+    if r is not None and r.retries > 0:
+        pod["retries"] = r.retries
     return pod
 
 
@@ -298,7 +309,7 @@ def _totals(
     bounds = next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
     histograms = [r.latency_counts for r in rates if r.latency_bounds_ms == bounds]
     latency = [sum(c) for c in zip(*histograms, strict=True)] if bounds else []
-    return {
+    totals: TotalsFrame = {
         "pods": pods,
         "ready": sum(1 for r in rates if r.state == READY),
         "rps": round(rps, 2),
@@ -316,6 +327,21 @@ def _totals(
         "err_by_code": errors_by_code(rates),
         "rps_by_method": calls_by_method(reported),
     }
+    add_retries(totals, rates)
+    return totals
+
+
+def add_retries(totals: TotalsFrame, rates: Iterable[EndpointRates]) -> None:
+    """Sets `retries_s` from the endpoints when the proxy retried in the interval."""
+    set_retries(totals, sum(r.retries_per_s for r in rates))
+
+
+def set_retries(totals: TotalsFrame, retries_s: float) -> None:
+    """`retries_s` when above 0 (rounded), else left out. The collector passes the
+    clusters' own rate (`build_frame(retries_s=…)`): it keeps removed endpoints' retries."""
+    totals.pop("retries_s", None)
+    if round(retries_s, 2) > 0:
+        totals["retries_s"] = round(retries_s, 2)
 
 
 def calls_by_method(reported: Iterable[PodRates]) -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from balancer.admin.v1 import admin_pb2
 from balancer.stats import quantile_ms
@@ -56,6 +57,8 @@ class EndpointCounters:
     # load reports): cumulative like the proxy's counters, a separate source.
     proxyless_issued: int = 0
     proxyless_errored: int = 0
+    # The proxy's retries of this endpoint's failures (cumulative, like the counters above).
+    retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ def _counters(cluster: str, ep: admin_pb2.EndpointSnapshot) -> EndpointCounters:
         latency_counts=tuple(ep.latency.counts),
         proxyless_issued=ep.proxyless_requests_issued,
         proxyless_errored=ep.proxyless_requests_errored,
+        retries=ep.retries_total,
     )
 
 
@@ -134,6 +138,10 @@ class EndpointRates:
     # load reports), and of those the ones that failed: not included in `rps`.
     proxyless_rps: float = 0.0
     proxyless_err_s: float = 0.0
+    # Failed tries on the endpoint retried elsewhere: per second over the interval, and in
+    # all (the later snapshot's cumulative count, since the replica started).
+    retries_per_s: float = 0.0
+    retries: int = 0
 
     def quantile_ms(self, q: float) -> float | None:
         """The q-quantile (0..1) of the interval's latencies; None when it had no requests."""
@@ -174,6 +182,30 @@ def rates(previous: Sample, current: Sample) -> dict[EndpointKey, EndpointRates]
         if before is not None and _went_down(before, now):
             before = None
         out[key] = _endpoint_rates(before, now, elapsed_s, current.latency_bounds_ms)
+    return out
+
+
+def cluster_retry_rates(
+    previous: admin_pb2.Snapshot | None, current: admin_pb2.Snapshot
+) -> dict[str, float]:
+    """The proxy's retries per second per cluster between two snapshots of one replica.
+
+    From the clusters' own counters, which keep the retries of endpoints since removed
+    (a pod killed with calls held is retried and gone by the next snapshot). Empty
+    without an interval; a restarted replica (or a counter that went down) counts from 0.
+    """
+    if previous is None:
+        return {}
+    restarted = current.started_at_unix_ms != previous.started_at_unix_ms
+    from_ms = current.started_at_unix_ms if restarted else previous.taken_at_unix_ms
+    elapsed_s = (current.taken_at_unix_ms - from_ms) / 1000
+    if elapsed_s <= 0:
+        return {}
+    before = {} if restarted else {c.name: c.retries_total for c in previous.clusters}
+    out = {}
+    for c in current.clusters:
+        earlier = before.get(c.name, 0)
+        out[c.name] = (c.retries_total - (earlier if earlier <= c.retries_total else 0)) / elapsed_s
     return out
 
 
@@ -224,7 +256,16 @@ def _endpoint_rates(
         / elapsed_s,
         proxyless_err_s=(now.proxyless_errored - (before.proxyless_errored if before else 0))
         / elapsed_s,
+        **_retry_rates(before, now, elapsed_s),
     )
+
+
+def _retry_rates(
+    before: EndpointCounters | None, now: EndpointCounters, elapsed_s: float
+) -> dict[str, Any]:
+    """Retries per second over the interval (never negative) and the count so far."""
+    earlier = before.retries if before is not None and before.retries <= now.retries else 0
+    return {"retries_per_s": (now.retries - earlier) / elapsed_s, "retries": now.retries}
 
 
 def merge(
@@ -273,6 +314,8 @@ def _merge_one(rs: Sequence[EndpointRates]) -> EndpointRates:
         # Each proxyless client reports to the one replica it is connected to: they add up.
         proxyless_rps=sum(r.proxyless_rps for r in rs),
         proxyless_err_s=sum(r.proxyless_err_s for r in rs),
+        retries_per_s=sum(r.retries_per_s for r in rs),
+        retries=sum(r.retries for r in rs),
     )
 
 

@@ -43,6 +43,7 @@ from dashboard.collector.rates import (
     EndpointKey,
     EndpointRates,
     RateTracker,
+    cluster_retry_rates,
     merge,
     sample_from_snapshot,
 )
@@ -159,9 +160,12 @@ class _Replica:
     rates: Mapping[EndpointKey, EndpointRates] = field(default_factory=dict)
     snapshot: admin_pb2.Snapshot | None = None
     converged: bool | None = None  # holds the operator's desired state; None: not judged
+    # The proxy's retries/s per cluster over the last interval (the clusters' own counters).
+    retry_rates: Mapping[str, float] = field(default_factory=dict)
 
     def observe(self, snapshot: admin_pb2.Snapshot) -> None:
         self.up = True
+        self.retry_rates = cluster_retry_rates(self.snapshot, snapshot)
         self.snapshot = snapshot
         rates = self.tracker.observe(sample_from_snapshot(snapshot))
         if rates is not None:
@@ -172,6 +176,7 @@ class _Replica:
         self.up = False
         self.tracker.reset()
         self.rates = {}
+        self.retry_rates = {}
         self.snapshot = None
         self.converged = None
 
@@ -349,7 +354,12 @@ class Collector:
             colors=self._colors[service],
             usage_note=getattr(self._platform, "usage_note", None),
             xds=self.xds(target.cluster),
+            retries_s=self.retries_s(target.cluster),
         )
+
+    def retries_s(self, cluster: str) -> float:
+        """The cluster's retries/s added up over the replicas that are up."""
+        return sum(r.retry_rates.get(cluster, 0.0) for r in self._replicas.values() if r.up)
 
     async def tick(self) -> None:
         """Builds, keeps and publishes one frame per service; a failed publish is logged."""

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
 import grpc.aio
-from grpc._cython import cygrpc  # type: ignore[attr-defined]  # InternalError: see _raw_sender
 
 from balancer.cluster import Cluster
 from balancer.config import Route
 from balancer.endpoint import Endpoint
+from balancer.engines.embedded.feed import RequestFeed
 from balancer.limits import InFlightBytes
+from balancer.retries import Failure, Retrier, RetryBudget, RetryCounts, Verdict
 from balancer.stats import CODE_INDEX
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ class Router:
         self, routes: Sequence[Route], clusters: dict[str, Cluster], default: str | None
     ) -> None:
         self._routes = [(r.path_prefix, clusters[r.cluster]) for r in routes]
+        # A route with its own retry policy has its own budget; its counts go to its cluster.
+        self._retry = [(r.path_prefix, r.retry) for r in routes if r.retry is not None]
+        self._budgets: dict[str, RetryBudget] = {}
         if default is None and len(clusters) == 1:
             default = next(iter(clusters))
         self._default = clusters[default] if default is not None else None
@@ -61,6 +66,16 @@ class Router:
             if method.startswith(prefix):
                 return cluster
         return self._default
+
+    def retrier_for(self, method: str, cluster: Cluster, rng: random.Random) -> Retrier:
+        """The retry policy of `method`: its route's when the route has one, else the cluster's."""
+        for prefix, policy in self._retry:
+            if method.startswith(prefix):
+                budget = self._budgets.get(prefix)
+                if budget is None:
+                    budget = self._budgets[prefix] = RetryBudget(policy, cluster.clock)
+                return Retrier(cluster.retries, policy, method, rng, budget=budget)
+        return Retrier(cluster.retries, cluster.retries.policy, method, rng)
 
 
 class ProxyHandler(grpc.GenericRpcHandler):
@@ -73,11 +88,13 @@ class ProxyHandler(grpc.GenericRpcHandler):
         clock: Clock,
         record_stats: bool,
         limits: Limits | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._router = router
         self._clock = clock
         self._record_stats = record_stats
         self.limits = limits or Limits()
+        self._rng = rng or random.Random()
         self._handlers: dict[str, Handler] = {}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler:
@@ -97,7 +114,8 @@ class ProxyHandler(grpc.GenericRpcHandler):
         cluster = self._router.cluster_for(method)
         if cluster is None:
             return grpc.unary_unary_rpc_method_handler(_no_route(method))
-        call = _Call(cluster, method, self._clock, self._record_stats, self.limits)
+        retrier = self._router.retrier_for(method, cluster, self._rng)
+        call = _Call(cluster, method, self._clock, self._record_stats, self.limits, retrier)
         if method in cluster.unary_methods:
             return grpc.unary_unary_rpc_method_handler(call.unary)
         return grpc.stream_stream_rpc_method_handler(call.stream)
@@ -161,20 +179,28 @@ class _OverBudget(Exception):
 
 
 class _Call:
-    """Proxies calls to one method of one cluster."""
+    """Proxies calls to one method of one cluster, retrying as its `Retrier` allows."""
 
     def __init__(
-        self, cluster: Cluster, method: str, clock: Clock, record_stats: bool, limits: Limits
+        self,
+        cluster: Cluster,
+        method: str,
+        clock: Clock,
+        record_stats: bool,
+        limits: Limits,
+        retrier: Retrier,
     ) -> None:
         self._cluster = cluster
         self._method = method
         self._clock = clock
         self._record_stats = record_stats
         self._limits = limits
+        self._retrier = retrier
 
-    async def _pick(self, context: Context) -> Endpoint:
-        """The endpoint for this call; ends the call with UNAVAILABLE and the reason if none."""
-        ep = self._cluster.pick()
+    async def _pick(self, context: Context, last: Endpoint | None = None) -> Endpoint:
+        """The endpoint for this call (for a retry, not `last` again while another can take it);
+        ends the call with UNAVAILABLE and the reason if none."""
+        ep = self._cluster.pick() if last is None else self._cluster.pick_other(last)
         if ep is None:
             reason = self._cluster.no_endpoint_reason()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"ballast: {reason}")
@@ -192,7 +218,21 @@ class _Call:
             held.release()
 
     async def _unary(self, request: bytes, context: Context, held: _Held) -> bytes:
+        """Tries endpoints until one answers or no retry is allowed; the request stays held."""
+        self._retrier.started()
+        tries = _Tries(self._retrier, held=len(request) <= self._retrier.policy.buffer_bytes)
         ep = await self._pick(context)
+        while (response := await self._unary_once(ep, request, context, held, tries)) is None:
+            await asyncio.sleep(tries.delay_s)
+            ep = await self._pick(context, ep)
+        tries.succeeded()
+        return response
+
+    async def _unary_once(
+        self, ep: Endpoint, request: bytes, context: Context, held: _Held, tries: _Tries
+    ) -> bytes | None:
+        """One try: the response, or None when it failed and is to be retried (nothing of it
+        went back to the client)."""
         assert ep.channel is not None
         multicallable = ep.unary_callables.get(self._method)
         if multicallable is None:
@@ -201,7 +241,7 @@ class _Call:
                 ep.unary_callables[self._method] = multicallable
         start = self._clock()
         call = multicallable(
-            request, metadata=context.invocation_metadata(), timeout=context.time_remaining()
+            request, metadata=context.invocation_metadata(), timeout=tries.timeout_s(context)
         )
         ep.calls.add(call)
         code, sent = _CANCELLED, 0
@@ -221,6 +261,8 @@ class _Call:
             return response
         except grpc.aio.AioRpcError as err:
             code = CODE_INDEX[err.code()]
+            if tries.again(ep, err, got_headers=bool(err.initial_metadata()), context=context):
+                return None
             await self._relay_error(context, ep, err)
         except _OverBudget as over:
             code = _RESOURCE_EXHAUSTED
@@ -236,23 +278,51 @@ class _Call:
         raise AssertionError("unreachable: every path returns or raises")
 
     async def _stream(self, context: Context) -> None:
+        """Tries endpoints until one call is relayed or no retry is allowed."""
+        self._retrier.started()
+        policy = self._retrier.policy
+        retryable = self._retrier.enabled
+        feed = RequestFeed(context, self._limits.budget, policy.buffer_bytes, retryable=retryable)
+        if not retryable:
+            feed.commit()  # nothing to replay: hold no message longer than its send
+        tries = _Tries(self._retrier, held=True)
         ep = await self._pick(context)
+        try:
+            while (code := await self._stream_once(ep, context, feed, tries)) is None:
+                await asyncio.sleep(tries.delay_s)
+                ep = await self._pick(context, ep)
+            if code == _OK:
+                tries.succeeded()
+        finally:
+            feed.close()
+
+    async def _stream_once(
+        self, ep: Endpoint, context: Context, feed: RequestFeed, tries: _Tries
+    ) -> int | None:
+        """One try: its status code once relayed, or None when it failed before anything
+        went back to the client and is to be retried."""
         assert ep.channel is not None
         start = self._clock()
         call: grpc.aio.StreamStreamCall[bytes, bytes] = ep.channel.stream_stream(self._method)(
-            metadata=context.invocation_metadata(), timeout=context.time_remaining()
+            metadata=context.invocation_metadata(), timeout=tries.timeout_s(context)
         )
         ep.calls.add(call)
         counts = _Counts()
         budget = self._limits.budget
-        pump = asyncio.get_running_loop().create_task(_pump_requests(context, call, counts, budget))
+        pump = asyncio.get_running_loop().create_task(feed.pump(call, counts, _raw_sender(call)))
         code = _CANCELLED
         try:
-            code = await _relay_responses(context, call, counts, budget)
+            code = await _relay_responses(context, call, counts, budget, feed.commit)
+            return code
         except grpc.aio.AioRpcError as err:
             if counts.refusal is not None:  # the pump cancelled the call: a request over budget
                 raise _OverBudget(counts.refusal) from None
             code = CODE_INDEX[err.code()]
+            tries.held = feed.held
+            if not counts.committed and tries.again(ep, err, counts.got_headers, context):
+                pump.cancel()
+                await asyncio.wait([pump])  # one pump at a time reads the client's messages
+                return None
             await self._relay_error(context, ep, err, headers_sent=counts.headers_sent)
         except asyncio.CancelledError:
             if counts.refusal is not None:  # reading a call the pump cancelled raises this too
@@ -268,6 +338,7 @@ class _Call:
             if counts.refusal is not None:
                 code = _RESOURCE_EXHAUSTED
             self._finish(ep, call, code, start, counts.received, counts.sent)
+        raise AssertionError("unreachable: every path returns or raises")
 
     async def stream(self, requests: object, context: Context) -> None:
         try:
@@ -300,13 +371,58 @@ class _Call:
         ep.finish(call, now)
 
 
+class _Tries:
+    """One client call's tries: which one this is, its timeout, and whether to try again."""
+
+    __slots__ = ("_per_try", "_retrier", "attempt", "delay_s", "failed", "held")
+
+    def __init__(self, retrier: Retrier, *, held: bool) -> None:
+        self._retrier = retrier
+        self.attempt = 1
+        self.held = held  # every request message is still held for a replay
+        self.delay_s = 0.0  # the backoff before the next try
+        self.failed: list[RetryCounts] = []  # the endpoints whose failures were retried
+        self._per_try = False
+
+    def timeout_s(self, context: Context) -> float | None:
+        """This try's timeout: the per-try timeout inside what is left of the caller's."""
+        timeout, self._per_try = self._retrier.try_timeout_s(context.time_remaining())
+        return timeout
+
+    def again(
+        self, ep: Endpoint, err: grpc.aio.AioRpcError, got_headers: bool, context: Context
+    ) -> bool:
+        """True when the failed try on `ep` is to be retried (counted); sets `delay_s`."""
+        code = err.code()
+        failure = Failure(
+            code, err.details() or "", got_headers, self.held,
+            per_try_timeout=self._per_try and code is grpc.StatusCode.DEADLINE_EXCEEDED,
+        )  # fmt: skip
+        verdict, delay_s = self._retrier.decide(
+            failure, self.attempt, context.time_remaining(), ep.retries
+        )
+        if verdict is not Verdict.RETRY:
+            return False
+        self.attempt += 1
+        self.delay_s = delay_s
+        self.failed.append(ep.retries)
+        return True
+
+    def succeeded(self) -> None:
+        if self.failed:
+            self._retrier.succeeded(self.failed)
+
+
 class _Counts:
-    __slots__ = ("headers_sent", "received", "refusal", "sent")
+    __slots__ = ("committed", "got_headers", "headers_sent", "received", "refusal", "sent")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
         self.headers_sent = False
+        # The endpoint sent response headers; something of its answer went back to the client.
+        self.got_headers = False
+        self.committed = False
         # Set when a request or a response did not fit the in-flight bytes budget.
         self.refusal: str | None = None
 
@@ -323,37 +439,6 @@ def _cancelled_code(context: Context) -> int:
         if remaining is not None and remaining <= _DEADLINE_SLACK_S
         else _CANCELLED
     )
-
-
-async def _pump_requests(
-    context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
-    counts: _Counts, budget: InFlightBytes,
-) -> None:  # fmt: skip
-    """Client → endpoint: every request message, then the half-close.
-
-    Stops quietly once the endpoint has ended the call: its status, not a
-    failed write, is what goes back to the client.
-    """
-    send = _raw_sender(call)
-    try:
-        await call.wait_for_connection()  # Core takes messages only after the headers
-        while (message := await context.read()) is not grpc.aio.EOF:
-            counts.received += len(message)
-            if call.done():
-                return
-            if not budget.try_take(len(message)):
-                counts.refusal = budget.refusal(len(message))
-                call.cancel()
-                return
-            try:
-                await send(message)
-            finally:
-                budget.give_back(len(message))
-        await call.done_writing()
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-        pass
-    except cygrpc.InternalError:
-        pass  # a write or the half-close after the endpoint's status: the status stands
 
 
 def _raw_sender(call: grpc.aio.StreamStreamCall[Any, Any]) -> Callable[[bytes], Awaitable[None]]:
@@ -374,18 +459,23 @@ def _raw_sender(call: grpc.aio.StreamStreamCall[Any, Any]) -> Callable[[bytes], 
 
 async def _relay_responses(
     context: Context, call: grpc.aio.StreamStreamCall[Any, Any],
-    counts: _Counts, budget: InFlightBytes,
+    counts: _Counts, budget: InFlightBytes, commit: Callable[[], None],
 ) -> int:  # fmt: skip
     """Endpoint → client: headers, every response message, trailers and status.
 
-    Raises the endpoint's AioRpcError when the call fails, for the caller to relay.
+    `commit` is called before the first thing goes back to the client: from then on
+    the call cannot be retried. Raises the endpoint's AioRpcError when the call
+    fails, for the caller to relay (or retry).
     """
     initial = await call.initial_metadata()
+    counts.got_headers = bool(initial)
     if initial:
+        _commit(counts, commit)
         await context.send_initial_metadata(initial)
     counts.headers_sent = True
     while (message := await call.read()) is not grpc.aio.EOF:
         assert isinstance(message, bytes)
+        _commit(counts, commit)
         counts.sent += len(message)
         if not budget.try_take(len(message)):
             counts.refusal = budget.refusal(len(message))
@@ -402,6 +492,12 @@ async def _relay_responses(
         context.set_code(code)
         context.set_details(await call.details())
     return CODE_INDEX[code]
+
+
+def _commit(counts: _Counts, commit: Callable[[], None]) -> None:
+    if not counts.committed:
+        counts.committed = True
+        commit()
 
 
 async def _relay_error(

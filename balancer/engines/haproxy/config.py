@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from balancer.config import BalancerConfig
+from balancer.config import BalancerConfig, ClusterConfig
 from balancer.engines.haproxy.calls import LOG_FORMAT
 
 # HAProxy's largest server weight; Ballast's weights go up to 10000.
@@ -84,7 +84,8 @@ def render(
     names = {c.name: backend_name(i, c.name) for i, c in enumerate(config.clusters)}
     frontends = [_frontend(config, i, a, names) for i, a in enumerate(listen_addresses)]
     backends = [
-        _backend(names[c.name], policies[c.name], servers.get(c.name, ())) for c in config.clusters
+        _backend(names[c.name], policies[c.name], servers.get(c.name, ())) + _retries(c)
+        for c in config.clusters
     ]
     parts = [_global(config, runtime_socket, call_log), _defaults(config), *frontends, *backends]
     return "\n".join(parts)
@@ -157,3 +158,25 @@ def _backend(name: str, policy: str, servers: Sequence[Server]) -> str:
         disabled = "" if s.admin == "ready" else " disabled"
         lines.append(f"server {s.name} {s.target} {SERVER_OPTIONS} weight {s.weight}{disabled}")
     return _section(f"backend {name}", lines)
+
+
+def retry_lines(cluster: ClusterConfig) -> list[str]:
+    """The cluster's retry policy as far as HAProxy can follow it.
+
+    `retries` (max_attempts − 1), each on another server (the defaults' `option
+    redispatch 1`), `retry-on conn-failure empty-response`: the failures where the
+    endpoint never saw the call (refused, reset before any answer). HAProxy sees a
+    gRPC error as HTTP 200 with the status in trailers and knows nothing of methods,
+    so status codes, idempotent methods, the per-try timeout, backoff and the budget
+    are the embedded engine's alone. It retries only requests that fit its buffer
+    (`tune.bufsize`, 16 KiB by default).
+    """
+    policy = cluster.retry
+    if not policy.enabled:
+        return ["retries 0"]
+    return [f"retries {policy.max_attempts - 1}", "retry-on conn-failure empty-response"]
+
+
+def _retries(cluster: ClusterConfig) -> str:
+    """`retry_lines` as lines of the backend section `_backend` wrote just before."""
+    return "".join(f"    {line}\n" for line in retry_lines(cluster))

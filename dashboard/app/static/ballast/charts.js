@@ -63,6 +63,7 @@ window.ballastCharts = function (page, hooks) {
     frames: [], // the window the charts show, oldest first
     pods: [], // every pod in the window, in order of appearance: the charts' lines
     codes: [], // every error status code in the window (the errors-by-code chart's lines)
+    retried: false, // a frame had retries: the errors chart has a "retried" line
     methods: [], // every method the pods reported calls of (the by-method chart's lines)
     latencyDrawnMs: 0,
     lastSeen: new Map(), // pod → t of the newest frame it was in
@@ -114,7 +115,7 @@ window.ballastCharts = function (page, hooks) {
       layout.margin.t = 48;
       layout.legend = { orientation: "h", x: 0, xanchor: "left", y: 1.01, yanchor: "bottom",
                         font: { size: 10 } };
-      if (chart.codes && !state.codes.length) {
+      if (chart.codes && !state.codes.length && !state.retried) {
         layout.title.text += " — none";
         layout.xaxis.showticklabels = false; // no line, no time axis to read
         layout.annotations = [{ text: "no errors in the window", showarrow: false,
@@ -172,6 +173,20 @@ window.ballastCharts = function (page, hooks) {
     return { key, name, pod: null, limit: false, color,
              get: (frame) => (frame.totals[field] ? frame.totals[field][key] || 0 : undefined) };
   }
+  // The proxy's retries/s on the errors chart (dashed): failures that did not reach the
+  // caller because Ballast tried another pod. A line once a frame in the window had some.
+  function retrySlots() {
+    if (!state.retried) return [];
+    return [{ key: "retries", name: "retried", pod: null, limit: false, dash: "dot",
+              color: cssVar("--muted") || "#888",
+              get: (frame) => (frame.totals ? frame.totals.retries_s || 0 : undefined) }];
+  }
+  // True when `frame` brings the first retries: the errors chart gains its line.
+  function noteRetries(frame) {
+    if (state.retried || !(frame.totals.retries_s > 0)) return false;
+    state.retried = true;
+    return true;
+  }
   const CODE_COLORS = { UNAVAILABLE: "#e15759", DEADLINE_EXCEEDED: "#f28e2b",
                         RESOURCE_EXHAUSTED: "#b07aa1", INTERNAL: "#9c755f", UNKNOWN: "#bab0ac" };
   function codeColor(code) {
@@ -200,7 +215,10 @@ window.ballastCharts = function (page, hooks) {
   }
 
   function slotsOf(chart) {
-    if (chart.codes) return state.codes.map((c) => totalsSlot("err_by_code", c, c, codeColor(c)));
+    if (chart.codes) {
+      return state.codes.map((c) => totalsSlot("err_by_code", c, c, codeColor(c)))
+        .concat(retrySlots());
+    }
     if (chart.methods) {
       // "ballast.demo.v1.Inventory/GetItem" → "Inventory/GetItem": the package is the same.
       const short = (m) => m.replace(/^.*\.(?=[^./]+\/)/, "");
@@ -238,7 +256,8 @@ window.ballastCharts = function (page, hooks) {
       x: x[k],
       y: y[k],
       visible: !state.hidden.has(slot.pod),
-      line: { color: slot.color, width: slot.limit ? 1 : 1.6, dash: slot.limit ? "dash" : "solid" },
+      line: { color: slot.color, width: slot.limit ? 1 : 1.6,
+              dash: slot.dash || (slot.limit ? "dash" : "solid") },
       hovertemplate: "%{y:.3~f}",
     }));
   }
@@ -317,6 +336,7 @@ window.ballastCharts = function (page, hooks) {
         }
         state.lastSeen.set(p.pod, frame.t);
       }
+      changed = noteRetries(frame) || changed;
       for (const code of Object.keys(frame.totals.err_by_code || {})) {
         if (!state.codes.includes(code)) {
           state.codes.push(code);

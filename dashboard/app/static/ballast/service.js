@@ -94,7 +94,7 @@
     (p) => [num(bypass(p), 1)],
     (p) => [num(p.pod_rps, 1)],
     (p) => [num(p.p50, 1) + " / " + num(p.p99, 1)],
-    (p) => [num(p.err_s, 2), p.err_s > 0 ? "err" : ""],
+    (p) => errorsCell(p),
     (p) => [p.cpu_m == null ? dash : String(p.cpu_m)],
     (p) => [mib(p.mem) + " / " + mib(p.mem_limit)],
     (p) => [p.restarts == null ? dash : String(p.restarts)],
@@ -102,6 +102,11 @@
     // `started` is unix ms; measured against the frame's time, so it moves with each frame.
     (p, f) => [p.started == null ? dash : duration((f.t - p.started) / 1000)],
   ];
+  // Errors/s via Ballast, and (↻ n) the pod's failures Ballast retried on another pod.
+  function errorsCell(p) {
+    const retried = p.retries > 0 ? " (↻ " + p.retries + ")" : "";
+    return [num(p.err_s, 2) + retried, p.err_s > 0 ? "err" : ""];
+  }
   const WEIGHT_COLUMN = 2;
   const REASON_COLUMN = 13;
   const rows = new Map(); // pod → {row, cells, controls}
