@@ -18,10 +18,9 @@ from balancer.config import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BalancerConfig,
     ClusterConfig,
-    ListenerConfig,
 )
 from balancer.engines.haproxy.calls import LOG_FORMAT
-from balancer.tls import TlsError, read_pem
+from balancer.tls import ServerTls, TlsError, read_pem
 
 # HAProxy's largest server weight; Ballast's weights go up to 10000.
 MAX_HAPROXY_WEIGHT = 256
@@ -142,7 +141,7 @@ def _frontend(
     config: BalancerConfig, index: int, address: str, names: dict[str, str], tls_dir: str
 ) -> str:
     lines = [
-        bind_line(address, config.listeners[index], tls_dir, index),
+        bind_line(address, _listener_tls(config, index), tls_dir, index),
         *connection_limit_lines(config),
         # Response headers are read into the log through a capture (log-format cannot).
         "declare capture response len 4",
@@ -235,11 +234,14 @@ def _write_pair(path: str, cert_file: str, key_file: str) -> None:
         out.write(data)
 
 
-def bind_line(address: str, listener: ListenerConfig, tls_dir: str, index: int) -> str:
-    """A listener's `bind`: h2; over TLS (ALPN h2) with its certificate; with a client CA,
-    client certificates signed by it are required (mTLS)."""
+def _listener_tls(config: BalancerConfig, index: int) -> ServerTls | None:
+    return config.listeners[index].tls if index < len(config.listeners) else None
+
+
+def bind_line(address: str, tls: ServerTls | None, tls_dir: str, index: int) -> str:
+    """Listener `index`'s `bind`: h2; over TLS (ALPN h2) with its certificate; with a client
+    CA, client certificates signed by it are required (mTLS)."""
     line = f"bind {address} proto h2"
-    tls = listener.tls
     if tls is None:
         return line
     line += f" ssl crt {listener_pem(tls_dir, index)} alpn h2"
