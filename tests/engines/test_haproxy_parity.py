@@ -268,6 +268,25 @@ async def test_it_refuses_a_peers_connection_over_its_limit_and_keeps_the_others
     assert await unary(channels(target)) == "pod-a"
 
 
+async def test_it_holds_a_connection_over_max_connections_until_one_closes(
+    backends, balancers, channels
+):
+    backend = await backends("pod-a")
+    balancer = await balancers(haproxy_config([backend], haproxy={"max_connections": 2}))
+    target = balancer.listen_addresses[0]
+    first, second = channels(target), channels(target)
+    assert [await unary(first), await unary(second)] == ["pod-a", "pod-a"]
+    # HAProxy stops accepting at maxconn: the third waits in the listen backlog, its call
+    # ends at its deadline, and the pod never sees it.
+    third = channels(target)
+    call = third.unary_unary(be.UNARY)(b"ping", timeout=2)
+    assert (await error_of(call)).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert backend.calls == 2
+    await first.close()
+    assert await unary(third) == "pod-a"
+    assert await unary(second) == "pod-a"
+
+
 async def test_it_counts_client_connections_per_peer(backends, balancers, channels):
     backend = await backends("pod-a")
     balancer = await balancers(haproxy_config([backend]))
