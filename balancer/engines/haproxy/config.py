@@ -193,9 +193,10 @@ def _backend(
 TLS_SEED_SERVER = "tls-seed"
 # HAProxy takes a certificate and its key in one PEM file.
 _PEM_MODE = 0o600
-# A stick table entry per client address; an entry is freed when its last connection
-# ends (no expiry set), so the table holds at most the peers connected now.
-_PEER_TABLE_SIZE = "1m"
+# A stick table entry per client address (~100 bytes). An entry in use never expires;
+# one whose last connection ended goes after the expiry, so the table holds about the
+# peers connected now. Past its size, new peers are not tracked (nor limited), not refused.
+_PEER_TABLE = "size 100k expire 60s"
 
 
 def listener_pem(tls_dir: str, index: int) -> str:
@@ -211,9 +212,9 @@ def upstream_pem(tls_dir: str, index: int) -> str:
 def write_tls_files(config: BalancerConfig, tls_dir: str) -> None:
     """Writes, into `tls_dir` (the engine's private directory), one PEM of certificate and
     key per TLS listener and per cluster with a client certificate, readable by this user
-    only. Read when HAProxy starts: a rotated certificate is served from the next start
-    (crash, policy change, or a restart of Ballast). Raises TlsError when a file went
-    missing since the config was checked."""
+    only. Copied once, when the engine starts: a rotated certificate is served from
+    Ballast's next start (HAProxy's restarts in between read these copies). Raises
+    TlsError when a file went missing since the config was checked."""
     for i, listener in enumerate(config.listeners):
         if listener.tls is not None:
             _write_pair(listener_pem(tls_dir, i), listener.tls.cert_file, listener.tls.key_file)
@@ -284,7 +285,7 @@ def connection_limit_lines(config: BalancerConfig) -> list[str]:
     """A listener's client connection counting per peer address (its stick table, which
     the engine reads for the snapshot), and its limits when set."""
     lines = [
-        f"stick-table type ipv6 size {_PEER_TABLE_SIZE} store conn_cur",
+        f"stick-table type ipv6 {_PEER_TABLE} store conn_cur",
         "tcp-request connection track-sc0 src",
     ]
     per_peer = config.haproxy.max_connections_per_peer
