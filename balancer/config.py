@@ -406,6 +406,8 @@ def _check_ca_file(path: str) -> None:
 
 ENGINES = ("embedded", "haproxy")
 _MAX_HAPROXY_THREADS = 64
+# HAProxy's limits are C ints.
+_MAX_HAPROXY_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,12 @@ class HaproxyConfig:
     runtime API's unix socket in a private temporary directory; `global_lines` and
     `defaults_lines` are appended verbatim to the generated `global` and
     `defaults` sections (tuning the generated config does not cover).
+
+    Limits (0: none): `max_connections` (HAProxy's `maxconn`: client connections
+    at once, over all listeners), `max_connections_per_peer` (client connections
+    from one IP address; more are refused at accept), `max_streams_per_server`
+    (calls in flight on one endpoint; more wait in HAProxy's queue for up to
+    `queue_timeout_s`, then fail with UNAVAILABLE).
     """
 
     binary: str = "haproxy"
@@ -423,8 +431,13 @@ class HaproxyConfig:
     runtime_socket: str = ""
     global_lines: tuple[str, ...] = ()
     defaults_lines: tuple[str, ...] = ()
+    max_connections: int = 0
+    max_connections_per_peer: int = 0
+    max_streams_per_server: int = 0
+    queue_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        self._check_limits()
         if not self.binary:
             raise ValueError("binary must not be empty: a path or a name found on PATH")
         if not 0 <= self.threads <= _MAX_HAPROXY_THREADS:
@@ -436,6 +449,19 @@ class HaproxyConfig:
             for i, line in enumerate(getattr(self, name)):
                 if "\n" in line or "\r" in line:
                     raise ValueError(f"{name}[{i}]: one config line per string, without newlines")
+
+    def _check_limits(self) -> None:
+        for name in ("max_connections", "max_connections_per_peer", "max_streams_per_server"):
+            value = getattr(self, name)
+            if not 0 <= value <= _MAX_HAPROXY_LIMIT:
+                raise ValueError(
+                    f"{name} must be between 0 (no limit) and {_MAX_HAPROXY_LIMIT}, got {value}"
+                )
+        if not (math.isfinite(self.queue_timeout_s) and 0.001 <= self.queue_timeout_s <= 86400):
+            raise ValueError(
+                "queue_timeout_s must be between 0.001 and 86400 seconds,"
+                f" got {self.queue_timeout_s}"
+            )
 
 
 @dataclass(frozen=True)
@@ -501,17 +527,14 @@ class BalancerConfig:
             raise ValueError(f"balancer.engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         if self.engine != "haproxy":
             return
-        for i, listener in enumerate(self.listeners):
-            if listener.tls is not None:
-                raise ValueError(
-                    f"listeners[{i}].tls: not supported yet with balancer.engine = 'haproxy';"
-                    " use the embedded engine for TLS listeners"
-                )
         for i, cluster in enumerate(self.clusters):
-            if cluster.tls is not None:
+            # HAProxy checks a server certificate's DNS names only (never its IP SANs), and
+            # endpoints are mostly pod IPs: without a name it would check the chain alone.
+            if cluster.tls is not None and cluster.tls.server_name is None:
                 raise ValueError(
-                    f"clusters[{i}].tls: not supported yet with balancer.engine = 'haproxy';"
-                    " use the embedded engine for TLS to endpoints"
+                    f"clusters[{i}].tls.server_name: needed with balancer.engine = 'haproxy'"
+                    " (HAProxy checks the endpoints' certificates by DNS name, not IP address):"
+                    " set it to a name the pods' certificates carry"
                 )
 
     def _check_limits(self) -> None:
@@ -770,6 +793,9 @@ def _haproxy(t: _Table) -> HaproxyConfig:
         "runtime_socket": t.get("runtime_socket", str),
         "global_lines": None if global_lines is None else tuple(global_lines),
         "defaults_lines": None if defaults_lines is None else tuple(defaults_lines),
+        **{k: t.get(k, int) for k in (
+            "max_connections", "max_connections_per_peer", "max_streams_per_server")},
+        "queue_timeout_s": t.get("queue_timeout_s", float),
     })  # fmt: skip
 
 

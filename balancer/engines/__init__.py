@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
@@ -30,6 +31,9 @@ def make_engine(
 def check_engine(config: BalancerConfig) -> None:
     """What `make_engine` would refuse, without building anything (for `--check`)."""
     if config.engine == "haproxy":
+        from balancer.engines.haproxy.config import unenforced_limits
         from balancer.engines.haproxy.process import find_binary
 
         find_binary(config.haproxy.binary)
+        if warning := unenforced_limits(config):
+            logging.getLogger("balancer.engines.haproxy").warning("%s", warning)

@@ -59,14 +59,21 @@ def test_it_names_the_bad_key(extra, message):
     assert message in str(caught.value)
 
 
-def test_it_refuses_tls_listeners_with_haproxy_for_now(tmp_path):
+def test_it_takes_tls_listeners_with_haproxy(tmp_path):
     server = make_pki(tmp_path).server
     tls = {"cert_file": server.cert, "key_file": server.key}
     listener = {"address": "127.0.0.1:0", "tls": tls}
-    data = _data(balancer={"engine": "haproxy"}, listeners=[listener])
+    config = config_from_dict(_data(balancer={"engine": "haproxy"}, listeners=[listener]), {})
+    assert config.listeners[0].tls is not None
+
+
+def test_it_wants_a_server_name_for_tls_to_endpoints_with_haproxy(tmp_path):
+    pki = make_pki(tmp_path)
+    data = _data(balancer={"engine": "haproxy"})
+    data["clusters"][0]["tls"] = {"ca_file": pki.ca.cert_file}  # type: ignore[index]
     with pytest.raises(ConfigError) as caught:
         config_from_dict(data, environ={})
-    assert "listeners[0].tls: not supported yet with balancer.engine = 'haproxy'" in str(
+    assert "clusters[0].tls.server_name: needed with balancer.engine = 'haproxy'" in str(
         caught.value
     )
 

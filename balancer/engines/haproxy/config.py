@@ -8,12 +8,19 @@ then balances each gRPC call (HTTP/2 stream) on its own, not each connection.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from balancer.config import BalancerConfig, ClusterConfig
+from balancer.config import (
+    DEFAULT_MAX_IN_FLIGHT_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BalancerConfig,
+    ClusterConfig,
+)
 from balancer.engines.haproxy.calls import LOG_FORMAT
+from balancer.tls import ServerTls, TlsError, read_pem
 
 # HAProxy's largest server weight; Ballast's weights go up to 10000.
 MAX_HAPROXY_WEIGHT = 256
@@ -78,14 +85,23 @@ def render(
     policies: dict[str, str],
     servers: dict[str, Sequence[Server]],
     call_log: str | None = None,
+    tls_dir: str = "",
 ) -> str:
     """The whole config file. `policies` and `servers` are keyed by cluster name; with
-    `call_log` (a unix datagram socket's path) every call is logged there."""
+    `call_log` (a unix datagram socket's path) every call is logged there. `tls_dir`
+    holds the PEM files `write_tls_files` wrote (needed when TLS is configured)."""
     names = {c.name: backend_name(i, c.name) for i, c in enumerate(config.clusters)}
-    frontends = [_frontend(config, i, a, names) for i, a in enumerate(listen_addresses)]
+    frontends = [_frontend(config, i, a, names, tls_dir) for i, a in enumerate(listen_addresses)]
     backends = [
-        _backend(names[c.name], policies[c.name], servers.get(c.name, ())) + _retries(c)
-        for c in config.clusters
+        _backend(
+            names[c.name],
+            policies[c.name],
+            servers.get(c.name, ()),
+            server_options(config, i, tls_dir),
+            tls=c.tls is not None,
+            extra=[*retry_lines(c), *busy_answer(config)],
+        )
+        for i, c in enumerate(config.clusters)
     ]
     parts = [_global(config, runtime_socket, call_log), _defaults(config), *frontends, *backends]
     return "\n".join(parts)
@@ -104,6 +120,8 @@ def _global(config: BalancerConfig, runtime_socket: str, call_log: str | None) -
     ]
     if config.haproxy.threads:
         lines.append(f"nbthread {config.haproxy.threads}")
+    if config.haproxy.max_connections:
+        lines.append(f"maxconn {config.haproxy.max_connections}")
     if call_log is not None:
         lines.append(f"log {call_log} len 1024 format raw local0 info")
     return _section("global", [*lines, *config.haproxy.global_lines])
@@ -125,9 +143,12 @@ def _defaults(config: BalancerConfig) -> str:
     return _section("defaults", [*lines, *config.haproxy.defaults_lines])
 
 
-def _frontend(config: BalancerConfig, index: int, address: str, names: dict[str, str]) -> str:
+def _frontend(
+    config: BalancerConfig, index: int, address: str, names: dict[str, str], tls_dir: str
+) -> str:
     lines = [
-        f"bind {address} proto h2",
+        bind_line(address, _listener_tls(config, index), tls_dir, index),
+        *connection_limit_lines(config),
         # Response headers are read into the log through a capture (log-format cannot).
         "declare capture response len 4",
         "http-response capture res.hdr(grpc-status) id 0",
@@ -150,13 +171,23 @@ def _frontend(config: BalancerConfig, index: int, address: str, names: dict[str,
     return _section(f"frontend listener{index}", lines)
 
 
-def _backend(name: str, policy: str, servers: Sequence[Server]) -> str:
-    lines = [f"balance {BALANCE[policy]}"]
+def _backend(
+    name: str,
+    policy: str,
+    servers: Sequence[Server],
+    options: str = SERVER_OPTIONS,
+    *,
+    tls: bool = False,
+    extra: Sequence[str] = (),
+) -> str:
+    lines = [f"balance {BALANCE[policy]}", *extra]
+    if tls:
+        lines.append(tls_seed_line(options))
     for s in servers:
         # A fresh process has no sessions: drain and maint are alike, and the runtime API
         # sets drain right after start.
         disabled = "" if s.admin == "ready" else " disabled"
-        lines.append(f"server {s.name} {s.target} {SERVER_OPTIONS} weight {s.weight}{disabled}")
+        lines.append(f"server {s.name} {s.target} {options} weight {s.weight}{disabled}")
     return _section(f"backend {name}", lines)
 
 
@@ -177,6 +208,157 @@ def retry_lines(cluster: ClusterConfig) -> list[str]:
     return [f"retries {policy.max_attempts - 1}", "retry-on conn-failure empty-response"]
 
 
-def _retries(cluster: ClusterConfig) -> str:
-    """`retry_lines` as lines of the backend section `_backend` wrote just before."""
-    return "".join(f"    {line}\n" for line in retry_lines(cluster))
+# --- TLS, connection and stream limits ----------------------------------------------------
+
+# A disabled server carrying a TLS backend's CA and client certificate: HAProxy 2.6 loads
+# certificate files only while it reads its config, and `add server … ca-file X crt Y`
+# at run time finds them only when a server of the file referenced them.
+TLS_SEED_SERVER = "tls-seed"
+# HAProxy takes a certificate and its key in one PEM file.
+_PEM_MODE = 0o600
+# A stick table entry per client address (~100 bytes). An entry in use never expires;
+# one whose last connection ended goes after the expiry, so the table holds about the
+# peers connected now. Past its size, new peers are not tracked (nor limited), not refused.
+_PEER_TABLE = "size 100k expire 60s"
+
+
+def listener_pem(tls_dir: str, index: int) -> str:
+    """The certificate + key file HAProxy serves listener `index` with."""
+    return os.path.join(tls_dir, f"listener{index}.pem")
+
+
+def upstream_pem(tls_dir: str, index: int) -> str:
+    """The client certificate + key file HAProxy presents to cluster `index`'s endpoints."""
+    return os.path.join(tls_dir, f"upstream{index}.pem")
+
+
+def write_tls_files(config: BalancerConfig, tls_dir: str) -> None:
+    """Writes, into `tls_dir` (the engine's private directory), one PEM of certificate and
+    key per TLS listener and per cluster with a client certificate, readable by this user
+    only. Copied once, when the engine starts: a rotated certificate is served from
+    Ballast's next start (HAProxy's restarts in between read these copies). Raises
+    TlsError when a file went missing since the config was checked."""
+    for i, listener in enumerate(config.listeners):
+        if listener.tls is not None:
+            _write_pair(listener_pem(tls_dir, i), listener.tls.cert_file, listener.tls.key_file)
+    for i, cluster in enumerate(config.clusters):
+        tls = cluster.tls
+        if tls is not None and tls.cert_file is not None and tls.key_file is not None:
+            _write_pair(upstream_pem(tls_dir, i), tls.cert_file, tls.key_file)
+
+
+def _write_pair(path: str, cert_file: str, key_file: str) -> None:
+    try:
+        data = read_pem("cert_file", cert_file) + b"\n" + read_pem("key_file", key_file)
+    except ValueError as err:
+        raise TlsError(str(err)) from None
+    # Created 0600 before any byte is written: the key is never readable by others.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PEM_MODE)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _listener_tls(config: BalancerConfig, index: int) -> ServerTls | None:
+    return config.listeners[index].tls if index < len(config.listeners) else None
+
+
+def bind_line(address: str, tls: ServerTls | None, tls_dir: str, index: int) -> str:
+    """Listener `index`'s `bind`: h2; over TLS (ALPN h2) with its certificate; with a client
+    CA, client certificates signed by it are required (mTLS)."""
+    line = f"bind {address} proto h2"
+    if tls is None:
+        return line
+    line += f" ssl crt {listener_pem(tls_dir, index)} alpn h2"
+    if tls.client_ca_file is not None:
+        line += f" verify required ca-file {tls.client_ca_file}"
+    return line
+
+
+def server_options(config: BalancerConfig, index: int, tls_dir: str) -> str:
+    """The options of every server of cluster `index`, in the file and in `add server`:
+    h2; over TLS when the cluster has `tls` (the server's certificate verified against
+    its CA, or the system's roots, and its name); `maxconn` with max_streams_per_server."""
+    options = SERVER_OPTIONS
+    limit = config.haproxy.max_streams_per_server
+    if limit:
+        # Per server, `maxconn` counts streams (calls) on h2: the excess waits in the queue.
+        options += f" maxconn {limit}"
+    cluster = config.clusters[index]
+    if cluster.tls is not None:
+        options += " " + _upstream_tls(cluster, upstream_pem(tls_dir, index))
+    return options
+
+
+def _upstream_tls(cluster: ClusterConfig, pem: str) -> str:
+    tls = cluster.tls
+    assert tls is not None
+    ca = tls.ca_file or "@system-ca"
+    # `sni` also sets the name `verify` checks (the config requires server_name).
+    words = f"ssl verify required ca-file {ca} alpn h2 sni str({tls.server_name})"
+    if tls.cert_file is not None:
+        words += f" crt {pem}"
+    return words
+
+
+def tls_seed_line(options: str) -> str:
+    return f"server {TLS_SEED_SERVER} 127.0.0.1:1 {options} disabled"
+
+
+def connection_limit_lines(config: BalancerConfig) -> list[str]:
+    """A listener's client connection counting per peer address (its stick table, which
+    the engine reads for the snapshot), and its limits when set."""
+    lines = [
+        f"stick-table type ipv6 {_PEER_TABLE} store conn_cur",
+        "tcp-request connection track-sc0 src",
+    ]
+    per_peer = config.haproxy.max_connections_per_peer
+    if per_peer:
+        # Refused at accept (before TLS): the peer's open connections are untouched.
+        lines.append(f"tcp-request connection reject if {{ sc0_conn_cur gt {per_peer} }}")
+    if config.haproxy.max_connections:
+        lines.append(f"maxconn {config.haproxy.max_connections}")
+    return lines
+
+
+def busy_answer(config: BalancerConfig) -> list[str]:
+    """With max_streams_per_server, a backend's queue timeout and its answer: a call that
+    waited `queue_timeout_s` for a free endpoint gets UNAVAILABLE (retryable, as gRPC maps
+    HTTP 503) saying which limit was full, rather than HAProxy's bare 503."""
+    limit = config.haproxy.max_streams_per_server
+    if not limit:
+        return []
+    wait_s = config.haproxy.queue_timeout_s
+    message = (
+        f"ballast: no endpoint could take the call: each has haproxy.max_streams_per_server"
+        f" ({limit}) calls in flight and it waited haproxy.queue_timeout_s ({wait_s:g} s),"
+        " or none is reachable; retry later"
+    )
+    return [
+        f"timeout queue {_ms(wait_s)}ms",
+        # HAProxy's 503s of this backend (queue timeout, no server) as a gRPC answer.
+        "http-error status 503 hdr content-type application/grpc hdr grpc-status 14"
+        f' hdr grpc-message "{message}"',
+    ]
+
+
+def unenforced_limits(config: BalancerConfig) -> str | None:
+    """One warning line for limits the config sets that HAProxy cannot enforce; None when
+    there are none. HAProxy relays gRPC messages as HTTP/2 DATA without reading the
+    gRPC framing, so it can limit neither a message's size nor bytes in flight."""
+    keys = []
+    if config.max_message_bytes != DEFAULT_MAX_MESSAGE_BYTES:
+        keys.append(f"balancer.max_message_bytes = {config.max_message_bytes}")
+    if config.max_in_flight_bytes != DEFAULT_MAX_IN_FLIGHT_BYTES:
+        keys.append(f"balancer.max_in_flight_bytes = {config.max_in_flight_bytes}")
+    if not keys:
+        return None
+    return (
+        f"{' and '.join(keys)}: not enforced with balancer.engine = 'haproxy' (HAProxy relays"
+        " gRPC messages without reading their framing); the pods' and clients' own gRPC"
+        " message limits still apply, and haproxy.max_streams_per_server bounds calls"
+        " in flight"
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

@@ -39,14 +39,16 @@ from balancer.engines.base import EngineFigures
 from balancer.engines.haproxy import calls
 from balancer.engines.haproxy.config import (
     BALANCE,
-    SERVER_OPTIONS,
     Server,
     backend_name,
     haproxy_weight,
     render,
+    server_options,
+    unenforced_limits,
+    write_tls_files,
 )
 from balancer.engines.haproxy.process import HaproxyProcess, StartFailed, find_binary
-from balancer.engines.haproxy.runtime import CommandFailed, RuntimeApi, RuntimeDown
+from balancer.engines.haproxy.runtime import CommandFailed, RuntimeApi, RuntimeDown, parse_peers
 from balancer.listen import cannot_listen
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,12 @@ class HaproxyEngine:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_peak_ewma: set[str] = set()
+        # Per cluster, the options of its servers (TLS, maxconn): in the file and `add server`.
+        self._server_options: dict[str, str] = {}
+        self._peers: dict[str, int] = {}
         self.restarts = 0
+        if warning := unenforced_limits(config):
+            log.warning("%s", warning)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -144,6 +151,11 @@ class HaproxyEngine:
         self._api = RuntimeApi(socket_path)
         self._config_file = os.path.join(self._dir, "haproxy.cfg")
         self._call_log_path = os.path.join(self._dir, "calls.sock")
+        write_tls_files(self._config, self._dir)  # the private dir: 0700, files 0600
+        self._server_options = {
+            c.name: server_options(self._config, i, self._dir)
+            for i, c in enumerate(self._config.clusters)
+        }
         self._call_log = await calls.listen(self._call_log_path, self._record)
         self._dirty = asyncio.Event()
         await self._launch(replaces=None)
@@ -169,6 +181,12 @@ class HaproxyEngine:
             self._call_log.close()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def runtime_dir(self) -> str:
+        """The engine's private directory (mode 0700: config, sockets, certificate + key
+        files); "" before start, removed at stop."""
+        return self._dir
 
     @property
     def pid(self) -> int | None:
@@ -221,7 +239,9 @@ class HaproxyEngine:
     # --- figures ------------------------------------------------------------------------------
 
     def connections_by_peer(self) -> Mapping[str, int]:
-        return {}  # HAProxy holds the client connections; not read from it yet
+        """Client connections by peer IP, from the listeners' stick tables (read every
+        second with the in-flight figures)."""
+        return dict(self._peers)
 
     def figures(self) -> EngineFigures:
         return EngineFigures(name=self.name, up=self._up, in_flight=dict(self._in_flight))
@@ -255,6 +275,7 @@ class HaproxyEngine:
             policies=policies,
             servers={name: list(servers.values()) for name, servers in wanted.items()},
             call_log=self._call_log_path,
+            tls_dir=self._dir,
         )
         _write_atomically(self._config_file, text)  # a few KiB on a local disk
         process = await HaproxyProcess.spawn(self._binary, self._config_file, replaces=replaces)
@@ -423,15 +444,15 @@ class HaproxyEngine:
         for endpoint_id, want in wanted.items():
             server = have.get(endpoint_id)
             if server is None:
-                server = await self._add(backend, want)
+                server = await self._add(backend, want, self._server_options[cluster])
                 have[endpoint_id] = server
             await self._update(backend, server, want)
             have[endpoint_id] = want
         await self._delete_retired(cluster)
 
-    async def _add(self, backend: str, want: Server) -> Server:
+    async def _add(self, backend: str, want: Server, options: str) -> Server:
         await self._try(
-            f"add server {backend}/{want.name} {want.target} {SERVER_OPTIONS} weight {want.weight}",
+            f"add server {backend}/{want.name} {want.target} {options} weight {want.weight}",
             "New server registered.",
         )
         return replace(want, admin="maint")  # a new dynamic server starts in maintenance
@@ -479,6 +500,7 @@ class HaproxyEngine:
                 if now - self._stats_read_at >= _STATS_INTERVAL_S:
                     self._stats_read_at = now
                     await self._read_in_flight()
+                    await self._read_peers()
 
     async def _read_in_flight(self) -> None:
         """Streams in flight per endpoint, from `show stat`'s current sessions."""
@@ -489,6 +511,14 @@ class HaproxyEngine:
                 if where is not None:
                     in_flight[where] = in_flight.get(where, 0) + stat.sessions_now
         self._in_flight = in_flight
+
+    async def _read_peers(self) -> None:
+        """Client connections per peer IP, summed over the listeners' stick tables."""
+        peers: dict[str, int] = {}
+        for index in range(len(self._listen)):
+            for peer, count in parse_peers(await self._api.command(f"show table listener{index}")):
+                peers[peer] = peers.get(peer, 0) + count
+        self._peers = peers
 
     async def _poll_drains(self) -> None:
         """Ends holds of servers HAProxy reports with no session (DRAINING → DRAINED)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 _READ_LIMIT_BYTES = 16 << 20
@@ -95,3 +96,22 @@ def parse_stats(reply: str) -> list[ServerStat]:
 
 def _int(value: str | None) -> int:
     return int(value) if value else 0
+
+
+_TABLE_ENTRY = re.compile(r"\bkey=(\S+)\b.*\bconn_cur=(\d+)")
+_V4_MAPPED = "::ffff:"
+
+
+def parse_peers(reply: str) -> list[tuple[str, int]]:
+    """(peer IP, connections open now) from a `show table` reply of a stick table keyed by
+    address (IPv4 peers as themselves, not as IPv4-mapped IPv6); peers with none left out."""
+    peers = []
+    for line in reply.splitlines():
+        match = _TABLE_ENTRY.search(line)
+        if match is None or match[2] == "0":
+            continue
+        peer = match[1]
+        if peer.startswith(_V4_MAPPED) and "." in peer:
+            peer = peer.removeprefix(_V4_MAPPED)
+        peers.append((peer, int(match[2])))
+    return peers
