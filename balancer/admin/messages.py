@@ -86,6 +86,7 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         xds_clients=view.xds_clients,
         xds_clients_in_sync=view.xds_clients_in_sync,
         xds_policy_fallback=view.xds_policy_fallback,
+        share_basis=view.share_basis,
     )
 
 
@@ -118,7 +119,23 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         state_reason=view.state_reason,
         connectivity=view.connectivity,
         **_proxyless_fields(view),
+        **_why_fields(view),
     )
+
+
+def _why_fields(view: EndpointView) -> dict[str, Any]:
+    """Why the endpoint gets its share: admin.proto's fields 50 to 57."""
+    ramp_end, ejected = view.slow_start_ends_unix_s, view.last_ejected_unix_s
+    return {
+        "slow_start_factor": view.slow_start_factor,
+        "slow_start_ends_unix_ms": None if ramp_end is None else _unix_ms(ramp_end),
+        "expected_share": view.expected_share,
+        "load": view.load,
+        "fast_failure_load": view.fast_failure_load,
+        "latency_penalty": view.latency_penalty,
+        "last_ejected_unix_ms": None if ejected is None else _unix_ms(ejected),
+        "last_ejection_reason": view.last_ejection_reason,
+    }
 
 
 def _proxyless_fields(view: EndpointView) -> dict[str, Any]:
