@@ -120,3 +120,29 @@ def test_the_preview_shows_beside_the_controls_before_the_operator_confirms(
     # Dismissed: nothing changed.
     expect(row_of(page, second).locator("td").nth(1)).to_have_text("READY")
     expect(row_of(page, second).locator("[data-role=preview]")).to_be_hidden()
+
+
+CPU_KNOWN = """() => [...document.querySelectorAll("#pods tbody tr")].every(
+  (r) => /^[1-9][0-9]*$/.test(r.cells[10].textContent))"""
+
+
+def test_a_preview_warns_from_the_pods_real_cpu(page: Page, demo: Demo) -> None:
+    """The demo's pods are real processes whose CPU the local platform measures (the
+    table shows it once measured): with a threshold of 0 m, the pod that would gain
+    share is said to run hot, and the one that loses share is not."""
+    first, second = open_service_page(page, demo)
+    page.wait_for_function(CPU_KNOWN, timeout=LIVE_TIMEOUT_MS)
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    url = f"{demo.url}api/v1/services/inventory/pods/{second}/weight?dry_run=1&hot_cpu_m=0"
+    reply = page.request.post(url, data={"weight": 5000}, headers={"X-CSRFToken": csrf})
+    assert reply.status == 200, reply.text()
+    answer = reply.json()
+    gaining = next(p for p in answer["pods"] if p["pod"] == second)
+    assert gaining["share_after"] > gaining["share"]
+    hot = [w for w in answer["warnings"] if w["kind"] == "hot"]
+    assert gaining["cpu_m"] > 0
+    assert gaining["cpu_after_m"] > gaining["cpu_m"]
+    # Only the pod that gains share: the other loses some, and runs cooler.
+    assert [w["pod"] for w in hot] == [second]
+    cooler = next(p for p in answer["pods"] if p["pod"] == first)
+    assert cooler["cpu_after_m"] is None or cooler["cpu_after_m"] <= cooler["cpu_m"]

@@ -48,7 +48,7 @@ class PodPreview(TypedDict):
     cpu_after_m: int | None  # scaled by the share; null when it cannot be told
 
 
-class Warning(TypedDict):
+class PreviewWarning(TypedDict):
     kind: str  # "hot" or "ready_floor"
     pod: str | None  # the pod that would run hot; null for the floor
     text: str
@@ -61,7 +61,7 @@ class Preview(TypedDict):
     policy: str | None
     share_basis: str
     pods: list[PodPreview]
-    warnings: list[Warning]
+    warnings: list[PreviewWarning]
     hot_cpu_m: int
     min_ready: int
 
@@ -137,7 +137,7 @@ def _runs_hot(row: PodPreview, hot_cpu_m: int) -> bool:
     return row["share_after"] > row["share"] and cpu_after is not None and cpu_after > hot_cpu_m
 
 
-def _hot(row: PodPreview, hot_cpu_m: int) -> Warning:
+def _hot(row: PodPreview, hot_cpu_m: int) -> PreviewWarning:
     return {
         "kind": "hot",
         "pod": row["pod"],
@@ -149,7 +149,7 @@ def _hot(row: PodPreview, hot_cpu_m: int) -> Warning:
     }
 
 
-def _floor(rows: list[PodPreview], change: Change, min_ready: int) -> Warning | None:
+def _floor(rows: list[PodPreview], change: Change, min_ready: int) -> PreviewWarning | None:
     left = sum(1 for r in rows if r["state"] == READY and r["share_after"] > 0)
     if left >= min_ready:
         return None
