@@ -184,3 +184,23 @@ async def test_the_schema_documents_explain_and_the_dry_run(api: Api) -> None:
     assert "/api/v1/services/{service}/pods/{pod}/explain/" in paths
     weight = paths["/api/v1/services/{service}/pods/{pod}/weight"]["post"]
     assert "dry_run" in [p["name"] for p in weight["parameters"]]
+
+
+async def test_under_least_request_the_preview_holds_at_equal_load(api: Api) -> None:
+    """One call at a time keeps the load equal: the shares follow the weights, as the
+    preview says (weighted random by weight ÷ load, so within a few percent)."""
+    url = f"/api/v1/services/{SERVICE}/policy"
+    assert (await api.call("PUT", url, {"policy": "least_request"})).status == 200
+    deadline = asyncio.get_running_loop().time() + 20
+    while api.frame().get("policy") != "least_request":
+        assert asyncio.get_running_loop().time() < deadline, "the frame never showed the policy"
+        await asyncio.sleep(0.1)
+    reply = await api.call("POST", pod_url("pod-c", "weight") + "?dry_run=1", {"weight": 200})
+    assert reply.body["share_basis"] == "weights at equal load"
+    after = {p["pod"]: p["share_after"] for p in reply.body["pods"]}
+    assert after == {"pod-a": 0.25, "pod-b": 0.25, "pod-c": 0.5}
+
+    assert (await api.call("POST", pod_url("pod-c", "weight"), {"weight": 200})).status == 200
+    counts = await calls_per_pod(api, 1200)
+    for pod, share in after.items():
+        assert counts[pod] / 1200 == pytest.approx(share, abs=0.05), counts
