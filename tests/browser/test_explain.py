@@ -57,6 +57,7 @@ def test_the_why_of_a_pod_opens_on_demand_by_mouse_and_keyboard(page: Page, demo
     why.click()
     expect(why).to_have_attribute("aria-expanded", "true")
     expect(panel).to_be_visible()
+    expect(panel.locator(".why-summary")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
     expect(panel.get_by_role("heading")).to_have_text(f"Why {first} gets its share")
     # The demo balances by least_request: the share is the weights' at equal load.
     expect(panel).to_contain_text("expected share 50.0 % (least_request: by weights at equal load)")
@@ -67,7 +68,9 @@ def test_the_why_of_a_pod_opens_on_demand_by_mouse_and_keyboard(page: Page, demo
     other = row_of(page, second).get_by_role("button", name="why")
     other.focus()
     page.keyboard.press("Enter")
-    expect(panel.get_by_role("heading")).to_have_text(f"Why {second} gets its share")
+    expect(panel.get_by_role("heading")).to_have_text(
+        f"Why {second} gets its share", timeout=LIVE_TIMEOUT_MS
+    )
     expect(why).to_have_attribute("aria-expanded", "false")
     page.keyboard.press("Enter")  # again: it closes
     expect(panel).to_be_hidden()
@@ -85,12 +88,14 @@ def test_the_preview_shows_beside_the_controls_before_the_operator_confirms(
     row.get_by_label(f"weight of {first}", exact=True).fill("300")
     expect(preview).to_contain_text(
         f"after weight 300 on {first} (at equal load): {first} 50.0 % → 75.0 %,"
-        f" {second} 50.0 % → 25.0 %"
+        f" {second} 50.0 % → 25.0 %",
+        timeout=LIVE_TIMEOUT_MS,  # a busy machine answers the dry run late
     )
     expect(row.locator("td").nth(2)).to_have_text("100")
     row.get_by_role("button", name="set", exact=True).click()
-    expect(page.locator("#action-status")).to_contain_text(f"weight of {first} to 300: ok")
-    expect(preview).to_be_hidden()
+    status = page.locator("#action-status")
+    expect(status).to_contain_text(f"weight of {first} to 300: ok", timeout=LIVE_TIMEOUT_MS)
+    expect(preview).to_be_hidden(timeout=LIVE_TIMEOUT_MS)
     # The preview reads the newest frame: wait until it shows the weight applied.
     expect(row.locator("td").nth(2)).to_contain_text("300", timeout=LIVE_TIMEOUT_MS)
 
@@ -104,7 +109,7 @@ def test_the_preview_shows_beside_the_controls_before_the_operator_confirms(
 
     page.on("dialog", answer)
     row_of(page, second).get_by_role("button", name="drain", exact=True).click()
-    page.wait_for_function("() => window.previewAtConfirm !== undefined")
+    page.wait_for_function("() => window.previewAtConfirm !== undefined", timeout=LIVE_TIMEOUT_MS)
     shown = page.evaluate("() => window.previewAtConfirm")
     assert shown is not None and f"after drain {second} (at equal load): " in shown
     assert f"{second} 25.0 % → 0.0 %" in shown

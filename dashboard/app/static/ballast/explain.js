@@ -178,7 +178,10 @@ window.ballastExplain = function (page) {
     const row = event.target.closest("tr");
     const entry = row && state.previews.get(row.dataset.pod);
     if (!entry) return;
-    const weight = Number(row.querySelector("[data-role=weight-number]").value);
+    const number = row.querySelector("[data-role=weight-number]");
+    // Back at the weight it has (controls.js marks an edit): nothing to preview.
+    if (!number.classList.contains("edited")) return preview(row.dataset.pod, null);
+    const weight = Number(number.value);
     clearTimeout(entry.timer);
     entry.timer = setTimeout(() => preview(row.dataset.pod, "weight", weight), DEBOUNCE_MS);
   }
