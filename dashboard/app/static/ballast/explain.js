@@ -21,6 +21,9 @@ window.ballastExplain = function (page) {
   const dash = "—";
   const REFRESH_MS = 2000; // the open panel's refresh
   const DEBOUNCE_MS = 250; // a preview is asked once typing pauses
+  // A drain's question waits this long for its preview, then asks without it (the
+  // preview still shows beside the control once it comes).
+  const CONFIRM_WAIT_MS = 10000;
 
   const state = {
     open: null, // the pod whose "why" is open
@@ -188,8 +191,18 @@ window.ballastExplain = function (page) {
 
   // Shows what `act` ("weight" with `weight`, or "drain") would do beside the pod's
   // controls; resolves to the same in words for a confirmation ("" when it could not be
-  // had). `act` null hides it.
-  async function preview(pod, act, weight) {
+  // had; for a drain, a note when it takes longer than CONFIRM_WAIT_MS). `act` null
+  // hides it.
+  function preview(pod, act, weight) {
+    const shown = show(pod, act, weight);
+    if (act !== "drain") return shown;
+    const late = new Promise((resolve) => setTimeout(
+      () => resolve("\n\n(the expected shares are still on their way: see beside the control)"),
+      CONFIRM_WAIT_MS));
+    return Promise.race([shown, late]);
+  }
+
+  async function show(pod, act, weight) {
     const entry = state.previews.get(pod);
     if (!entry) return "";
     const seq = ++entry.seq; // a later preview (or a hide) wins over one still on its way
