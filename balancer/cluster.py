@@ -19,7 +19,7 @@ import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import grpc
 import grpc.aio
@@ -94,6 +94,9 @@ class Cluster:
         # Told after every rebuild: membership, a state, a weight (slow start's included) or
         # the policy changed. The engine and the xDS server's publisher follow the cluster.
         self.rebuild_listeners: list[Callable[[Cluster], None]] = []
+        # Slow start's factor per READY endpoint inside its window, as the last rebuild
+        # set it (read-only, for the admin API's "why"; absent: full weight).
+        self.slow_start_factors: Mapping[str, float] = {}
 
     # --- picking (hot path) ---------------------------------------------------------------
 
@@ -309,11 +312,9 @@ class Cluster:
         ep.ejections_total += 1
         duration = min(config.base_ejection_s * ep.times_ejected, config.max_ejection_s)
         ep.ejected_until_s = now + duration
-        ep.transition(
-            State.EJECTED,
-            f"{ep.consecutive_failures} consecutive failures; ejected for {duration:g} s",
-            now,
-        )
+        reason = f"{ep.consecutive_failures} consecutive failures; ejected for {duration:g} s"
+        ep.last_ejected_s, ep.last_ejection_reason = now, reason
+        ep.transition(State.EJECTED, reason, now)
         ep.consecutive_failures = 0
 
     def sweep_outliers(self) -> None:
@@ -424,6 +425,7 @@ class Cluster:
         judged = [ep for ep in endpoints if ep.state in _JUDGED]
         self._set_panic(len(ready), len(judged))
         ramping = self._slow_start_factors(ready, now)
+        self.slow_start_factors = ramping
         for ep in endpoints:
             ep.effective_weight = 0.0
         for ep in ready:
@@ -476,6 +478,12 @@ class Cluster:
         if len(factors) == len(ready):
             return {}
         return factors
+
+    def slow_start_ends_s(self, ep: Endpoint) -> float | None:
+        """When `ep`'s slow start ends (the cluster's clock); None when it is not ramping."""
+        if ep.id not in self.slow_start_factors or ep.ready_since_s is None:
+            return None
+        return ep.ready_since_s + self.config.slow_start.window_s
 
     def rebuild_if_ramping(self) -> None:
         """The slow-start tick: rebuilds while some READY endpoint is inside its window."""

@@ -155,6 +155,9 @@ class Endpoint:
         self.times_ejected = 0
         self.ejections_total = 0
         self.ejected_until_s = 0.0
+        # The last ejection, kept after it ends: the "why" of the admin API shows it.
+        self.last_ejected_s: float | None = None
+        self.last_ejection_reason = ""
         # The last word of health checks or discovery, kept while drained for undrain.
         self.healthy = False
         # False while the channel is in TRANSIENT_FAILURE; only READY makes it true again.

@@ -49,6 +49,9 @@ Variables (all optional unless noted):
   certificate (admin ``tls.client_ca_file``, mTLS). ``BALLAST_ADMIN_SERVER_NAME``: the name
   its certificate carries when not the host of ``BALLAST_BALANCERS``. Plaintext when unset.
 - ``BALLAST_COLLECTOR_INTERVAL_MS`` — how often frames are sent: 1000 by default, 250 at least.
+- ``BALLAST_PREVIEW_HOT_CPU_M`` — a weight or drain preview warns when a pod would run above
+  this CPU, in millicores (800); ``BALLAST_PREVIEW_MIN_READY`` — … or when fewer READY pods
+  than this would take requests (2).
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ if BALLAST_BALANCERS_SERVICE and BALLAST_BALANCERS:
 BALLAST_POD_GONE_GRACE_S = envint("BALLAST_POD_GONE_GRACE_S", 60, minimum=1)
 BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
+BALLAST_PREVIEW_HOT_CPU_M = envint("BALLAST_PREVIEW_HOT_CPU_M", 800, minimum=0)
+BALLAST_PREVIEW_MIN_READY = envint("BALLAST_PREVIEW_MIN_READY", 2, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -95,6 +95,7 @@ def cluster_message(view: ClusterView) -> admin_pb2.ClusterSnapshot:
         retry_budget_exhausted_total=view.retries.budget_exhausted,
         retry_budget_exhausted=view.retry_budget_exhausted,
         retries_not_safe_total=view.retries.not_safe,
+        share_basis=view.share_basis,
     )
 
 
@@ -131,7 +132,23 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         retry_budget_exhausted_total=view.retries.budget_exhausted,
         retries_not_safe_total=view.retries.not_safe,
         **_proxyless_fields(view),
+        **_why_fields(view),
     )
+
+
+def _why_fields(view: EndpointView) -> dict[str, Any]:
+    """Why the endpoint gets its share: admin.proto's fields 50 to 57."""
+    ramp_end, ejected = view.slow_start_ends_unix_s, view.last_ejected_unix_s
+    return {
+        "slow_start_factor": view.slow_start_factor,
+        "slow_start_ends_unix_ms": None if ramp_end is None else _unix_ms(ramp_end),
+        "expected_share": view.expected_share,
+        "load": view.load,
+        "fast_failure_load": view.fast_failure_load,
+        "latency_penalty": view.latency_penalty,
+        "last_ejected_unix_ms": None if ejected is None else _unix_ms(ejected),
+        "last_ejection_reason": view.last_ejection_reason,
+    }
 
 
 def _proxyless_fields(view: EndpointView) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from balancer.admin.explain import Explanation, explain_cluster, share_basis
 from balancer.endpoint import Endpoint, State
 from balancer.retries import RetryCounts
 from balancer.stats import STATUS_CODES
@@ -85,6 +86,15 @@ class EndpointView:
     xds_health_status: str = ""
     # The embedded proxy's retries of this endpoint's failures (see retries.RetryCounts).
     retries: RetryView = field(default_factory=lambda: RetryView())
+    # Why it gets its share (`explain`): times in unix seconds.
+    slow_start_factor: float = 1.0
+    slow_start_ends_unix_s: float | None = None
+    expected_share: float = 0.0
+    load: float = 0.0
+    fast_failure_load: float = 0.0
+    latency_penalty: float = 1.0
+    last_ejected_unix_s: float | None = None
+    last_ejection_reason: str = ""
 
     @property
     def requests_total(self) -> int:
@@ -115,6 +125,8 @@ class ClusterView:
     # Cumulative over every endpoint it had; and whether the retry budget is spent now.
     retries: RetryView = field(default_factory=lambda: RetryView())
     retry_budget_exhausted: bool = False
+    # How the endpoints' expected shares follow from their weights under `policy`.
+    share_basis: str = ""
 
     @property
     def requests_total(self) -> int:
@@ -161,6 +173,9 @@ class _Now:
     def unix(self, clock_s: float) -> float:
         return self.unix_s - (self.clock_s - clock_s)
 
+    def maybe_unix(self, clock_s: float | None) -> float | None:
+        return None if clock_s is None else self.unix(clock_s)
+
 
 class Reader:
     """Takes views of one balancer.
@@ -196,11 +211,13 @@ class Reader:
 
     def endpoint(self, ep: Endpoint) -> EndpointView:
         in_flight = self._balancer.engine.figures().in_flight
-        name = next(
-            (c.name for c in self._balancer.clusters.values() if c.endpoints.get(ep.id) is ep),
-            None,
+        cluster = next(
+            (c for c in self._balancer.clusters.values() if c.endpoints.get(ep.id) is ep), None
         )
-        return self._endpoint(ep, self._now(), name, in_flight.get((name or "", ep.id)))
+        name = None if cluster is None else cluster.name
+        now = self._now()
+        why = None if cluster is None else explain_cluster(cluster, now.clock_s).get(ep.id)
+        return self._endpoint(ep, now, name, in_flight.get((name or "", ep.id)), why)
 
     def _now(self) -> _Now:
         return _Now(clock_s=self._balancer.clock(), unix_s=self._wall_clock())
@@ -209,13 +226,16 @@ class Reader:
         self, cluster: Cluster, now: _Now, in_flight: Mapping[tuple[str, str], int]
     ) -> ClusterView:
         endpoints = list(cluster.endpoints.values())  # copied: see the thread note above
+        why = explain_cluster(cluster, now.clock_s)
         xds = self._balancer.xds
         subscribed, in_sync = (0, 0) if xds is None else xds.cluster_sync(cluster.name)
         return ClusterView(
             name=cluster.name,
             policy=cluster.policy,
             endpoints=tuple(
-                self._endpoint(ep, now, cluster.name, in_flight.get((cluster.name, ep.id)))
+                self._endpoint(
+                    ep, now, cluster.name, in_flight.get((cluster.name, ep.id)), why.get(ep.id)
+                )
                 for ep in endpoints
             ),
             default_weight=cluster.config.default_weight,
@@ -227,12 +247,19 @@ class Reader:
             xds_client_peers=() if xds is None else xds.cluster_peers(cluster.name),
             retries=RetryView.of(cluster.retries.counts),
             retry_budget_exhausted=cluster.retries.exhausted_now(),
+            share_basis=share_basis(cluster.policy),
         )
 
     def _endpoint(
-        self, ep: Endpoint, now: _Now, cluster: str | None = None, in_flight: int | None = None
+        self,
+        ep: Endpoint,
+        now: _Now,
+        cluster: str | None = None,
+        in_flight: int | None = None,
+        why: Explanation | None = None,
     ) -> EndpointView:
-        """`in_flight`: the engine's count, when the endpoint's own does not see the calls."""
+        """`in_flight`: the engine's count, when the endpoint's own does not see the calls;
+        `why`: its explanation (`explain_cluster`), when it belongs to a cluster."""
         stats = ep.stats
         xds = self._balancer.xds if cluster is not None else None
         deadline = ep.drain_deadline_s if ep.state is State.DRAINING else None
@@ -261,4 +288,20 @@ class Reader:
             proxyless=None if xds is None else xds.proxyless(cluster or "", ep.id),
             xds_health_status="" if xds is None else xds.endpoint_health(ep),
             retries=RetryView.of(ep.retries),
+            **_why_fields(why, now),
         )
+
+
+def _why_fields(why: Explanation | None, now: _Now) -> dict[str, Any]:
+    if why is None:
+        return {}
+    return {
+        "slow_start_factor": why.slow_start_factor,
+        "slow_start_ends_unix_s": now.maybe_unix(why.slow_start_ends_s),
+        "expected_share": why.expected_share,
+        "load": why.load,
+        "fast_failure_load": why.fast_failure_load,
+        "latency_penalty": why.latency_penalty,
+        "last_ejected_unix_s": now.maybe_unix(why.last_ejected_s),
+        "last_ejection_reason": why.last_ejection_reason,
+    }

@@ -153,11 +153,13 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "service.js": _ours("service.js"),
     "charts.js": _ours("charts.js"),
     "controls.js": _ours("controls.js"),
+    "explain.js": _ours("explain.js"),
     "overview.js": _ours("overview.js"),
     "ballast.css": _ours("ballast.css"),
     "overview.css": _overview_css,
     "audit.css": _ours("audit.css"),
     "service.css": _ours("service.css"),
+    "explain.css": _ours("explain.css"),
 }
 STYLESHEETS = [name for name in ASSETS if name.endswith(".css")]
 

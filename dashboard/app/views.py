@@ -96,6 +96,7 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "plotly_url": _asset_url("plotly.min.js"),
         "plotly_guard_ids": plotly_guard_ids(),
         "controls_js_url": _asset_url("controls.js"),
+        "explain_js_url": _asset_url("explain.js"),
         "charts_js_url": _asset_url("charts.js"),
         "service_js_url": _asset_url("service.js"),
     }

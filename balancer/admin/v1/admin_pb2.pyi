@@ -149,7 +149,7 @@ class XdsNack(_message.Message):
     def __init__(self, type: _Optional[str] = ..., version: _Optional[str] = ..., message: _Optional[str] = ..., at_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ClusterSnapshot(_message.Message):
-    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic", "xds_clients", "xds_clients_in_sync", "xds_policy_fallback", "xds_client_peers", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retry_budget_exhausted", "retries_not_safe_total")
+    __slots__ = ("name", "policy", "endpoints", "requests_total", "in_flight", "ready_endpoints", "default_weight", "configured_policy", "panic", "xds_clients", "xds_clients_in_sync", "xds_policy_fallback", "xds_client_peers", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retry_budget_exhausted", "retries_not_safe_total", "share_basis")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,7 @@ class ClusterSnapshot(_message.Message):
     RETRY_BUDGET_EXHAUSTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RETRY_BUDGET_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
     RETRIES_NOT_SAFE_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SHARE_BASIS_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointSnapshot]
@@ -186,10 +187,11 @@ class ClusterSnapshot(_message.Message):
     retry_budget_exhausted_total: int
     retry_budget_exhausted: bool
     retries_not_safe_total: int
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ..., xds_client_peers: _Optional[_Iterable[str]] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retry_budget_exhausted: _Optional[bool] = ..., retries_not_safe_total: _Optional[int] = ...) -> None: ...
+    share_basis: str
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ..., xds_client_peers: _Optional[_Iterable[str]] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retry_budget_exhausted: _Optional[bool] = ..., retries_not_safe_total: _Optional[int] = ..., share_basis: _Optional[str] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
-    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retries_not_safe_total")
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retries_not_safe_total", "slow_start_factor", "slow_start_ends_unix_ms", "expected_share", "load", "fast_failure_load", "latency_penalty", "last_ejected_unix_ms", "last_ejection_reason")
     class RequestsByCodeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +229,14 @@ class EndpointSnapshot(_message.Message):
     RETRIES_SUCCEEDED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RETRY_BUDGET_EXHAUSTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RETRIES_NOT_SAFE_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SLOW_START_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    SLOW_START_ENDS_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    FAST_FAILURE_LOAD_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    LAST_EJECTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     address: str
     pod_name: str
@@ -257,7 +267,15 @@ class EndpointSnapshot(_message.Message):
     retries_succeeded_total: int
     retry_budget_exhausted_total: int
     retries_not_safe_total: int
-    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ..., proxyless_requests_issued: _Optional[int] = ..., proxyless_requests_succeeded: _Optional[int] = ..., proxyless_requests_errored: _Optional[int] = ..., proxyless_in_flight: _Optional[int] = ..., xds_health_status: _Optional[str] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retries_not_safe_total: _Optional[int] = ...) -> None: ...
+    slow_start_factor: float
+    slow_start_ends_unix_ms: int
+    expected_share: float
+    load: float
+    fast_failure_load: float
+    latency_penalty: float
+    last_ejected_unix_ms: int
+    last_ejection_reason: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ..., proxyless_requests_issued: _Optional[int] = ..., proxyless_requests_succeeded: _Optional[int] = ..., proxyless_requests_errored: _Optional[int] = ..., proxyless_in_flight: _Optional[int] = ..., xds_health_status: _Optional[str] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retries_not_safe_total: _Optional[int] = ..., slow_start_factor: _Optional[float] = ..., slow_start_ends_unix_ms: _Optional[int] = ..., expected_share: _Optional[float] = ..., load: _Optional[float] = ..., fast_failure_load: _Optional[float] = ..., latency_penalty: _Optional[float] = ..., last_ejected_unix_ms: _Optional[int] = ..., last_ejection_reason: _Optional[str] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("counts", "sum_ms", "count")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from dashboard.control import actions, operations
 from dashboard.control.actions import Outcome
 from dashboard.control.api.base import ACTING, ControlView, actor_of
+from dashboard.control.api.explain import DryRunQuery, PreviewOut, dry_run_query, previewed
 from dashboard.control.api.parsers import StrictJSONParser
 from dashboard.control.api.serializers import (
     ActOut,
@@ -41,6 +42,14 @@ ACT_RESPONSES = {
     415: ErrorOut,
     503: OpenApiResponse(ActOut, description=PENDING_EVERYWHERE),
 }
+# The weight and drain acts answer a dry run (`?dry_run=1`) with a preview instead.
+PREVIEWABLE_RESPONSES = {
+    **ACT_RESPONSES,
+    200: PolymorphicProxySerializer(
+        component_name="ActOrPreview", serializers=[ActOut, PreviewOut],
+        resource_type_field_name=None,
+    ),
+}  # fmt: skip
 CANCEL_RESPONSES = {202: OperationOut, 404: ErrorOut, 409: ErrorOut}
 OPERATION_RESPONSES = {
     202: OperationOut, 400: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut,
@@ -77,10 +86,14 @@ def answer(outcome: Outcome) -> Response:
 class SetWeight(ActView):
     action_names = {"POST": "set_weight"}
 
-    @extend_schema(request=WeightIn, responses=ACT_RESPONSES)
+    @extend_schema(request=WeightIn, parameters=[DryRunQuery], responses=PREVIEWABLE_RESPONSES)
     def post(self, request: Request, service: str, pod: str) -> Response:
-        """Sets the pod's weight on every balancer replica (optionally for a while)."""
+        """Sets the pod's weight on every balancer replica (optionally for a while).
+        With `?dry_run=1`: every pod's expected share after it, and warnings, instead."""
+        query = dry_run_query(request)
         body = _body(WeightIn, request)
+        if query["dry_run"]:
+            return previewed(service, pod, body["weight"], query)
         with ACTING:
             outcome = actions.set_weight(
                 actor_of(request), service, pod, body["weight"],
@@ -92,11 +105,15 @@ class SetWeight(ActView):
 class Drain(ActView):
     action_names = {"POST": "drain"}
 
-    @extend_schema(request=DrainIn, responses=ACT_RESPONSES)
+    @extend_schema(request=DrainIn, parameters=[DryRunQuery], responses=PREVIEWABLE_RESPONSES)
     def post(self, request: Request, service: str, pod: str) -> Response:
         """Sends the pod no new requests; calls in flight finish (or are cancelled after
-        `timeout_s`). Draining a drained pod is not an error."""
+        `timeout_s`). Draining a drained pod is not an error. With `?dry_run=1`: every
+        pod's expected share after it, and warnings, instead."""
+        query = dry_run_query(request)
         body = _body(DrainIn, request)
+        if query["dry_run"]:
+            return previewed(service, pod, None, query)
         with ACTING:
             outcome = actions.drain(
                 actor_of(request), service, pod, body.get("timeout_s"),

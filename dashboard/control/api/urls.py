@@ -15,7 +15,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import IsAuthenticated
 
-from dashboard.control.api import acts, desired_state, reads
+from dashboard.control.api import acts, desired_state, explain, reads
 from dashboard.control.api.base import ControlView
 
 POD = "v1/services/<str:service>/pods/<str:pod>/"
@@ -36,6 +36,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("v1/services/<str:service>/", reads.ServiceDetail.as_view(), name="api-service"),
     path("v1/services/<str:service>/pods/", reads.PodList.as_view(), name="api-pods"),
     path(POD, reads.PodDetail.as_view(), name="api-pod"),
+    path(POD + "explain/", explain.PodExplain.as_view(), name="api-pod-explain"),
     path("v1/services/<str:service>/stats/", reads.ServiceStats.as_view(), name="api-stats"),
     path(POD + "weight", acts.SetWeight.as_view(), name="api-pod-weight"),
     path(POD + "drain", acts.Drain.as_view(), name="api-pod-drain"),

@@ -8,6 +8,7 @@
 // replicas: [...]}; a restart or rollout answers 202 with the operation, whose steps
 // are polled. Plain script; service.js creates it with `ballastControls(page, view)`,
 // where `view` gives the latest frame (`frame()`), a pod's controls (`controlsOf(pod)`),
+// what a drain would do (`preview(pod, act)`, explain.js),
 // re-renders the rows' weight cells and controls (`refreshRows()`) and is told when the
 // session has expired (`expired()`): then every poll stops, until the operator logs in.
 window.ballastControls = function (page, view) {
@@ -237,7 +238,11 @@ window.ballastControls = function (page, view) {
       await afterAct();
     },
     async drain(pod) {
-      if (!confirm("Drain " + pod + "?\nBallast sends it no new calls; the calls in flight finish.")) return;
+      // Every pod's share after it shows beside the control, and in the question (explain.js).
+      const preview = view.preview ? await view.preview(pod, "drain") : "";
+      const asked = confirm("Drain " + pod + "?\nBallast sends it no new calls; the calls in flight finish." + preview);
+      if (view.preview) view.preview(pod, null);
+      if (!asked) return;
       outcome("drain " + pod, await podAction(pod, "drain " + pod, "POST", podUrl(pod, "drain"), {}));
       await afterAct();
     },

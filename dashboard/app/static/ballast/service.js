@@ -133,6 +133,7 @@
       entry.controls = controls.newControls(pod);
       td.appendChild(entry.controls.box);
     }
+    explain.newRow(entry, pod); // the "why" cell, and the preview beside the controls
     return entry;
   }
 
@@ -178,6 +179,7 @@
         entry.row.remove();
         rows.delete(pod);
         controls.forget(pod);
+        explain.forget(pod);
       }
     }
     // Rows already shown keep their order (pods come sorted by name); new ones are slotted
@@ -196,6 +198,7 @@
       renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
       renderReasonCell(entry.cells[REASON_COLUMN], p);
       if (entry.controls) controls.updateControls(entry.controls, p);
+      explain.refresh(p.pod, entry.controls);
     }
   }
 
@@ -206,12 +209,15 @@
       const entry = rows.get(p.pod);
       if (!entry) continue;
       if (entry.controls) controls.updateControls(entry.controls, p);
+      explain.refresh(p.pod, entry.controls);
       renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
     }
   }
 
+  const explain = window.ballastExplain(page); // explain.js: "why" and previews
   const controls = window.ballastControls(page, {
     frame: () => state.frame,
+    preview: explain.preview,
     controlsOf: (pod) => rows.get(pod).controls,
     refreshRows,
     expired: () => expired(),
@@ -363,6 +369,7 @@
     state.expired = true;
     stale(true);
     controls.stop();
+    explain.stop();
     charts.stop();
     clearInterval(state.watchdog);
     if (state.socket) state.socket.onclose = null;
@@ -430,6 +437,7 @@
   }
 
   controls.start();
+  explain.start();
   charts.start();
   state.watchdog = setInterval(watch, 1000);
   connect();
