@@ -125,7 +125,7 @@ class Cluster:
         now = self._clock() if now_s is None else now_s
         if code_index in self._penalty_codes:
             # A fast failure must not look like a fast pod (linkerd's load biaser).
-            ep.ewma.observe(max(latency_s, self._penalty_s), now)
+            ep.ewma.observe(max(latency_s, self._penalty_s), now, failure=True)
             ep.failure_load.add(now)
         else:
             ep.ewma.observe(latency_s, now)

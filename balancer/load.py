@@ -28,6 +28,9 @@ class PeakEwma:
     - the peak: a slower answer than the estimate becomes the estimate at once
       (the peak), and its excess over the average fades with `peak_decay_s`.
 
+    A failure is not noise: its penalty (`observe(..., failure=True)`) is a floor
+    under the estimate that fades over `decay_s`, as linkerd's peak does, uncapped.
+
     With `peak_decay_s` equal to `decay_s` (or above: it is capped) and no cap
     this is linkerd's estimate exactly.
 
@@ -35,7 +38,9 @@ class PeakEwma:
     an endpoint that was slow once is probed again after a few decay periods.
     """
 
-    __slots__ = ("_average_s", "_cap", "_decay_s", "_excess_s", "_peak_decay_s", "_updated_s")
+    __slots__ = (
+        "_average_s", "_cap", "_decay_s", "_excess_s", "_failed_s", "_peak_decay_s", "_updated_s",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -48,16 +53,19 @@ class PeakEwma:
     ) -> None:
         self._average_s = default_rtt_ms / 1000
         self._excess_s = 0.0
+        self._failed_s = 0.0
         self._decay_s = decay_s
         # A peak never outlasts the average it stands on: at most decay_s.
         self._peak_decay_s = decay_s if peak_decay_s is None else min(peak_decay_s, decay_s)
         self._cap = outlier_cap if outlier_cap > 0 else math.inf
         self._updated_s = now_s
 
-    def observe(self, rtt_s: float, now_s: float) -> None:
+    def observe(self, rtt_s: float, now_s: float, *, failure: bool = False) -> None:
         """Folds one response time in: the average takes it (at most `outlier_cap` × the
         average) with weight 1 − exp(−elapsed / decay); above the current estimate it
         becomes the estimate (the peak), its excess fading with `peak_decay_s` from then on.
+        A `failure` (`rtt_s` is then the failure penalty) also floors the estimate at
+        `rtt_s`, fading with `decay_s`.
         """
         elapsed = max(now_s - self._updated_s, 0.0)
         w = math.exp(-elapsed / self._decay_s)
@@ -68,15 +76,17 @@ class PeakEwma:
         if rtt_s > average + excess:
             excess = rtt_s - self._average_s
         self._excess_s = excess
+        self._failed_s = max(self._failed_s * w, rtt_s) if failure else self._failed_s * w
         self._updated_s = now_s
 
     def estimate_s(self, now_s: float) -> float:
         """The estimate at `now_s`, decayed for the time since the last observation."""
         elapsed = now_s - self._updated_s
         if elapsed <= 0:
-            return self._average_s + self._excess_s
-        average = self._average_s * math.exp(-elapsed / self._decay_s)
-        return average + self._excess_s * math.exp(-elapsed / self._peak_decay_s)
+            return max(self._average_s + self._excess_s, self._failed_s)
+        w = math.exp(-elapsed / self._decay_s)
+        estimate = self._average_s * w + self._excess_s * math.exp(-elapsed / self._peak_decay_s)
+        return max(estimate, self._failed_s * w)
 
 
 class FailureLoad:

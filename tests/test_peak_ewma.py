@@ -118,6 +118,17 @@ def test_one_slow_answer_among_many_fades_within_a_few_peak_decays():
     assert load.estimate_s(now) < 0.0065
 
 
+def test_a_failures_penalty_is_not_forgiven_as_noise_but_fades_over_the_decay():
+    load = PeakEwma(default_rtt_ms=5, decay_s=10, now_s=T0, peak_decay_s=0.1, outlier_cap=2)
+    now = steady(load, 0.005, T0, T0 + 5, 0.01)
+    load.observe(5.0, now, failure=True)  # a fast UNAVAILABLE, at the 5 s failure penalty
+    now = steady(load, 0.005, now, now + 1.0, 0.01)
+    # Fast answers after it do not wash it out within the peak decay, as they would a spike.
+    assert load.estimate_s(now) == pytest.approx(5.0 * math.exp(-1.0 / 10), rel=0.01)
+    now = steady(load, 0.005, now, now + 60, 0.01)
+    assert load.estimate_s(now) < 0.02
+
+
 def test_with_a_peak_decay_equal_to_the_decay_it_is_linkerds_estimate():
     fast = PeakEwma(default_rtt_ms=30, decay_s=10, now_s=T0, peak_decay_s=10)
     linkerd = ewma()
