@@ -155,7 +155,7 @@ def test_one_legend_names_the_tables_pods_in_their_colors(page: Page, demo: Demo
     item.click()
     expect(item).to_have_attribute("aria-pressed", "false")
     hidden = page.evaluate(
-        """(pod) => [...document.querySelectorAll('.chart')].flatMap((d) => d.data)
+        """(pod) => [...document.querySelectorAll('.chart')].flatMap((d) => d.data || [])
              .filter((t) => t.name.startsWith(pod)).map((t) => t.visible)""",
         pod,
     )
@@ -365,6 +365,7 @@ def test_an_action_answers_at_the_top_and_marks_the_charts(page: Page, demo: Dem
     assert box is not None and 0 <= box["y"] < 100, box  # in view, at the top
     row.get_by_role("button", name="undrain").click()
     expect(toast).to_contain_text(f"undrain {pod}: ok", timeout=LIVE_TIMEOUT_MS)
+    page.evaluate("window.scrollTo(0, 0)")  # back up to the charts (out of view: not drawn)
     page.wait_for_function(
         """() => ((document.getElementById('chart-rps').layout || {}).annotations || [])
              .some((a) => String(a.text).split(' · ').includes('drain'))""",
