@@ -200,7 +200,7 @@ def bundle_eval_ms(browser: Browser, bundle: Path) -> float:
             "http://bundle.test/", lambda r: r.fulfill(body=BUNDLE_PAGE, content_type="text/html")
         )
         page.route("http://bundle.test/plotly.js", lambda r: r.fulfill(path=bundle))
-        page.goto("http://bundle.test/", wait_until="load")
+        page.goto("http://bundle.test/", wait_until="load", timeout=120_000)
         ran, took = page.evaluate("() => [window.ran, window.t1 - window.t0]")
         assert ran, f"{bundle} did not define Plotly"
         return float(took)
