@@ -13,6 +13,12 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# --- plotly.js: the one browser script that is not ours, as package-lock.json pins it ---
+FROM node:20-bookworm-slim AS plotly
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+
 # --- builder: wheels for every dependency, installed into a venv ------------------------
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -64,6 +70,8 @@ COPY balancer/ balancer/
 COPY dashboard/ dashboard/
 COPY platforms/ platforms/
 COPY demo/ demo/
+COPY --from=plotly /src/node_modules/plotly.js-basic-dist-min/plotly-basic.min.js \
+     dashboard/app/static/vendor/plotly.min.js
 # Bytecode made now, as root, so a read-only root filesystem costs no start-up time.
 RUN python -m compileall -q /app
 

@@ -19,6 +19,12 @@ filled and reads Chrome's own counter of main-thread task time (CDP
 of the main thread the live page uses; long tasks (≥ 50 ms) are counted by a
 PerformanceObserver.
 
+With ``--compare-bundle FILE`` (another plotly.js build, e.g. the full
+``plotly.js-dist-min`` the page loaded before) it also times, in blank pages and in
+alternating order, how long the browser takes to fetch from memory, parse and run each
+bundle (``bundle_eval_ms``): the part of a cold load that the bundle's size decides,
+compared side by side under the same load on the machine.
+
 Prints one JSON object as the last line of stdout (progress goes to stderr); it is also
 written to bench/results/page_load.json unless --quick. Medians over rounds.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
 import platform
@@ -178,6 +185,58 @@ def median_of(samples: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(s[key] for s in samples), 3) for key in samples[0]}
 
 
+# A blank page that runs one bundle and notes how long that took (served by page.route).
+BUNDLE_PAGE = """<!doctype html><script>window.t0 = performance.now()</script>
+<script src="/plotly.js"></script>
+<script>window.ran = typeof Plotly === "object"; window.t1 = performance.now()</script>"""
+
+
+def bundle_eval_ms(browser: Browser, bundle: Path) -> float:
+    """Fetch (from memory), parse and run of `bundle` in a fresh page, in ms."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(
+            "http://bundle.test/", lambda r: r.fulfill(body=BUNDLE_PAGE, content_type="text/html")
+        )
+        page.route("http://bundle.test/plotly.js", lambda r: r.fulfill(path=bundle))
+        page.goto("http://bundle.test/", wait_until="load", timeout=120_000)
+        ran, took = page.evaluate("() => [window.ran, window.t1 - window.t0]")
+        assert ran, f"{bundle} did not define Plotly"
+        return float(took)
+    finally:
+        context.close()
+
+
+def compare_bundles(browser: Browser, other: Path, rounds: int) -> dict[str, float]:
+    ours = ROOT / "dashboard" / "app" / "static" / "vendor" / "plotly.min.js"
+    times: dict[str, list[float]] = {"served": [], "other": []}
+    for i in range(rounds):
+        pair = [("served", ours), ("other", other)]
+        for name, path in pair if i % 2 == 0 else pair[::-1]:
+            times[name].append(bundle_eval_ms(browser, path))
+    served, compared = statistics.median(times["served"]), statistics.median(times["other"])
+    return {
+        "served_ms": round(served, 1),
+        "other_ms": round(compared, 1),
+        "other_bytes": other.stat().st_size,
+        "ratio_served_vs_other": round(served / compared, 3),
+    }
+
+
+def plotly_js() -> dict[str, object]:
+    """Which plotly.js bundle the page loads (package-lock.json) and its size."""
+    locked = json.loads((ROOT / "package-lock.json").read_text(encoding="utf-8"))
+    name, entry = next(
+        (key.removeprefix("node_modules/"), value)
+        for key, value in locked["packages"].items()
+        if key.startswith("node_modules/plotly.js")
+    )
+    body = (ROOT / "dashboard" / "app" / "static" / "vendor" / "plotly.min.js").read_bytes()
+    return {"bundle": f"{name} {entry['version']}", "bytes": len(body),
+            "gzip_bytes": len(gzip.compress(body, compresslevel=9))}  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="loads per case (3)")
@@ -185,6 +244,9 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=4)
     parser.add_argument("--clients", type=int, default=4, help="clients per door (4)")
     parser.add_argument("--quick", action="store_true", help="1 round, 8 s; no results file")
+    parser.add_argument(
+        "--compare-bundle", type=Path, help="another plotly.js build to time beside the served one"
+    )
     args = parser.parse_args()
     rounds, steady_s = (1, 8.0) if args.quick else (args.rounds, args.steady_s)
     chromium = os.environ.get("BALLAST_CHROMIUM") or "/usr/bin/chromium"
@@ -200,6 +262,10 @@ def main() -> int:
                 log(f"round {i + 1} {name}: {loads[name][-1]}")
         busy = steady(browser, site, steady_s)
         log(f"steady: {busy}")
+        bundles = None
+        if args.compare_bundle:
+            bundles = compare_bundles(browser, args.compare_bundle, max(5, rounds * 2))
+            log(f"bundles: {bundles}")
         browser.close()
     gzip_, identity = median_of(loads["gzip"]), median_of(loads["identity"])
     result = {
@@ -215,6 +281,9 @@ def main() -> int:
             gzip_["transferred_bytes"] / identity["transferred_bytes"], 3
         ),
         "steady": {k: round(v, 3) for k, v in busy.items()},
+        "plotly_js": plotly_js(),
+        **({"bundle_eval_ms": bundles} if bundles else {}),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
     line = json.dumps(result)

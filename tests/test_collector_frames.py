@@ -117,8 +117,10 @@ def test_it_joins_a_pods_rates_and_facts_by_name():
             "started": 1_699_999_000_000,
             "pod_rps": 52.35,
             "pod_err_s": 0.5,
+            "lat": [0, 0, 0, 10],  # 10 calls in the 1–2 ms bucket, none slower
         }
     ]
+    assert frame["lat_bounds_ms"] == list(LATENCY_BOUNDS_MS)
 
 
 def test_it_shows_a_pod_the_balancer_does_not_route_to():
@@ -287,7 +289,8 @@ def test_it_keeps_a_frame_of_twenty_busy_pods_small():
     reported = {p.name: PodRates(234.567 + i, 1.234) for i, p in enumerate(pods)}
     frame = build_frame("svc", T, rates, pods, UP, pod_rates=reported)
     assert len(frame["pods"]) == 20
-    assert frame_size_bytes(frame) < 8_000
+    # The latency buckets per pod add about 20 bytes a pod here, and the bounds 110.
+    assert frame_size_bytes(frame) < 8_500
     assert json.loads(encode_frame(frame)) == frame
 
 
@@ -344,4 +347,4 @@ def test_it_keeps_a_frame_of_twenty_pods_with_proxyless_traffic_small() -> None:
     reported = {p.name: PodRates(234.567 + i, 1.234) for i, p in enumerate(pods)}
     xds: XdsFrame = {"clients": 12, "in_sync": 11, "fallback": False}
     frame = build_frame("svc", T, rates, pods, UP, pod_rates=reported, xds=xds)
-    assert frame_size_bytes(frame) < 8_300
+    assert frame_size_bytes(frame) < 8_800

@@ -18,6 +18,7 @@ class DashboardConfig(AppConfig):
         user_logged_out.connect(close_streams_on_logout, dispatch_uid="ballast.close_streams")
 
         checks.register(ballast_checks.check_channel_layer)
+        checks.register(ballast_checks.check_plotly_installed)
         checks.register(ballast_checks.check_debug_hosts, checks.Tags.security)
         checks.register(ballast_checks.check_sqlite_processes)
         checks.register(ballast_checks.check_https_proxy, checks.Tags.security, deploy=True)

@@ -95,6 +95,24 @@ def check_https_proxy(
     return []
 
 
+def check_plotly_installed(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """ballast.E002: the service page's charts need plotly.js, which `make install`
+    copies from npm (it is not in git)."""
+    from dashboard.app.assets import PLOTLY_MISSING, plotly_installed
+
+    if plotly_installed():
+        return []
+    return [
+        Error(
+            PLOTLY_MISSING,
+            hint="Node.js and npm come from your system (Debian: apt-get install nodejs npm).",
+            id="ballast.E002",
+        )
+    ]
+
+
 def is_loopback(host: str) -> bool:
     """True for names that only this machine reaches: localhost (and *.localhost),
     127.0.0.0/8 and ::1. A wildcard (``*``, ``.example.com``) is not loopback."""

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_safe
 
 from balancer.endpoint import MAX_WEIGHT, MIN_WEIGHT
 from balancer.picker import POLICIES
-from dashboard.app.assets import accepts_gzip, asset, plotly_guard_ids
+from dashboard.app.assets import PlotlyMissing, accepts_gzip, asset, plotly_guard_ids
 from dashboard.app.history import recent_frames, service_history
 from dashboard.app.overview import PALETTE, overview
 from dashboard.collector.history import json_array
@@ -68,9 +68,17 @@ def _known(service: str) -> str:
 
 @require_safe
 def service(request: HttpRequest, service: str) -> HttpResponse:
-    """One service's live per-pod charts and table; 404 for a service not configured."""
+    """One service's live per-pod charts and table; 404 for a service not configured, 503
+    with what to do when plotly.js was not installed (``make install``)."""
+    try:
+        return _service_page(request, _known(service))
+    except PlotlyMissing as missing:
+        return HttpResponse(f"{missing}\n", status=503, content_type="text/plain")
+
+
+def _service_page(request: HttpRequest, service: str) -> HttpResponse:
     page = {
-        "service": _known(service),
+        "service": service,
         "ws_path": f"/ws/services/{service}/",
         "login_url": f"{reverse('login')}?{urlencode({'next': request.path})}",
         # The charts keep as many points as the history holds: its window.
@@ -89,6 +97,8 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "audit_api": "/api/v1/audit/",
         # Loaded by service.js once the page is up: the table and badges show first.
         "plotly_url": _asset_url("plotly.min.js"),
+        # The collector's frame interval: no frame for three of them and the page greys.
+        "interval_ms": settings.BALLAST_COLLECTOR_INTERVAL_MS,
     }
     context = {
         "service": service,

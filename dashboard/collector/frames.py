@@ -22,6 +22,13 @@ second of the Running pods that report, not normalised by weight as
 `imbalance` is: traffic that bypasses Ballast ignores its weights, and a pod
 pinned by long-lived L4 connections should show as busy whatever weight the
 balancer gives it.
+
+The latency distribution per pod travels as each pod's calls per latency bucket
+over the interval (`lat`: differences of the snapshots' cumulative histograms, up
+to the last bucket that has any) with the buckets' upper bounds once per frame
+(`lat_bounds_ms`); the page adds up the last minute of frames. A frame holds at
+most one list of buckets per pod (24 buckets), and the history of frames is a ring
+buffer: nothing grows with time.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ class PodFrame(TypedDict):
     # Its failures the proxy retried on another pod, since the replicas started (added up);
     # only when above 0.
     retries: NotRequired[int]
+    # Calls via Ballast per latency bucket over the interval, bucket i counting up to
+    # the frame's lat_bounds_ms[i] (the last: above them all), cut after the last bucket
+    # that has any; only when the pod had calls.
+    lat: NotRequired[list[int]]
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
@@ -143,6 +154,8 @@ class ServiceFrame(TypedDict):
     policy: str | None  # the balancers' policy for the service; null before any snapshot
     usage_note: str | None  # why CPU and memory are missing (the platform says); null if not
     xds: NotRequired[XdsFrame]  # the service's proxyless clients; only when there are some
+    # The upper bounds (ms) of the pods' `lat` buckets; only when a pod has some.
+    lat_bounds_ms: NotRequired[list[float]]
 
 
 def build_frame(
@@ -179,12 +192,17 @@ def build_frame(
     names = sorted(by_id.keys() | facts.keys())
     color = (colors or ColorBook()).assign(names)
     bypass = bypass_load(by_id, reported)
+    bounds = _bounds(rates)
     frame: ServiceFrame = {
         "type": FRAME_TYPE,
         "service": service,
         "t": t_unix_ms,
         "pods": [
-            _pod(name, color[name], by_id.get(name), facts.get(name), reported.get(name))
+            _with_latency(
+                _pod(name, color[name], by_id.get(name), facts.get(name), reported.get(name)),
+                by_id.get(name),
+                bounds,
+            )
             for name in names
         ],
         "totals": _totals(rates, len(names), reported.values(), bypass),
@@ -199,7 +217,34 @@ def build_frame(
         frame["xds"] = xds
     if retries_s is not None:
         set_retries(frame["totals"], retries_s)
+    if any("lat" in pod for pod in frame["pods"]):
+        frame["lat_bounds_ms"] = list(bounds)
     return frame
+
+
+def _bounds(rates: Iterable[EndpointRates]) -> tuple[float, ...]:
+    """The latency bounds the frame's histograms count against: the first endpoint's
+    that has any (replicas of one release share them)."""
+    return next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
+
+
+def latency_buckets(r: EndpointRates | None, bounds: Sequence[float]) -> list[int] | None:
+    """The interval's calls per latency bucket of `bounds` (then the bucket above them),
+    up to the last bucket that has any; None when it had no call, or counts against
+    other bounds."""
+    if r is None or not bounds or tuple(r.latency_bounds_ms) != tuple(bounds):
+        return None
+    counts = list(r.latency_counts)
+    while counts and counts[-1] <= 0:
+        counts.pop()
+    return counts or None
+
+
+def _with_latency(pod: PodFrame, r: EndpointRates | None, bounds: Sequence[float]) -> PodFrame:
+    counts = latency_buckets(r, bounds)
+    if counts is not None:
+        pod["lat"] = counts
+    return pod
 
 
 # The pages' palette has this many colors (dashboard/app/overview.py's PALETTE).
@@ -306,7 +351,7 @@ def _totals(
 ) -> TotalsFrame:
     rps = sum(r.rps for r in rates)
     errors = sum(r.errors_per_s for r in rates)
-    bounds = next((r.latency_bounds_ms for r in rates if r.latency_bounds_ms), ())
+    bounds = _bounds(rates)
     histograms = [r.latency_counts for r in rates if r.latency_bounds_ms == bounds]
     latency = [sum(c) for c in zip(*histograms, strict=True)] if bounds else []
     totals: TotalsFrame = {

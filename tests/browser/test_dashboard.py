@@ -52,7 +52,7 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     expect(rows.first).to_contain_text(re.compile(r"inventory-\w+-\w+"))
     expect(rows.first).to_contain_text("READY")
     # Every chart drew one line per pod (memory: the usage and the dashed limit; no
-    # error code yet; latency: one bar series per quantile).
+    # error code yet; latency: one bar series per quantile, and per pod its distribution).
     draw_every_chart(page)
     page.wait_for_function(
         "() => document.getElementById('chart-methods').data.length > 0", timeout=LIVE_TIMEOUT_MS
@@ -66,7 +66,7 @@ def test_the_service_page_fills_with_live_per_pod_data(page: Page, demo: Demo) -
     assert lines == {
         "chart-rps": 2, "chart-px_rps": 2, "chart-bypass": 2, "chart-pod_rps": 2, "chart-p99": 2,
         "chart-err_s": 2,
-        "chart-codes": 0, "chart-latency": 3,
+        "chart-codes": 0, "chart-latency": 3, "chart-latency_dist": 2,
         "chart-in_flight": 2, "chart-cpu_m": 2, "chart-mem": 4,
     }  # fmt: skip
 

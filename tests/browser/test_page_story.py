@@ -10,7 +10,9 @@ test-artifacts/story-*.png.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -23,14 +25,17 @@ from tests.browser.test_dashboard import CHARTS_FILLED, LIVE_TIMEOUT_MS, draw_ev
 pytestmark = pytest.mark.timeout(300)
 
 # Every WebSocket the page opens is kept in window.__sockets; while window.__blockSockets
-# is true a new one goes to a port nobody listens on: the dashboard is away for the page.
+# is true a new one is failed while it connects (a close event, code 1006): the dashboard
+# is away for the page. (Another origin would not do: the Content-Security-Policy's
+# connect-src refuses it, and Chromium then sends the page no close event at all.)
 SOCKETS = """
 (() => {
   const Real = window.WebSocket;
   window.__sockets = [];
   window.__blockSockets = false;
   window.WebSocket = function (url, protocols) {
-    const socket = new Real(window.__blockSockets ? "ws://127.0.0.1:9/" : url, protocols);
+    const socket = new Real(url, protocols);
+    if (window.__blockSockets) socket.close();
     window.__sockets.push(socket);
     return socket;
   };
@@ -150,7 +155,7 @@ def test_one_legend_names_the_tables_pods_in_their_colors(page: Page, demo: Demo
     item.click()
     expect(item).to_have_attribute("aria-pressed", "false")
     hidden = page.evaluate(
-        """(pod) => [...document.querySelectorAll('.chart')].flatMap((d) => d.data)
+        """(pod) => [...document.querySelectorAll('.chart')].flatMap((d) => d.data || [])
              .filter((t) => t.name.startsWith(pod)).map((t) => t.visible)""",
         pod,
     )
@@ -212,6 +217,75 @@ def test_a_lost_socket_greys_the_figures_and_says_since_when(page: Page, demo: D
     page.evaluate("() => { window.__blockSockets = false; }")
     expect(status).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
+
+
+def test_frames_that_stop_on_an_open_socket_grey_the_figures(page: Page, demo: Demo) -> None:
+    """A collector that hangs: the demo's process (dashboard and collector) stopped with
+    SIGSTOP keeps the socket open but sends no frame. After three frame intervals the page
+    greys and says since when; SIGCONT brings it back to live."""
+    page.add_init_script(SOCKETS)
+    _service_page(page, demo)
+    status = page.locator("#status")
+    expect(status).to_have_text("live")
+    os.kill(demo.process.pid, signal.SIGSTOP)
+    try:
+        expect(status).to_contain_text(re.compile(r"no data since \d\d:\d\d:\d\d"), timeout=15_000)
+        expect(page.locator("body")).to_have_class(re.compile(r"\bstale\b"))
+        page.wait_for_function(
+            "() => Number(getComputedStyle(document.getElementById('imbalance')).opacity) < 0.6"
+        )
+        assert page.evaluate("() => window.__sockets.at(-1).readyState") == 1  # still open
+        page.screenshot(path=str(ARTIFACTS / "story-service-no-data.png"), full_page=True)
+    finally:
+        os.kill(demo.process.pid, signal.SIGCONT)
+    expect(status).to_have_text("live", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
+    assert page.evaluate("() => window.__sockets.length") == 1  # the same socket all along
+
+
+def test_the_latency_distribution_shows_each_pod_in_its_color(page: Page, demo: Demo) -> None:
+    """Per pod, the share of its calls in each latency bucket over the last minute, in
+    the pod's legend color; the legend hides a pod there too; p50/p90/p99 stay."""
+    _service_page(page, demo)
+    page.locator("#chart-latency_dist").scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => (document.getElementById('chart-latency_dist').data || []).length >= 2",
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    traces = page.evaluate(
+        """() => document.getElementById('chart-latency_dist').data.map((t) =>
+             ({name: t.name, type: t.type, color: t.marker.color, x: t.x, y: t.y}))"""
+    )
+    assert sorted(t["name"] for t in traces) == sorted(page.evaluate(TABLE_PODS))
+    legend = dict(
+        page.evaluate(
+            """() => [...document.querySelectorAll('#legend .legend-item')].map((b) =>
+                 [b.dataset.pod, b.querySelector('.swatch').style.backgroundColor])"""
+        )
+    )
+    for trace in traces:
+        assert trace["type"] == "bar"
+        assert _rgb(trace["color"]) == legend[trace["name"]]
+        assert all(re.fullmatch(r"[≤>][\d.]+s?", label) for label in trace["x"]), trace["x"]
+        assert abs(sum(trace["y"]) - 100) < 0.5, trace  # shares of the pod's calls
+    assert page.evaluate(
+        "() => document.getElementById('chart-latency').data.map((t) => t.name)"
+    ) == ["p50", "p90", "p99"]
+    pod = traces[0]["name"]
+    page.locator(f'#legend .legend-item[data-pod="{pod}"]').click()
+    visible = page.evaluate(
+        """(pod) => document.getElementById('chart-latency_dist').data
+             .filter((t) => t.name === pod).map((t) => t.visible)""",
+        pod,
+    )
+    assert visible == [False]
+    page.screenshot(path=str(ARTIFACTS / "story-service-latency.png"), full_page=True)
+
+
+def _rgb(hex_color: str) -> str:
+    """#4e79a7 → rgb(78, 121, 167), as the browser gives a style's color back."""
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
 
 
 def test_the_overview_greys_its_cards_while_the_dashboard_is_away(page: Page, demo: Demo) -> None:
@@ -291,6 +365,7 @@ def test_an_action_answers_at_the_top_and_marks_the_charts(page: Page, demo: Dem
     assert box is not None and 0 <= box["y"] < 100, box  # in view, at the top
     row.get_by_role("button", name="undrain").click()
     expect(toast).to_contain_text(f"undrain {pod}: ok", timeout=LIVE_TIMEOUT_MS)
+    page.evaluate("window.scrollTo(0, 0)")  # back up to the charts (out of view: not drawn)
     page.wait_for_function(
         """() => ((document.getElementById('chart-rps').layout || {}).annotations || [])
              .some((a) => String(a.text).split(' · ').includes('drain'))""",

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import pytest
 from django.test import Client
 
-from dashboard.app.assets import asset, plotly_rules
+from dashboard.app.assets import PLOTLY_JS, asset, plotly_rules
 
 pytestmark = pytest.mark.django_db
 
@@ -117,8 +117,6 @@ def test_the_overview_colors_and_bar_widths_are_classes(operator_client: Client)
 
 
 def test_plotlys_own_rules_are_a_stylesheet() -> None:
-    from plotly.offline import get_plotlyjs
-
-    rules = plotly_rules(get_plotlyjs())
+    rules = plotly_rules(PLOTLY_JS.read_text(encoding="utf-8"))
     assert ".js-plotly-plot .plotly .modebar{position:absolute;top:2px;right:2px;}" in rules
     assert plotly_rules("no rules here") == []

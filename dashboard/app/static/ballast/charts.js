@@ -16,6 +16,10 @@ window.ballastCharts = function (page, hooks) {
   // Rates are averaged over this many frames (5 s at the default interval) unless the
   // operator asks for the raw per-second figures: those swing widely during a rollout.
   const SMOOTH_FRAMES = 5;
+  // The latency distribution adds up this many frames' buckets (a minute by default).
+  const HISTOGRAM_FRAMES = 60;
+  // Bar charts drawn from the newest frames are redrawn at most this often.
+  const BARS_EVERY_MS = 5000;
   // plotly.js with nothing that leaves the page: no link to its cloud, no logo, a
   // minimal mode bar shown on hover.
   const PLOTLY_CONFIG = {
@@ -53,6 +57,9 @@ window.ballastCharts = function (page, hooks) {
     { key: "codes", title: "Errors/s via Ballast by gRPC status code", rate: true, codes: true },
     { key: "methods", title: "Requests/s at pods by method (all clients)", rate: true, methods: true },
     { key: "latency", title: "Latency per pod via Ballast (p50 · p90 · p99, ms)", latency: true },
+    { key: "latency_dist", histogram: true,
+      title: "Latency distribution per pod via Ballast (% of its calls, last " + HISTOGRAM_FRAMES +
+             " frames)" },
     { key: "in_flight", title: "In flight via Ballast", value: (p) => p.in_flight },
     { key: "cpu_m", title: "CPU (millicores)", value: (p) => p.cpu_m },
     { key: "mem", title: "Memory (MiB), limit dashed", value: (p) => mibOf(p.mem),
@@ -65,7 +72,6 @@ window.ballastCharts = function (page, hooks) {
     codes: [], // every error status code in the window (the errors-by-code chart's lines)
     retried: false, // a frame had retries: the errors chart has a "retried" line
     methods: [], // every method the pods reported calls of (the by-method chart's lines)
-    latencyDrawnMs: 0,
     lastSeen: new Map(), // pod → t of the newest frame it was in
     colors: new Map(), // pod → palette color, from its first frame
     hidden: new Set(), // pods hidden from the charts (legend)
@@ -102,10 +108,11 @@ window.ballastCharts = function (page, hooks) {
     layout.showlegend = false; // one legend for every chart: #legend, above them
     layout.hovermode = "x unified";
     layout.uirevision = "keep"; // a redraw keeps the operator's zoom
-    if (chart.latency) {
+    if (chart.latency || chart.histogram) {
       Object.assign(layout.xaxis, { type: "category", tickformat: "" });
       layout.barmode = "group";
       layout.hovermode = "closest";
+      if (chart.histogram) histogramLayout(layout);
       return layout;
     }
     if (chart.codes || chart.methods) {
@@ -248,6 +255,7 @@ window.ballastCharts = function (page, hooks) {
 
   function fullTraces(chart) {
     if (chart.latency) return latencyTraces();
+    if (chart.histogram) return histogramTraces();
     const { slots, x, y } = series(chart, 0);
     return slots.map((slot, k) => ({
       type: "scatter",
@@ -278,6 +286,81 @@ window.ballastCharts = function (page, hooks) {
     }));
   }
 
+  // The latency distribution per pod: each pod's calls per latency bucket (the frames'
+  // `lat`, counted against `lat_bounds_ms`) added up over the last HISTOGRAM_FRAMES
+  // frames, as the share of the pod's calls in each bucket; bars in the pod's color,
+  // grouped per bucket, from the fastest bucket to the slowest one any shown pod used.
+  function latencyBuckets() {
+    const recent = state.frames.slice(-HISTOGRAM_FRAMES);
+    const withBounds = recent.filter((f) => f.lat_bounds_ms);
+    if (!withBounds.length) return { bounds: [], sums: new Map() };
+    const bounds = withBounds[withBounds.length - 1].lat_bounds_ms;
+    const sums = new Map(); // pod → calls per bucket
+    for (const frame of withBounds) {
+      if (frame.lat_bounds_ms.length !== bounds.length) continue; // other bounds: not comparable
+      for (const p of frame.pods) {
+        if (!p.lat) continue;
+        if (!sums.has(p.pod)) sums.set(p.pod, new Array(bounds.length + 1).fill(0));
+        const acc = sums.get(p.pod);
+        p.lat.forEach((n, i) => { acc[i] += n; });
+      }
+    }
+    return { bounds, sums };
+  }
+
+  // "≤7.5" (ms), "≤2.5s", ">60s": short enough to stand side by side under the bars.
+  function bucketLabel(bounds, i) {
+    const short = (v) => (v >= 1000 ? v / 1000 + "s" : String(v));
+    return i < bounds.length ? "≤" + short(bounds[i]) : ">" + short(bounds[bounds.length - 1]);
+  }
+
+  function histogramTraces() {
+    const { bounds, sums } = latencyBuckets();
+    let lo = Infinity;
+    let hi = -1;
+    for (const [pod, acc] of sums) {
+      if (state.hidden.has(pod)) continue;
+      acc.forEach((n, i) => {
+        if (n > 0) {
+          lo = Math.min(lo, i);
+          hi = Math.max(hi, i);
+        }
+      });
+    }
+    if (hi < 0) return [];
+    const labels = [];
+    for (let i = lo; i <= hi; i++) labels.push(bucketLabel(bounds, i));
+    return state.pods.filter((pod) => sums.has(pod)).map((pod) => {
+      const counts = sums.get(pod).slice(lo, hi + 1);
+      const total = sums.get(pod).reduce((a, b) => a + b, 0);
+      return {
+        type: "bar",
+        name: pod,
+        x: labels,
+        y: counts.map((n) => (total ? (100 * n) / total : 0)),
+        customdata: counts,
+        visible: !state.hidden.has(pod),
+        marker: { color: colorOf(pod) },
+        hovertemplate: "%{x}: %{y:.1f} % (%{customdata} calls)<extra>" + pod + "</extra>",
+      };
+    });
+  }
+
+  function histogramLayout(layout) {
+    layout.bargap = 0.2;
+    layout.yaxis.ticksuffix = " %";
+    layout.xaxis.tickfont = { size: 10 };
+    layout.xaxis.title = { text: "latency, ms (each bucket's upper bound)", font: { size: 10 },
+                           standoff: 4 };
+    layout.margin.b = 40;
+    const shown = (layout.annotations = []);
+    if (histogramTraces().length) return;
+    layout.xaxis.showticklabels = false;
+    shown.push({ text: "no calls via Ballast in the last " + HISTOGRAM_FRAMES + " frames",
+                 showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+                 font: { color: cssVar("--muted") } });
+  }
+
   // The chart toolbars stay out of the tab order: the page's own controls come first.
   function untab(div) {
     for (const el of div.querySelectorAll(".modebar a, .modebar button, .modebar-btn")) {
@@ -301,10 +384,10 @@ window.ballastCharts = function (page, hooks) {
       chart.full = true;
       return;
     }
-    if (chart.latency) {
-      // A new bar chart from the newest frame: every 5 s is enough to read it.
-      if (chart.full || !chart.drawn || Date.now() - state.latencyDrawnMs >= 5000) {
-        state.latencyDrawnMs = Date.now();
+    if (chart.latency || chart.histogram) {
+      // A new bar chart from the newest frames: every 5 s is enough to read it.
+      if (chart.full || !chart.drawn || Date.now() - (chart.drawnMs || 0) >= BARS_EVERY_MS) {
+        chart.drawnMs = Date.now();
         redraw(chart);
       }
       return;
@@ -515,8 +598,8 @@ window.ballastCharts = function (page, hooks) {
     for (const div of byDiv.keys()) observer.observe(div);
   }
 
-  // plotly.js (4.8 MB) runs once the page is up: the table, badges and totals show from
-  // the first frames while it loads, and the charts draw as soon as it has.
+  // plotly.js (its basic bundle, 1.2 MB) runs once the page is up: the table, badges and
+  // totals show from the first frames while it loads, and the charts draw as soon as it has.
   function loadPlotly() {
     const script = document.createElement("script");
     script.src = page.plotly_url;

@@ -15,8 +15,9 @@
   const CLOSE_UNAUTHENTICATED = 4401;
   const CLOSE_UNKNOWN_SERVICE = 4404;
   const MIB = 1024 * 1024;
-  // No frame for this long while the socket is open: the figures are stale.
-  const STALE_AFTER_MS = 5000;
+  // No frame for three frame intervals while the socket is open (a collector that hangs,
+  // balancers paused): the figures are stale.
+  const STALE_AFTER_MS = Math.max(3 * (page.interval_ms || 1000), 2000);
 
   const state = {
     pending: [], // frames received, not shown yet
@@ -393,7 +394,7 @@
     if (state.downSince || state.expired || !state.lastArrivalMs) return;
     if (Date.now() - state.lastArrivalMs > STALE_AFTER_MS) {
       stale(true);
-      status("no new figures since " + clock(new Date(state.lastArrivalMs)), true);
+      status("no data since " + clock(new Date(state.lastArrivalMs)), true);
     } else if (document.getElementById("status").className === "bad") {
       status("live");
     }
