@@ -32,7 +32,7 @@ from dashboard.control.desired import configured
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 2.0  # the platform's pod facts come every 2 s: sooner sees nothing new
-WINDOW_S = 10.0  # the load is the mean over this long (CPU is sampled in 10 ms ticks)
+WINDOW_S = 20.0  # the load is the mean over this long (CPU is sampled in 10 ms ticks)
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

@@ -16,7 +16,7 @@ get now, with its reason in words. Per pod, as gRPC's WRR:
 
 What gRPC recomputes every second from fresh reports, a control loop on CPU samples
 needs damped: the targets are smoothed (EWMA, `smoothing`), each weight moves at most
-`max_step` (25 %) per interval, and a weight that moved less than `min_change` (5 %)
+`max_step` (25 %) per interval, and a weight that moved less than `min_change` (8 %)
 from the last one given is not given again (no churn, no audit flood).
 """
 
@@ -34,9 +34,9 @@ BLACKOUT_S = 10.0
 EXPIRATION_S = 180.0
 ERROR_PENALTY = 1.0
 # Damping for a loop on CPU samples (gRPC has none: ORCA reports are fresh every call).
-SMOOTHING = 0.5  # the EWMA's weight of the newest target
+SMOOTHING = 0.3  # the EWMA's weight of the newest target
 MAX_STEP = 0.25  # at most ±25 % per interval
-MIN_CHANGE = 0.05  # a move under 5 % is not given (nor audited)
+MIN_CHANGE = 0.08  # a move under 8 % is not given (nor audited)
 # Weight 0 takes a pod out: that is drain's job, never the controller's.
 MIN_AUTO_WEIGHT = 1
 # Below this many calls/s or CPU cores a pod's figures are noise (CPU is sampled in 10 ms

@@ -78,7 +78,7 @@ def test_it_penalises_errors_as_grpc_does() -> None:
         for d in weights.step(step, given, DEFAULT, t):
             apply(given, d)
     # qps ÷ (0.2 + 1.0 × 0.2) against qps ÷ 0.2: half the raw weight.
-    assert given["b"] == pytest.approx(given["a"] / 2, rel=0.06)
+    assert given["b"] == pytest.approx(given["a"] / 2, rel=0.1)  # within the 8 % hysteresis
     step = [PodLoad("a", 100.0, 0.0, 0.2), PodLoad("b", 100.0, 20.0, 0.2)]
     decision = weights.step(step, given, DEFAULT, 100)[1]
     assert "0.20 cores at 100 rps, 20.0 % errors" in decision.reason
@@ -118,11 +118,11 @@ def test_it_moves_at_most_a_quarter_per_interval() -> None:
     assert seen[1] == 75  # the first step is bounded, though the target is far lower
 
 
-def test_it_does_not_give_moves_under_five_percent() -> None:
+def test_it_does_not_give_moves_of_a_few_percent() -> None:
     weights = AutoWeights(AutoWeightsConfig(blackout_s=0))
     given = run(weights, {"a": 0.1, "b": 0.1, "c": 0.1, "d": 0.2}, seconds=60)
-    # The load wobbles by 3 %: nothing is given again.
-    wobble = {"a": 0.103, "b": 0.097, "c": 0.1, "d": 0.206}
+    # The load wobbles by 5 %: nothing is given again.
+    wobble = {"a": 0.105, "b": 0.095, "c": 0.1, "d": 0.21}
     for t in range(62, 120, 2):
         assert not any(d.changed for d in weights.step(loads(wobble), given, DEFAULT, t))
 
