@@ -154,10 +154,12 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "charts.js": _ours("charts.js"),
     "controls.js": _ours("controls.js"),
     "overview.js": _ours("overview.js"),
+    "automation.js": _ours("automation.js"),
     "ballast.css": _ours("ballast.css"),
     "overview.css": _overview_css,
     "audit.css": _ours("audit.css"),
     "service.css": _ours("service.css"),
+    "automation.css": _ours("automation.css"),
 }
 STYLESHEETS = [name for name in ASSETS if name.endswith(".css")]
 

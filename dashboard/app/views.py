@@ -87,6 +87,9 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         # A frame gives each pod its color's index in this palette (the overview's too).
         "palette": list(PALETTE),
         "audit_api": "/api/v1/audit/",
+        # The automation card (automation.js): the service's switches and the global pause.
+        "automation_api": f"/api/v1/services/{service}/automation",
+        "pause_api": "/api/v1/automation/",
         # Loaded by service.js once the page is up: the table and badges show first.
         "plotly_url": _asset_url("plotly.min.js"),
     }
@@ -98,6 +101,7 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "controls_js_url": _asset_url("controls.js"),
         "charts_js_url": _asset_url("charts.js"),
         "service_js_url": _asset_url("service.js"),
+        "automation_js_url": _asset_url("automation.js"),
     }
     return render(request, "ballast/service.html", context)
 

@@ -8,6 +8,8 @@ get now, with its reason in words. Per pod, as gRPC's WRR:
 - ``weight ∝ qps ÷ (utilisation + error_penalty × errors/qps)`` — calls per core, so a pod
   whose calls cost twice the CPU gets half the weight; the error term keeps a pod that
   fails fast (cheap errors) from looking efficient;
+- weights stay within ten times the default either way (never 0: draining is the
+  operator's word), as Ballast's weight range allows;
 - a *blackout*: a pod's measured weight is used only after it has been measured for
   `blackout_s` (10 s) without a gap longer than `expiration_s`; until then, and after
   `expiration_s` (3 min) without a measurement, it has no auto weight (its default);
@@ -37,8 +39,11 @@ ERROR_PENALTY = 1.0
 SMOOTHING = 0.3  # the EWMA's weight of the newest target
 MAX_STEP = 0.25  # at most ±25 % per interval
 MIN_CHANGE = 0.08  # a move under 8 % is not given (nor audited)
-# Weight 0 takes a pod out: that is drain's job, never the controller's.
-MIN_AUTO_WEIGHT = 1
+# Weight 0 takes a pod out: that is drain's job, never the controller's. Nor does it starve
+# one: calls the balancer does not carry (clients pinned to the pod through an L4 Service)
+# can keep its errors up whatever weight it gets, and each lower weight would then raise
+# its error ratio further. So auto weights stay within this factor of the default.
+WEIGHT_RANGE = 10.0
 # Below this many calls/s or CPU cores a pod's figures are noise (CPU is sampled in 10 ms
 # ticks): it keeps what it has.
 MIN_QPS = 0.5
@@ -189,7 +194,9 @@ class AutoWeights:
         bounded = min(
             max(smoothed, now * (1 - self.config.max_step)), now * (1 + self.config.max_step)
         )
-        weight = min(MAX_WEIGHT, max(MIN_AUTO_WEIGHT, round(bounded)))
+        low = max(1, math.ceil(default_weight / WEIGHT_RANGE))
+        high = min(MAX_WEIGHT, round(default_weight * WEIGHT_RANGE))
+        weight = min(high, max(low, round(bounded)))
         if abs(weight - now) <= self.config.min_change * now:
             return Decision(load.pod, was, _reason(load, round(now), round(now)), False, was)
         return Decision(load.pod, weight, _reason(load, weight, round(now)), True, was)

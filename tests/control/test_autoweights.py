@@ -163,6 +163,17 @@ def test_a_restarted_controller_keeps_the_weights_given_through_its_blackout() -
         assert not any(d.changed for d in decisions)
 
 
+def test_it_never_starves_a_pod_below_a_tenth_of_the_default() -> None:
+    # b fails most calls (errors the balancer cannot lower: clients pinned to it).
+    weights = AutoWeights(AutoWeightsConfig(blackout_s=0))
+    given: dict[str, int] = {}
+    for t in range(0, 120, 2):
+        step = [PodLoad("a", 100.0, 0.0, 0.2), PodLoad("b", 10.0, 9.0, 0.2)]
+        for d in weights.step(step, given, DEFAULT, t):
+            apply(given, d)
+    assert given["b"] == 10 and given["a"] > 100
+
+
 def test_the_reason_says_cpu_calls_and_the_weights() -> None:
     weights = AutoWeights(AutoWeightsConfig(blackout_s=0))
     decisions = weights.step(
