@@ -125,7 +125,8 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
     assert "<code>inventory</code>" in html
     assert "cdn" not in html.lower()
     urls = script_urls(html)
-    assert [url.rsplit("/", 1)[1] for url in urls] == ["controls.js", "charts.js", "service.js"]
+    names = [url.rsplit("/", 1)[1] for url in urls]
+    assert names == ["controls.js", "charts.js", "service.js", "automation.js"]
     assert all(url.startswith("/assets/") for url in urls)
     config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
     assert config is not None
