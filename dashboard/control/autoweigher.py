@@ -33,10 +33,11 @@ log = logging.getLogger(__name__)
 
 INTERVAL_S = 2.0  # the platform's pod facts come every 2 s: sooner sees nothing new
 # The load is the mean over this long. CPU comes in 10 ms ticks, sampled over 1 s every
-# 2 s: a pod using 0.05 cores reads ±40 % per sample; 15 samples and the EWMA bring that
-# to a few percent. The ratio it weighs by (calls per core) does not depend on the weight
-# the pod had meanwhile, so a long window adds no lag to the loop.
-WINDOW_S = 30.0
+# 2 s: a pod using 0.05 cores reads ±40 % per sample, and on a busy node the CPU a call
+# costs wanders too. The ratio it weighs by (calls per core) does not depend on the weight
+# the pod had meanwhile, so a long window adds no lag to the loop, only calm: with 30 s
+# the weights of equal pods still wandered by ±9 % on a busy machine (load 20 on 2 cores).
+WINDOW_S = 60.0
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
