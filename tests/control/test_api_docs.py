@@ -25,7 +25,9 @@ async def test_the_schema_describes_every_endpoint(api: Api) -> None:
     assert "/api/v1/services/{service}/pods/{pod}/weight" in paths
     weight = reply.body["components"]["schemas"]["WeightIn"]["properties"]["weight"]
     assert (weight["type"], weight["minimum"], weight["maximum"]) == ("integer", 0, 10000)
-    assert len(paths) == 18  # 16, the desired state and the operations' cancel
+    assert "/api/v1/services/{service}/automation" in paths and "/api/v1/automation/" in paths
+    # 16, the desired state, the operations' cancel, and the automation switches and pause
+    assert len(paths) == 20
 
 
 async def test_the_docs_page_loads_its_scripts_from_this_server(api: Api) -> None:
