@@ -140,6 +140,7 @@
   }
 
   function toggle(name) {
+    if (!state.data) return;
     const on = !state.data[name];
     const body = {};
     body[name] = on;
@@ -147,6 +148,7 @@
   }
 
   function togglePause() {
+    if (!state.data) return;
     const paused = !state.data.paused;
     const done = paused ? "all automation stopped: pods go back to their defaults"
                         : "automation runs again where it is on";
