@@ -11,10 +11,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from demo.v1 import workload_pb2 as pb
-from tests.browser.conftest import Demo, log_in
+from tests.browser.conftest import ARTIFACTS, Demo, log_in
 from tests.support.demo_process import DemoProcess, start_demo
 
 pytestmark = pytest.mark.timeout(300)
@@ -78,3 +78,19 @@ def test_auto_weights_are_switched_on_shown_marked_and_paused_from_the_page(
              (r) => r.cells[2].childNodes[0].textContent === '100')""",
         timeout=LIVE_TIMEOUT_MS,
     )
+
+
+def test_the_card_fits_a_narrow_screen(browser: Browser, running: tuple[Demo, DemoProcess]) -> None:
+    demo, _ = running
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        log_in(page, demo, "services/inventory/")
+        expect(page.locator("#auto-weights")).not_to_have_text("auto-weights: —",
+                                                               timeout=LIVE_TIMEOUT_MS)  # fmt: skip
+        expect(page.locator("#auto-weights-table tbody tr").first).to_be_visible()
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "automation-card-narrow.png"))
+    finally:
+        context.close()
