@@ -185,11 +185,13 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "controls.js": _ours("controls.js"),
     "explain.js": _ours("explain.js"),
     "overview.js": _ours("overview.js"),
+    "automation.js": _ours("automation.js"),
     "ballast.css": _ours("ballast.css"),
     "overview.css": _overview_css,
     "audit.css": _ours("audit.css"),
     "service.css": _ours("service.css"),
     "explain.css": _ours("explain.css"),
+    "automation.css": _ours("automation.css"),
 }
 STYLESHEETS = [name for name in ASSETS if name.endswith(".css")]
 

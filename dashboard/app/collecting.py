@@ -27,6 +27,7 @@ from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
 from dashboard.collector.replicas import ReplicaFollower
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from dashboard.control import operations, runtime
+from dashboard.control.autoweigher import AutoWeighter
 from dashboard.control.orphans import OrphanSweeper
 from dashboard.control.reconciler import Reconciler
 from platforms.base import Platform
@@ -132,9 +133,9 @@ def dashboard_collector(config: CollectorConfig, platform: Platform | None = Non
 
 
 class ControlPlane:
-    """The collector and the reconciler that keeps the replicas at the desired state,
-    started and stopped together; while it runs, the API reaches them (and the
-    platform, for restarts) through `dashboard.control.runtime`.
+    """The collector, the reconciler that keeps the replicas at the desired state and the
+    auto-weights controller, started and stopped together; while it runs, the API reaches
+    them (and the platform, for restarts) through `dashboard.control.runtime`.
 
     Beside them, the sweeper that finishes the operations of dead dashboard processes.
     `stop()` first stops the operations this process runs (each undoes its drain while
@@ -152,6 +153,8 @@ class ControlPlane:
         self.reconciler = Reconciler(
             self.collector, config.replicas, pod_gone_grace_s=settings.BALLAST_POD_GONE_GRACE_S
         )
+        # Weights from the pods' CPU, for the services an operator turned it on for.
+        self.autoweigher = AutoWeighter(self.collector)
         self.platform = platform
         self.sweeper: OrphanSweeper | None = None
         self.follower = None if balancers is None else self._follower(balancers, token)
@@ -201,6 +204,7 @@ class ControlPlane:
         )
         await self.collector.start()
         await self.reconciler.start()
+        await self.autoweigher.start()
         self.sweeper = OrphanSweeper(self.collector, runtime.current().owner)
         await self.sweeper.start()
         if self.follower is not None:
@@ -212,6 +216,7 @@ class ControlPlane:
             await self.follower.stop()
         if self.sweeper is not None:
             await self.sweeper.stop()
+        await self.autoweigher.stop()
         await self.reconciler.stop()
         await self.collector.stop()
         runtime.reset()

@@ -95,6 +95,9 @@ def _service_page(request: HttpRequest, service: str) -> HttpResponse:
         # A frame gives each pod its color's index in this palette (the overview's too).
         "palette": list(PALETTE),
         "audit_api": "/api/v1/audit/",
+        # The automation card (automation.js): the service's switches and the global pause.
+        "automation_api": f"/api/v1/services/{service}/automation",
+        "pause_api": "/api/v1/automation/",
         # Loaded by service.js once the page is up: the table and badges show first.
         "plotly_url": _asset_url("plotly.min.js"),
         # The collector's frame interval: no frame for three of them and the page greys.
@@ -109,6 +112,7 @@ def _service_page(request: HttpRequest, service: str) -> HttpResponse:
         "explain_js_url": _asset_url("explain.js"),
         "charts_js_url": _asset_url("charts.js"),
         "service_js_url": _asset_url("service.js"),
+        "automation_js_url": _asset_url("automation.js"),
     }
     return render(request, "ballast/service.html", context)
 

@@ -32,7 +32,15 @@ from dashboard.app.history import service_history
 from dashboard.collector.runner import ReplicaTarget
 from dashboard.control import runtime
 from dashboard.control.desired import Command, configured
-from dashboard.control.models import AuditEvent, ClusterOverride, EndpointOverride, Operation
+from dashboard.control.models import (
+    AuditEvent,
+    AutomationSwitch,
+    AutoWeight,
+    ClusterOverride,
+    EndpointOverride,
+    Operation,
+    ServiceAutomation,
+)
 from dashboard.control.push import PushResult, push_all
 
 DEFAULT_WEIGHT = 100
@@ -414,9 +422,12 @@ def clear_endpoint(actor: Actor, service: str, pod: str, *, force: bool = False)
     rollout of its service) runs, unless `force`."""
     base: dict[str, int] = {}
     defaults = _configured(service)
+    auto = _auto_weight(service, pod)
 
     def change(o: EndpointOverride) -> None:
         base["weight"] = defaults[0] if defaults is not None else o.base_weight
+        if auto is not None:
+            base["weight"] = auto  # its auto weight is desired again, not the default
         o.weight = None
         o.drained = False
         o.drain_timeout_s = None
@@ -428,6 +439,16 @@ def clear_endpoint(actor: Actor, service: str, pod: str, *, force: bool = False)
                    Command("undrain", service, pod)],
         None if force else lambda: _refuse_during_operation(service, pod, "cleared"),
     )  # fmt: skip
+
+
+def _auto_weight(service: str, pod: str) -> int | None:
+    """The pod's auto weight while it is desired (autoweights on, not paused); else None."""
+    if AutomationSwitch.is_paused():
+        return None
+    if not ServiceAutomation.objects.filter(service=service, autoweights=True).exists():
+        return None
+    found = AutoWeight.objects.filter(service=service, endpoint_id=pod).first()
+    return found.weight if found is not None else None
 
 
 def set_policy(

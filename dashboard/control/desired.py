@@ -43,12 +43,23 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class EndpointWant:
-    """One endpoint's override: a weight (None: the configured default) and/or a drain."""
+    """One endpoint's override: a weight (None: the configured default) and/or a drain.
+
+    `auto_weight` is the auto-weights controller's, given only while the service's
+    autoweights are on and automation is not paused: the operator's `weight` wins over
+    it, and it over the configured default.
+    """
 
     endpoint_id: str
     weight: int | None = None
     drained: bool = False
     drain_timeout_s: float | None = None
+    auto_weight: int | None = None
+
+    @property
+    def desired_weight(self) -> int | None:
+        """The operator's weight, else the auto weight; None: the configured default."""
+        return self.weight if self.weight is not None else self.auto_weight
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,8 @@ def _endpoint_commands(
 ) -> list[Command]:
     commands: list[Command] = []
     endpoint_id = seen.endpoint_id
-    weight = endpoint_want.weight if endpoint_want.weight is not None else default_weight
+    desired = endpoint_want.desired_weight
+    weight = desired if desired is not None else default_weight
     if weight is not None and seen.weight != weight:
         commands.append(Command("weight", want.cluster, endpoint_id, weight=weight))
     draining = state_name(seen.state) in DRAINING_STATES

@@ -185,3 +185,28 @@ class AutomationSwitch(models.Model):
     def is_paused(cls) -> bool:
         """True while an operator has stopped all automation (no row: running)."""
         return cls.objects.filter(pk=1, paused=True).exists()
+
+
+class AutoWeight(models.Model):
+    """The weight the auto-weights controller gives one pod, and why (its inputs in words).
+
+    Desired only while the service's `ServiceAutomation.autoweights` is on and automation
+    is not paused; an operator's weight override on the pod wins over it.
+    """
+
+    service = models.CharField(max_length=64)
+    endpoint_id = models.CharField(max_length=253)
+    weight = models.PositiveIntegerField()
+    reason = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "endpoint_id"], name="one_auto_weight_per_endpoint"
+            )
+        ]
+        ordering = ["service", "endpoint_id"]
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.endpoint_id}: {self.weight}"

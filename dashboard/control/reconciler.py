@@ -44,6 +44,7 @@ from django.utils import timezone
 from balancer.admin.v1 import admin_pb2
 from balancer.lifecycle import OneTask
 from dashboard.collector.runner import Collector, ReplicaTarget
+from dashboard.control import automation
 from dashboard.control.desired import (
     Command,
     EndpointWant,
@@ -70,7 +71,8 @@ STALE_MIN_S = 2.0
 # replica: acts made while one was down).
 PENDING_CHUNK = 200
 # The acts whose audit event marks a change of the desired state that was pushed.
-CHANGES = ("set_weight", "drain", "undrain", "clear", "set_policy", "clear_policy", "expire")
+CHANGES = ("set_weight", "drain", "undrain", "clear", "set_policy", "clear_policy", "expire",
+           *automation.CHANGES)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ def load_desired(clusters: Mapping[str, str]) -> Desired:
     for c in ClusterOverride.objects.all():
         policies[c.service] = c.policy
         changed = max(changed, _unix_ms(c.updated_at))
+    autos, auto_changed = automation.desired_auto_weights()
+    _add_auto_weights(endpoints, autos)
+    changed = max(changed, auto_changed)
     restarting, rolling_out = _running_operations()
     services = sorted(clusters.keys() | endpoints.keys() | policies.keys())
     wants = tuple(
@@ -113,6 +118,17 @@ def load_desired(clusters: Mapping[str, str]) -> Desired:
         for s in services
     )
     return Desired(wants, max(changed, _last_change_ms()))
+
+
+def _add_auto_weights(
+    endpoints: dict[str, dict[str, EndpointWant]], autos: Mapping[str, Mapping[str, int]]
+) -> None:
+    """Each auto weight joins its endpoint's want (the operator's weight still wins)."""
+    for service, weights in autos.items():
+        wants = endpoints.setdefault(service, {})
+        for endpoint, weight in weights.items():
+            want = wants.get(endpoint) or EndpointWant(endpoint)
+            wants[endpoint] = replace(want, auto_weight=weight)
 
 
 def _running_operations() -> tuple[dict[str, set[str]], set[str]]:

@@ -25,7 +25,10 @@ async def test_the_schema_describes_every_endpoint(api: Api) -> None:
     assert "/api/v1/services/{service}/pods/{pod}/weight" in paths
     weight = reply.body["components"]["schemas"]["WeightIn"]["properties"]["weight"]
     assert (weight["type"], weight["minimum"], weight["maximum"]) == ("integer", 0, 10000)
-    assert len(paths) == 19  # 16, the desired state, the operations' cancel, a pod's explain
+    assert "/api/v1/services/{service}/automation" in paths and "/api/v1/automation/" in paths
+    # 16, the desired state, the operations' cancel, a pod's explain, the automation switches
+    # and pause
+    assert len(paths) == 21
 
 
 async def test_the_docs_page_loads_its_scripts_from_this_server(api: Api) -> None:

@@ -2,10 +2,11 @@
 that starts (`[control_plane]` in its config) to hold before it takes its first call.
 
 Read from the models alone (not from the reconciler's view of them): per service its
-policy override and the endpoints with a weight or a drain. Overrides whose time is up
-are left out even before the reconciler deletes them, so a replica never starts on a
-state the dashboard is about to revert. Any logged-in user or API token may read it; a
-balancer uses a token of a viewer.
+policy override and the endpoints with a weight or a drain — the operator's weight, else
+the pod's auto weight while the service's autoweights are on and automation not paused.
+Overrides whose time is up are left out even before the reconciler deletes them, so a
+replica never starts on a state the dashboard is about to revert. Any logged-in user or
+API token may read it; a balancer uses a token of a viewer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from dashboard.control import automation
 from dashboard.control.api.base import ControlView
 from dashboard.control.models import ClusterOverride, EndpointOverride
 
@@ -59,13 +61,23 @@ def desired_state(now: datetime) -> dict[str, Any]:
 
     for c in _live(ClusterOverride.objects.all(), now):
         service(c.service)["policy"] = c.policy
+    autos, _ = automation.desired_auto_weights()
     for o in _live(EndpointOverride.objects.order_by("service", "endpoint_id"), now):
-        if o.is_empty:
+        auto = autos.get(o.service, {}).pop(o.endpoint_id, None)
+        if o.is_empty and auto is None:
             continue
         service(o.service)["endpoints"].append({
-            "endpoint_id": o.endpoint_id, "weight": o.weight, "drained": o.drained,
-            "drain_timeout_s": o.drain_timeout_s if o.drained else None,
+            "endpoint_id": o.endpoint_id, "weight": o.weight if o.weight is not None else auto,
+            "drained": o.drained, "drain_timeout_s": o.drain_timeout_s if o.drained else None,
         })  # fmt: skip
+    for name, weights in autos.items():  # pods with an auto weight and no override
+        for endpoint_id, weight in weights.items():
+            service(name)["endpoints"].append(
+                {"endpoint_id": endpoint_id, "weight": weight, "drained": False,
+                 "drain_timeout_s": None}
+            )  # fmt: skip
+    for found in services.values():
+        found["endpoints"].sort(key=lambda e: e["endpoint_id"])
     return {"services": [services[n] for n in sorted(services)], "generated_at": now}
 
 

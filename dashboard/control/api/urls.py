@@ -15,7 +15,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import IsAuthenticated
 
-from dashboard.control.api import acts, desired_state, explain, reads
+from dashboard.control.api import acts, automation, desired_state, explain, reads
 from dashboard.control.api.base import ControlView
 
 POD = "v1/services/<str:service>/pods/<str:pod>/"
@@ -49,6 +49,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="api-rollout-restart",
     ),
     path("v1/services/<str:service>/policy", acts.Policy.as_view(), name="api-policy"),
+    path(
+        "v1/services/<str:service>/automation",
+        automation.ServiceAutomationView.as_view(),
+        name="api-service-automation",
+    ),
+    path("v1/automation/", automation.PauseView.as_view(), name="api-automation"),
     path("v1/replicas/", reads.ReplicaList.as_view(), name="api-replicas"),
     path("v1/audit/", reads.AuditList.as_view(), name="api-audit"),
     path("v1/operations/", reads.OperationList.as_view(), name="api-operations"),

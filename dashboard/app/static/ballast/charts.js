@@ -511,6 +511,8 @@ window.ballastCharts = function (page, hooks) {
   const AUDIT_LABELS = {
     drain: "drain", undrain: "undrain", weight: "weight", set_weight: "weight",
     restart: "restart", rollout_restart: "rollout", policy: "policy", set_policy: "policy",
+    auto_weight: "auto weight", set_automation: "automation",
+    pause_automation: "automation paused", resume_automation: "automation resumed",
   };
 
   // The events in the window, those within MERGE_MS of each other as one marker
