@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +9,7 @@ from balancer.config import BalancerConfig
 from balancer.server import Balancer
 from tests.support.backend import Backend, start_backend
 from tests.support.inventory import InventoryFleet, InventoryServer
+from tests.support.xds import XdsClientProcess, write_bootstrap
 
 
 @pytest.fixture
@@ -62,3 +64,21 @@ def fresh_dashboard_state() -> Iterator[None]:
     yield
     channel_layers.backends.clear()
     service_history.cache_clear()
+
+
+@pytest.fixture
+async def xds_clients(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[XdsClientProcess]]]:
+    """A factory of real grpcio proxyless clients (`xds:///echo`) of a balancer's xDS
+    server, each with its own bootstrap file; closed at teardown."""
+    started: list[XdsClientProcess] = []
+
+    async def start(balancer: Balancer, node_id: str = "client-1") -> XdsClientProcess:
+        assert balancer.xds_address is not None
+        bootstrap = write_bootstrap(tmp_path / f"{node_id}.json", balancer.xds_address, node_id)
+        client = await XdsClientProcess.start("xds:///echo", bootstrap)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        await client.close()

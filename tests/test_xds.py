@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -37,22 +36,6 @@ TOKEN = "test-xds-token-0123456789"
 def _xds(balancer: Balancer) -> XdsServer:
     assert balancer.xds is not None
     return balancer.xds
-
-
-@pytest.fixture
-async def xds_clients(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[XdsClientProcess]]]:
-    started: list[XdsClientProcess] = []
-
-    async def start(balancer: Balancer, node_id: str = "client-1") -> XdsClientProcess:
-        assert balancer.xds_address is not None
-        bootstrap = write_bootstrap(tmp_path / f"{node_id}.json", balancer.xds_address, node_id)
-        client = await XdsClientProcess.start("xds:///echo", bootstrap)
-        started.append(client)
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
 
 
 def _all_acked(server: XdsServer, node_id: str) -> bool:

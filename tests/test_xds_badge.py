@@ -8,8 +8,7 @@ admin snapshot they show is turned into the frame's `xds` part
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import grpc.aio
@@ -22,27 +21,10 @@ from balancer.xds.resources import CLUSTER, build_resources
 from dashboard.collector.frames import XdsFrame
 from dashboard.collector.xds import xds_frame, xds_label
 from tests.support.balancing import ADMIN_TOKEN, config
-from tests.support.xds import XdsClientProcess, write_bootstrap
 
 pytestmark = pytest.mark.timeout(120)
 
 AUTH = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
-
-
-@pytest.fixture
-async def xds_clients(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[XdsClientProcess]]]:
-    started: list[XdsClientProcess] = []
-
-    async def start(balancer: Balancer, node_id: str) -> XdsClientProcess:
-        assert balancer.xds_address is not None
-        bootstrap = write_bootstrap(tmp_path / f"{node_id}.json", balancer.xds_address, node_id)
-        client = await XdsClientProcess.start("xds:///echo", bootstrap)
-        started.append(client)
-        return client
-
-    yield start
-    for client in started:
-        await client.close()
 
 
 class Page:
