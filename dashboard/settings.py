@@ -49,6 +49,10 @@ Variables (all optional unless noted):
   certificate (admin ``tls.client_ca_file``, mTLS). ``BALLAST_ADMIN_SERVER_NAME``: the name
   its certificate carries when not the host of ``BALLAST_BALANCERS``. Plaintext when unset.
 - ``BALLAST_COLLECTOR_INTERVAL_MS`` — how often frames are sent: 1000 by default, 250 at least.
+- ``BALLAST_OOM_GUARD_THRESHOLD_S`` — the OOM guard (a service's ``oom_guard``) restarts a pod
+  whose predicted time to OOM falls under this many seconds: 120 by default.
+  ``BALLAST_OOM_GUARD_COOLDOWN_S``: a pod it acted on is left alone this long (300).
+  ``BALLAST_OOM_GUARD_MIN_READY``: the other pods that must stay ready (0: all but one).
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ if BALLAST_BALANCERS_SERVICE and BALLAST_BALANCERS:
 BALLAST_POD_GONE_GRACE_S = envint("BALLAST_POD_GONE_GRACE_S", 60, minimum=1)
 BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
+BALLAST_OOM_GUARD_THRESHOLD_S = envint("BALLAST_OOM_GUARD_THRESHOLD_S", 120, minimum=1)
+BALLAST_OOM_GUARD_COOLDOWN_S = envint("BALLAST_OOM_GUARD_COOLDOWN_S", 300, minimum=1)
+BALLAST_OOM_GUARD_MIN_READY = envint("BALLAST_OOM_GUARD_MIN_READY", 0, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -73,6 +73,7 @@ class PodFrame(TypedDict):
     # Calls/s proxyless clients sent straight to the pod, from their load reports; only
     # when above 0, so a service without proxyless clients pays nothing for it.
     px_rps: NotRequired[float]
+    oom_s: NotRequired[int]  # predicted seconds to OOM (collector/memory.py); only when growing
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 
