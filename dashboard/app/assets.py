@@ -153,6 +153,7 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "service.js": _ours("service.js"),
     "charts.js": _ours("charts.js"),
     "controls.js": _ours("controls.js"),
+    "oom.js": _ours("oom.js"),
     "overview.js": _ours("overview.js"),
     "ballast.css": _ours("ballast.css"),
     "overview.css": _overview_css,

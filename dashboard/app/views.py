@@ -97,6 +97,7 @@ def service(request: HttpRequest, service: str) -> HttpResponse:
         "plotly_guard_ids": plotly_guard_ids(),
         "controls_js_url": _asset_url("controls.js"),
         "charts_js_url": _asset_url("charts.js"),
+        "oom_js_url": _asset_url("oom.js"),
         "service_js_url": _asset_url("service.js"),
     }
     return render(request, "ballast/service.html", context)

@@ -408,6 +408,7 @@ window.ballastCharts = function (page, hooks) {
   const AUDIT_LABELS = {
     drain: "drain", undrain: "undrain", weight: "weight", set_weight: "weight",
     restart: "restart", rollout_restart: "rollout", policy: "policy", set_policy: "policy",
+    oom_guard: "OOM guard",
   };
 
   // The events in the window, those within MERGE_MS of each other as one marker
