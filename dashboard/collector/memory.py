@@ -32,7 +32,7 @@ MIN_SLOPE_BYTES_PER_S = 1024.0
 # A pod's first seconds (imports, caches filling) grow fast and say nothing of a leak: its
 # samples count from this long after it started and once it is ready (gRPC's weighted
 # round robin has the same blackout for new endpoints).
-BLACKOUT_S = 10.0
+BLACKOUT_S = 5.0
 
 Sample = tuple[float, float]  # (Unix seconds, bytes)
 

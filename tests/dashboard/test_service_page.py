@@ -125,7 +125,12 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
     assert "<code>inventory</code>" in html
     assert "cdn" not in html.lower()
     urls = script_urls(html)
-    assert [url.rsplit("/", 1)[1] for url in urls] == ["controls.js", "charts.js", "service.js"]
+    assert [url.rsplit("/", 1)[1] for url in urls] == [
+        "controls.js",
+        "charts.js",
+        "oom.js",
+        "service.js",
+    ]
     assert all(url.startswith("/assets/") for url in urls)
     config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
     assert config is not None

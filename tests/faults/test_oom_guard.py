@@ -35,7 +35,7 @@ async def guarded() -> AsyncIterator[tuple[Scene, ControlPlane]]:
         collector_config({"scene": scene.balancer.admin_address or ""}, scene.admin_token),
         platform=scene.platform,
     )
-    control.oom_guard.config = GuardConfig(threshold_s=30, interval_s=1)
+    control.oom_guard.config = GuardConfig(threshold_s=60, interval_s=1)
     await control.start()
     try:
         yield scene, control

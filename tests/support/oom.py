@@ -10,7 +10,7 @@ from platforms.local.events import PodEvent
 MiB = 1024 * 1024
 # A demo pod holds about 50 MiB resident once it serves: this leaves ~60 MiB to leak.
 LIMIT_BYTES = 112 * MiB
-LEAK_BYTES = 48 * 1024  # per call: a pod at ~30 calls/s grows ~1.4 MiB/s
+LEAK_BYTES = 40 * 1024  # per call: a pod at ~30 calls/s grows ~1.2 MiB/s
 
 
 def leaky_scene(
