@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -203,9 +204,11 @@ class OomGuard(OneTask):
             event, why = await sync_to_async(guard_service)(service, forecasts, pods, self.config)
             if event is not None:
                 done.append(event)
-            if why and why != self._said.get(service):
+            # Said once per kind of wait: its figures change every look.
+            said = re.sub(r"[0-9.]+", "#", why)
+            if why and said != self._said.get(service):
                 log.info("oom guard, %s: %s", service, why)
-            self._said[service] = why
+            self._said[service] = said
         return done
 
     async def _run(self) -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from dashboard.collector.memory import MiB, OomForecast
+from dashboard.collector.runner import CollectorConfig, ServiceTarget
 from dashboard.control.actions import Actor, Conflict
 from dashboard.control.models import AuditEvent, AutomationSwitch, Operation, ServiceAutomation
-from dashboard.control.oomguard import ACTION, GuardConfig, guard_service
+from dashboard.control.oomguard import ACTION, GuardConfig, OomGuard, guard_service
 from platforms.base import PodFacts
 
 pytestmark = pytest.mark.django_db
@@ -161,3 +163,40 @@ def test_it_audits_a_refused_restart_and_tries_again_after_the_retry_delay(
     AuditEvent.objects.filter(action=ACTION).update(at=timezone.now() - timedelta(seconds=31))
     guard(due, starts)
     assert starts.pods == ["inventory-a"]
+
+
+class Watched:
+    """What the guard reads of the collector: the services, each pod's forecast, the pods."""
+
+    def __init__(self, forecasts: dict[str, OomForecast], pods: list[PodFacts]) -> None:
+        self.config = CollectorConfig(
+            replicas=[], services={SERVICE: ServiceTarget(SERVICE, SERVICE)}
+        )
+        self.memory = self
+        self._forecasts = forecasts
+        self._pods = pods
+
+    def forecasts(self, deployment: str) -> dict[str, OomForecast]:
+        return self._forecasts
+
+    def pods(self, deployment: str) -> list[PodFacts]:
+        return self._pods
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_it_says_once_why_it_waits_not_every_look(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await ServiceAutomation.objects.acreate(service=SERVICE, oom_guard=True)
+    pods = [pod("inventory-a"), pod("inventory-b", ready=False), pod("inventory-c")]
+    watched = Watched({"inventory-a": soon("inventory-a", 21)}, pods)
+    guard_loop = OomGuard(watched, CONFIG)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="dashboard.control.oomguard"):
+        for seconds in (21, 19, 17):
+            watched._forecasts = {"inventory-a": soon("inventory-a", seconds)}
+            assert await guard_loop.check() == []
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "oom guard, inventory: inventory-a: working set 231 MiB of 256 MiB, +1.2 MiB/s"
+        " → OOM in ~21 s; not restarting: 1 other pod(s) ready, the floor is 2"
+    ]
