@@ -52,6 +52,10 @@ Variables (all optional unless noted):
 - ``BALLAST_PREVIEW_HOT_CPU_M`` — a weight or drain preview warns when a pod would run above
   this CPU, in millicores (800); ``BALLAST_PREVIEW_MIN_READY`` — … or when fewer READY pods
   than this would take requests (2).
+- ``BALLAST_OOM_GUARD_THRESHOLD_S`` — the OOM guard (a service's ``oom_guard``) restarts a pod
+  whose predicted time to OOM falls under this many seconds: 120 by default.
+  ``BALLAST_OOM_GUARD_COOLDOWN_S``: a pod it acted on is left alone this long (300).
+  ``BALLAST_OOM_GUARD_MIN_READY``: the other pods that must stay ready (0: all but one).
 """
 
 from __future__ import annotations
@@ -128,6 +132,9 @@ BALLAST_ADMIN_TLS = envtls("BALLAST_ADMIN")
 BALLAST_COLLECTOR_INTERVAL_MS = envint("BALLAST_COLLECTOR_INTERVAL_MS", 1000, minimum=250)
 BALLAST_PREVIEW_HOT_CPU_M = envint("BALLAST_PREVIEW_HOT_CPU_M", 800, minimum=0)
 BALLAST_PREVIEW_MIN_READY = envint("BALLAST_PREVIEW_MIN_READY", 2, minimum=0)
+BALLAST_OOM_GUARD_THRESHOLD_S = envint("BALLAST_OOM_GUARD_THRESHOLD_S", 120, minimum=1)
+BALLAST_OOM_GUARD_COOLDOWN_S = envint("BALLAST_OOM_GUARD_COOLDOWN_S", 300, minimum=1)
+BALLAST_OOM_GUARD_MIN_READY = envint("BALLAST_OOM_GUARD_MIN_READY", 0, minimum=0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -184,6 +184,7 @@ ASSETS: dict[str, Callable[[], Asset]] = {
     "charts.js": _ours("charts.js"),
     "controls.js": _ours("controls.js"),
     "explain.js": _ours("explain.js"),
+    "oom.js": _ours("oom.js"),
     "overview.js": _ours("overview.js"),
     "automation.js": _ours("automation.js"),
     "ballast.css": _ours("ballast.css"),

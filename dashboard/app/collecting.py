@@ -26,7 +26,7 @@ from dashboard.app.live import publish_frame, service_group
 from dashboard.collector.frames import FRAME_TYPE, ServiceFrame
 from dashboard.collector.replicas import ReplicaFollower
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
-from dashboard.control import operations, runtime
+from dashboard.control import oomguard, operations, runtime
 from dashboard.control.autoweigher import AutoWeighter
 from dashboard.control.orphans import OrphanSweeper
 from dashboard.control.reconciler import Reconciler
@@ -157,6 +157,7 @@ class ControlPlane:
         self.autoweigher = AutoWeighter(self.collector)
         self.platform = platform
         self.sweeper: OrphanSweeper | None = None
+        self.oom_guard = oomguard.OomGuard(self.collector, oomguard.config_from_settings())
         self.follower = None if balancers is None else self._follower(balancers, token)
 
     def _follower(self, balancers: BalancerService, token: str | None) -> ReplicaFollower:
@@ -207,10 +208,12 @@ class ControlPlane:
         await self.autoweigher.start()
         self.sweeper = OrphanSweeper(self.collector, runtime.current().owner)
         await self.sweeper.start()
+        await self.oom_guard.start()
         if self.follower is not None:
             await self.follower.start()
 
     async def stop(self) -> None:
+        await self.oom_guard.stop()  # first: it must start no restart while they stop
         await operations.stop_owned()
         if self.follower is not None:
             await self.follower.stop()

@@ -111,6 +111,7 @@ def _service_page(request: HttpRequest, service: str) -> HttpResponse:
         "controls_js_url": _asset_url("controls.js"),
         "explain_js_url": _asset_url("explain.js"),
         "charts_js_url": _asset_url("charts.js"),
+        "oom_js_url": _asset_url("oom.js"),
         "service_js_url": _asset_url("service.js"),
         "automation_js_url": _asset_url("automation.js"),
     }

@@ -87,6 +87,7 @@ class PodFrame(TypedDict):
     # the frame's lat_bounds_ms[i] (the last: above them all), cut after the last bucket
     # that has any; only when the pod had calls.
     lat: NotRequired[list[int]]
+    oom_s: NotRequired[int]  # predicted seconds to OOM (collector/memory.py); only when growing
     # What bypassed Ballast is not sent per pod (the frame stays small): it is
     # max(0, pod_rps - (rps or 0)), as `bypass_load` computes it.
 

@@ -39,6 +39,7 @@ from dashboard.collector.frames import (
 )
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
+from dashboard.collector.memory import MemoryTrends, oom_seconds
 from dashboard.collector.rates import (
     EndpointKey,
     EndpointRates,
@@ -209,6 +210,7 @@ class Collector:
         self._replicas = {r.id: _Replica(r) for r in config.replicas}
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
+        self.memory = MemoryTrends()  # each pod's memory trend: its predicted time to OOM
         # Imbalance is scored over WINDOW_S of frames (via Ballast, at the pods, bypassing).
         size = max(1, round(WINDOW_S / config.interval_s))
         self._windows = {
@@ -342,7 +344,7 @@ class Collector:
         merged = merge(r.rates for r in self._replicas.values() if r.up)
         endpoints = [rates for (cluster, _), rates in merged.items() if cluster == target.cluster]
         pods = self._pods.get(target.deployment, [])
-        return build_frame(
+        frame = build_frame(
             service,
             t_unix_ms,
             endpoints,
@@ -356,6 +358,11 @@ class Collector:
             xds=self.xds(target.cluster),
             retries_s=self.retries_s(target.cluster),
         )
+        oom_s = oom_seconds(self.memory.forecasts(target.deployment))
+        for pod in frame["pods"]:
+            if pod["pod"] in oom_s:
+                pod["oom_s"] = oom_s[pod["pod"]]
+        return frame
 
     def retries_s(self, cluster: str) -> float:
         """The cluster's retries/s added up over the replicas that are up."""
@@ -476,6 +483,7 @@ class Collector:
         for deployment in {t.deployment for t in self.config.services.values()}:
             try:
                 self._pods[deployment] = await self._platform.list_pods(deployment)
+                self.memory.observe(deployment, self._pods[deployment], self._clock())
             except UnknownDeployment:
                 self._pods[deployment] = []
             except Exception:

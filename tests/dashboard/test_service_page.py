@@ -129,7 +129,14 @@ def test_it_renders_the_page_with_local_scripts_only(operator_client: Client) ->
     assert "cdn" not in html.lower()
     urls = script_urls(html)
     names = [url.rsplit("/", 1)[1] for url in urls]
-    assert names == ["explain.js", "controls.js", "charts.js", "service.js", "automation.js"]
+    assert names == [
+        "explain.js",
+        "controls.js",
+        "charts.js",
+        "oom.js",
+        "service.js",
+        "automation.js",
+    ]
     assert all(url.startswith("/assets/") for url in urls)
     config = re.search(r'id="ballast-service" type="application/json">(.*?)</script>', html)
     assert config is not None

@@ -18,6 +18,7 @@ from dashboard.control.models import ClusterOverride, EndpointOverride
 POD_FIELDS = (
     "pod", "state", "weight", "rps", "err_s", "p50", "p99", "in_flight", "pod_rps", "cpu_m",
     "mem", "mem_limit", "restarts", "last_reason", "started", "phase", "ready",
+    "oom_s",
 )  # fmt: skip
 TOTALS = ("pods", "ready", "rps", "pod_rps", "err_ratio", "p50", "p99")
 

@@ -183,6 +183,8 @@ class PodOut(serializers.Serializer):
     started = serializers.IntegerField(allow_null=True)
     phase = serializers.CharField(allow_null=True)
     ready = serializers.BooleanField(allow_null=True)
+    # Predicted seconds until the pod's memory meets its limit; null when not growing.
+    oom_s = serializers.IntegerField(allow_null=True)
     desired = DesiredOut(allow_null=True)
 
 

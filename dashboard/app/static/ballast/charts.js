@@ -513,6 +513,7 @@ window.ballastCharts = function (page, hooks) {
     restart: "restart", rollout_restart: "rollout", policy: "policy", set_policy: "policy",
     auto_weight: "auto weight", set_automation: "automation",
     pause_automation: "automation paused", resume_automation: "automation resumed",
+    oom_guard: "OOM guard",
   };
 
   // The events in the window, those within MERGE_MS of each other as one marker

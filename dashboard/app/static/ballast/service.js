@@ -110,6 +110,7 @@
   }
   const WEIGHT_COLUMN = 2;
   const REASON_COLUMN = 13;
+  const MEMORY_COLUMN = 11;
   const rows = new Map(); // pod → {row, cells, controls}
 
   // The weight the balancers pick by now: slow start ramps a new pod's up to its weight.
@@ -198,6 +199,7 @@
       entry.cells[0].style.borderLeftColor = colorOf(p.pod); // CSSOM: allowed by the policy
       renderWeightCell(entry.cells[WEIGHT_COLUMN], p);
       renderReasonCell(entry.cells[REASON_COLUMN], p);
+      if (window.ballastOom) window.ballastOom.render(entry.cells[MEMORY_COLUMN], p);
       if (entry.controls) controls.updateControls(entry.controls, p);
       explain.refresh(p.pod, entry.controls);
     }

@@ -1,0 +1,74 @@
+"""The OOM guard on the page, in a real browser: `python -m demo` with leaky pods under a
+small limit and the guard on for `inventory` (its row set in the demo's database, as the
+toggles' API would); the pod table says "OOM in ~N s" in the memory cell, and the charts
+get an "OOM guard" marker once the guard restarted a pod."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page
+
+from tests.browser.conftest import Demo, _wait_for_banner, log_in
+
+pytestmark = pytest.mark.timeout(240)
+
+LIVE_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def leaky_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, Path]]:
+    """The demo with two pods leaking 96 KiB per call under 112 MiB, the guard acting 20 s
+    before a predicted OOM."""
+    workdir = tmp_path_factory.mktemp("leaky-demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALLAST_", "SECRET"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["BALLAST_DB_PATH"] = str(workdir / "db.sqlite3")
+    env["BALLAST_OOM_GUARD_THRESHOLD_S"] = "20"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo", "--pods", "2", "--clients", "1", "--rate", "20",
+         "--leak-bytes", str(96 * 1024), "--memory-limit-mib", "112",
+         "--port", "0", "--admin-port", "0", "--l4-port", "0",
+         "--dashboard-port", "0", "--xds-port", "0", "--log-dir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        yield _wait_for_banner(process), workdir / "db.sqlite3"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def guard_on(database: Path) -> None:
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "INSERT INTO control_serviceautomation (service, autoweights, oom_guard, updated_at)"
+            " VALUES ('inventory', 0, 1, datetime('now'))"
+        )
+
+
+def test_it_shows_the_time_to_oom_and_marks_the_guards_restart(
+    page: Page, leaky_demo: tuple[Demo, Path]
+) -> None:
+    demo, database = leaky_demo
+    guard_on(database)
+    log_in(page, demo, "services/inventory/")
+    note = page.wait_for_selector("#pods td[data-oom^='OOM in ~']", timeout=LIVE_TIMEOUT_MS)
+    assert note is not None
+    assert "growing" in (note.get_attribute("title") or "")
+    page.wait_for_function(
+        """() => ((document.getElementById('chart-mem').layout || {}).annotations || [])
+             .some((a) => String(a.text).split(' · ').includes('OOM guard'))""",
+        timeout=LIVE_TIMEOUT_MS,
+    )
