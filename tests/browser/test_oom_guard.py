@@ -67,6 +67,8 @@ def test_it_shows_the_time_to_oom_and_marks_the_guards_restart(
     note = page.wait_for_selector("#pods td[data-oom^='OOM in ~']", timeout=LIVE_TIMEOUT_MS)
     assert note is not None
     assert "growing" in (note.get_attribute("title") or "")
+    # Charts out of view are drawn once scrolled to, as an operator looking at memory would.
+    page.locator("#chart-mem").scroll_into_view_if_needed()
     page.wait_for_function(
         """() => ((document.getElementById('chart-mem').layout || {}).annotations || [])
              .some((a) => String(a.text).split(' · ').includes('OOM guard'))""",
