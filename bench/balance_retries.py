@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from balance_measure import rounded
-from balance_scene import say
+from balance_scene import say, wait_until
 
 from balancer.admin.snapshot import Reader
 from balancer.config import BalancerConfig, config_from_dict
+from balancer.endpoint import State
 from balancer.server import Balancer
 from demo.loadgen import ClientSpec, LoadGenerator, LoadStats
 from platforms.local import processes
@@ -81,6 +82,14 @@ async def retries(timings: Any, seed: int | None, engine: str = "embedded") -> d
     try:
         await without.start()
         await with_retries.start()
+        # Every pod, the failing one above all, READY in both before the window opens: on
+        # a busy machine a health check late in one balancer would spare it the failures.
+        for balancer in (without, with_retries):
+            endpoints = balancer.clusters["inventory"].endpoints
+            if not await wait_until(
+                lambda e=endpoints: len(e) == PODS and all(
+                    ep.state is State.READY for ep in e.values()), _START_TIMEOUT_S):  # fmt: skip
+                raise RuntimeError(f"retries: not every pod READY within {_START_TIMEOUT_S:g} s")
         loads = [_load("without", without.listen_addresses[0]),
                  _load("with", with_retries.listen_addresses[0])]  # fmt: skip
         window_s = timings.pinning_window_s

@@ -21,6 +21,7 @@ def test_it_reports_the_error_rate_without_and_with_retries_in_one_run():
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])["retries"]
     assert report["retry_error_rate_with"] == 0.0
-    assert report["retry_error_rate_without"] > 0  # 30 % of the fifth pod's calls, no retry
+    # 30 % of the fifth pod's calls, no retry
+    assert report["retry_error_rate_without"] > 0, report
     assert report["retries"] == report["retries_succeeded"] > 0
     assert report["calls_with"] > 100 and report["calls_without"] > 100
