@@ -202,13 +202,19 @@ async def noise(timings: Timings, seed: int | None, engine: str = "embedded") ->
                 await asyncio.sleep(timings.warmup_s)
                 for policy in run:
                     cluster.set_policy(policy)
+                    swapped = False
                     for name, settings in runs_of(policy, full=timings == FULL):
                         if settings is not None:
                             use_estimate(cluster, settings, scene.balancer.clock())
+                            swapped = True
                         await asyncio.sleep(timings.settle_s)
                         report[name] = await _measure(scene, channels, list(pods), timings)
                         say(f"noise: {name} {report[name]}")
-                    use_estimate(cluster, configured(cluster), scene.balancer.clock())
+                    # Only after a swap: a new estimate starts from the current one, so a reset
+                    # a moment after a window's last spike would make that spike's peak the
+                    # next policy's starting average (that pod then starved for ~25 s).
+                    if swapped:
+                        use_estimate(cluster, configured(cluster), scene.balancer.clock())
     judged = [r for name, r in report.items() if name in POLICIES]
     return {
         "goal": GOAL,
