@@ -132,6 +132,10 @@ def test_the_chart_toolbars_are_out_of_the_tab_order(page: Page, demo: Demo) -> 
     assert focused == [True, "solid"]
 
 
+POD_TRACES_VISIBLE = """([id, pod]) => (document.getElementById(id).data || [])
+    .filter((t) => String(t.name).startsWith(pod)).map((t) => t.visible)"""
+
+
 def test_one_legend_names_the_tables_pods_in_their_colors(page: Page, demo: Demo) -> None:
     _service_page(page, demo)
     page.wait_for_function(f"() => ({LEGEND_PODS})().length > 0", timeout=LIVE_TIMEOUT_MS)
@@ -154,11 +158,17 @@ def test_one_legend_names_the_tables_pods_in_their_colors(page: Page, demo: Demo
     item = page.locator(f'#legend .legend-item[data-pod="{pod}"]')
     item.click()
     expect(item).to_have_attribute("aria-pressed", "false")
-    hidden = page.evaluate(
-        """(pod) => [...document.querySelectorAll('.chart')].flatMap((d) => d.data || [])
-             .filter((t) => t.name.startsWith(pod)).map((t) => t.visible)""",
-        pod,
-    )
+    # Charts out of view are redrawn when scrolled to: look at each as a reader would.
+    charts = page.evaluate("() => [...document.querySelectorAll('.chart')].map((d) => d.id)")
+    hidden = []
+    for chart in charts:
+        page.locator(f"#{chart}").scroll_into_view_if_needed()
+        page.wait_for_function(
+            f"(a) => ({POD_TRACES_VISIBLE})(a).every((v) => v === false)",
+            arg=[chart, pod],
+            timeout=LIVE_TIMEOUT_MS,
+        )
+        hidden += page.evaluate(POD_TRACES_VISIBLE, [chart, pod])
     assert hidden and all(v is False for v in hidden), hidden
     item.click()
     expect(item).to_have_attribute("aria-pressed", "true")
