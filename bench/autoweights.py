@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_DIR))
 from demo.loadgen import LoadGenerator  # noqa: E402
 from demo.scene import SERVICE, Scene, SceneOptions, client_group  # noqa: E402
 from demo.v1 import workload_pb2 as pb  # noqa: E402
+from demo.workload.knobs import set_knobs  # noqa: E402
 
 STARTED_S = time.monotonic()
 SETTLE_BAND = 0.05  # weights within 5 % of their final values
@@ -120,13 +121,7 @@ async def audited_auto_weights() -> int:
 
 
 async def set_cpu_ms(address: str, cpu_ms: float) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        set_knobs = channel.unary_unary(
-            "/ballast.demo.v1.Knobs/Set",
-            request_serializer=pb.KnobSettings.SerializeToString,
-            response_deserializer=pb.KnobSettings.FromString,
-        )
-        await set_knobs(pb.KnobSettings(cpu_ms=cpu_ms), timeout=5.0)
+    await set_knobs(address, pb.KnobSettings(cpu_ms=cpu_ms))
 
 
 def pod_processes(names: Sequence[str]) -> dict[str, list[psutil.Process]]:

@@ -20,6 +20,7 @@ from balancer.endpoint import Endpoint
 from demo.loadgen import LoadGenerator, LoadStats
 from demo.scene import SERVICE, Scene, SceneOptions
 from demo.v1 import workload_pb2 as pb
+from demo.workload.knobs import set_knobs
 
 POLL_S = 0.005
 STARTED_S = time.monotonic()
@@ -196,13 +197,7 @@ def errors(stats: LoadStats) -> dict[str, int]:
 
 async def set_latency(address: str, latency_ms: float, timeout_s: float = 5.0) -> None:
     """Sets one pod's latency knob at run time (demo.v1 Knobs.Set, straight to the pod)."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        set_knobs = channel.unary_unary(
-            "/ballast.demo.v1.Knobs/Set",
-            request_serializer=pb.KnobSettings.SerializeToString,
-            response_deserializer=pb.KnobSettings.FromString,
-        )
-        await set_knobs(pb.KnobSettings(latency_ms=latency_ms), timeout=timeout_s)
+    await set_knobs(address, pb.KnobSettings(latency_ms=latency_ms), timeout_s)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from demo.v1 import workload_pb2 as pb
 
@@ -123,3 +124,15 @@ def _parse(knob: str, raw: str) -> object:
         return parse(raw)
     except ValueError:
         raise KnobError(f"not a valid {parse.__name__}") from None
+
+
+async def set_knobs(address: str, settings: pb.KnobSettings, timeout_s: float = 5.0) -> None:
+    """Changes a running pod's knobs (Knobs.Set, straight to the pod at `address`); fields
+    left unset keep their values."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        set_call = channel.unary_unary(
+            "/ballast.demo.v1.Knobs/Set",
+            request_serializer=pb.KnobSettings.SerializeToString,
+            response_deserializer=pb.KnobSettings.FromString,
+        )
+        await set_call(settings, timeout=timeout_s)

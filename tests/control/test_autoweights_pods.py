@@ -9,7 +9,6 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc.aio
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
@@ -22,6 +21,7 @@ from dashboard.control.models import AuditEvent, AutoWeight
 from demo.loadgen import LoadGenerator
 from demo.scene import SERVICE, Scene, SceneOptions, client_group
 from demo.v1 import workload_pb2 as pb
+from demo.workload.knobs import set_knobs
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -30,13 +30,7 @@ CPU_MS = 3.0
 
 
 async def set_cpu_ms(address: str, cpu_ms: float) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        set_knobs = channel.unary_unary(
-            "/ballast.demo.v1.Knobs/Set",
-            request_serializer=pb.KnobSettings.SerializeToString,
-            response_deserializer=pb.KnobSettings.FromString,
-        )
-        await set_knobs(pb.KnobSettings(cpu_ms=cpu_ms), timeout=5.0)
+    await set_knobs(address, pb.KnobSettings(cpu_ms=cpu_ms))
 
 
 @pytest.fixture
