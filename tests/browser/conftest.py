@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,19 +73,27 @@ def busy_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 @contextlib.contextmanager
 def running_demo(
-    tmp_path_factory: pytest.TempPathFactory, *, pods: int, clients: int
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    pods: int,
+    clients: int,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    workdir: Path | None = None,
 ) -> Iterator[Demo]:
-    """The demo on free ports with its database in a temporary directory, stopped
-    (SIGINT, then SIGKILL after 30 s) on the way out."""
-    workdir = tmp_path_factory.mktemp("demo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALLAST_", "SECRET"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env["BALLAST_DB_PATH"] = str(workdir / "db.sqlite3")
+    """The demo on free ports with its database in `workdir` (a new temporary directory by
+    default), `args` and `env` added to its own, stopped (SIGINT, then SIGKILL after 30 s)
+    on the way out."""
+    workdir = workdir or tmp_path_factory.mktemp("demo")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BALLAST_", "SECRET"))}
+    environ.pop("DJANGO_SETTINGS_MODULE", None)
+    environ["BALLAST_DB_PATH"] = str(workdir / "db.sqlite3")
+    environ.update(env or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "demo", "--pods", str(pods), "--clients", str(clients),
          "--rate", "20", "--port", "0", "--admin-port", "0", "--l4-port", "0",
-         "--dashboard-port", "0", "--xds-port", "0", "--log-dir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+         "--dashboard-port", "0", "--xds-port", "0", "--log-dir", str(workdir), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ,
     )  # fmt: skip
     try:
         yield _wait_for_banner(process)

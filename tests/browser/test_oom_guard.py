@@ -5,18 +5,14 @@ get an "OOM guard" marker once the guard restarted a pod."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser.conftest import Demo, _wait_for_banner, log_in
+from tests.browser.conftest import Demo, log_in, running_demo
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,26 +24,12 @@ def leaky_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo,
     """The demo with two pods leaking 96 KiB per call under 112 MiB, the guard acting 20 s
     before a predicted OOM."""
     workdir = tmp_path_factory.mktemp("leaky-demo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALLAST_", "SECRET"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env["BALLAST_DB_PATH"] = str(workdir / "db.sqlite3")
-    env["BALLAST_OOM_GUARD_THRESHOLD_S"] = "20"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "demo", "--pods", "2", "--clients", "1", "--rate", "20",
-         "--leak-bytes", str(96 * 1024), "--memory-limit-mib", "112",
-         "--port", "0", "--admin-port", "0", "--l4-port", "0",
-         "--dashboard-port", "0", "--xds-port", "0", "--log-dir", str(workdir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    try:
-        yield _wait_for_banner(process), workdir / "db.sqlite3"
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    leak = ["--leak-bytes", str(96 * 1024), "--memory-limit-mib", "112"]
+    guard = {"BALLAST_OOM_GUARD_THRESHOLD_S": "20"}
+    with running_demo(
+        tmp_path_factory, pods=2, clients=1, args=leak, env=guard, workdir=workdir
+    ) as demo:
+        yield demo, workdir / "db.sqlite3"
 
 
 def guard_on(database: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,16 +17,9 @@ from dashboard.collector.scrape import PodRates
 from tests.dashboard.test_overview import card
 from tests.test_collector_frames import endpoint_rates, pod_facts
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_dashboard_state")]
 PODS = ("inventory-a", "inventory-b")
 UP: list[ReplicaFrame] = [{"id": "b0", "up": True, "converged": True}]
-
-
-@pytest.fixture(autouse=True)
-def history() -> Iterator[None]:
-    service_history.cache_clear()
-    yield
-    service_history.cache_clear()
 
 
 def keep(proxyless: tuple[float, float], own: tuple[float, float], xds: XdsFrame | None) -> None:
