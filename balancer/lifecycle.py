@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -46,3 +47,17 @@ class OneTask:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def every(
+    interval_s: float, one_pass: Callable[[], Awaitable[object]], log: logging.Logger, failed: str
+) -> None:
+    """Runs `one_pass` every `interval_s` until cancelled. A pass that raises is logged on
+    `log` (`failed`, with its traceback) and the next one runs on time: a periodic part
+    never dies of one bad pass."""
+    while True:
+        try:
+            await one_pass()
+        except Exception:
+            log.exception(failed)
+        await asyncio.sleep(interval_s)

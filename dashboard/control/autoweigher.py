@@ -13,7 +13,6 @@ autoweights are off or automation is paused, and what it learnt is forgotten the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -23,7 +22,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from balancer.endpoint import DEFAULT_WEIGHT
-from balancer.lifecycle import OneTask
+from balancer.lifecycle import OneTask, every
 from dashboard.collector.runner import Collector
 from dashboard.control import automation
 from dashboard.control.autoweights import AutoWeights, AutoWeightsConfig, Decision, PodLoad
@@ -100,12 +99,12 @@ class AutoWeighter(OneTask):
         self._state: dict[str, AutoWeights] = {}
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("an auto-weights pass failed; the next one tries again")
-            await asyncio.sleep(self.interval_s)
+        await every(
+            self.interval_s,
+            self.run_once,
+            log,
+            "an auto-weights pass failed; the next one tries again",
+        )
 
     async def run_once(self) -> int:
         """One pass over every service; returns how many weights it gave or dropped."""

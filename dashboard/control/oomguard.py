@@ -23,7 +23,6 @@ killer does"); the charts show it as a marker.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from balancer.lifecycle import OneTask
+from balancer.lifecycle import OneTask, every
 from dashboard.collector.memory import OomForecast
 from dashboard.collector.runner import Collector
 from dashboard.control import operations
@@ -212,9 +211,6 @@ class OomGuard(OneTask):
         return done
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:
-                log.exception("the oom guard's look failed; trying again")
-            await asyncio.sleep(self.config.interval_s)
+        await every(
+            self.config.interval_s, self.check, log, "the oom guard's look failed; trying again"
+        )

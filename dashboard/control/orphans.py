@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from balancer.lifecycle import OneTask
+from balancer.lifecycle import OneTask, every
 from dashboard.app.history import service_history
 from dashboard.collector.runner import Collector
 from dashboard.control import operations
@@ -172,9 +172,10 @@ class OrphanSweeper(OneTask):
         # The collector signals nothing to wait on: poll it, briefly, once.
         while not self._seen_everything() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
-        while True:
-            try:
-                await sync_to_async(recover_in_turn)(self.owner)
-            except Exception:
-                log.exception("looking for orphaned operations failed; trying again")
-            await asyncio.sleep(self.interval_s)
+        recover = sync_to_async(recover_in_turn)
+        await every(
+            self.interval_s,
+            lambda: recover(self.owner),
+            log,
+            "looking for orphaned operations failed; trying again",
+        )

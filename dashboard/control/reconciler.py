@@ -42,7 +42,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from balancer.admin.v1 import admin_pb2
-from balancer.lifecycle import OneTask
+from balancer.lifecycle import OneTask, every
 from dashboard.collector.runner import Collector, ReplicaTarget
 from dashboard.control import automation
 from dashboard.control.desired import (
@@ -308,12 +308,12 @@ class Reconciler(OneTask):
         return int(self._clock() * 1000)
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await self.reconcile_once()
-            except Exception:
-                log.exception("a reconciliation pass failed; the next one tries again")
-            await asyncio.sleep(self.interval_s)
+        await every(
+            self.interval_s,
+            self.reconcile_once,
+            log,
+            "a reconciliation pass failed; the next one tries again",
+        )
 
     async def reconcile_once(self) -> None:
         await sync_to_async(expire_overrides)([t.id for t in self.targets])
