@@ -149,6 +149,12 @@ def story(frame: Mapping[str, Any]) -> list[str]:
             f"Via Ballast: busiest pod {via['max_mean']:.2f}× its weight's share"
             f" ({via['busiest']})."
         )
+    elif via.get("leans_away"):
+        said.append(
+            f"Via Ballast: busiest pod {via['max_mean']:.2f}× mean ({via['busiest']}) by design:"
+            f" {frame.get('policy')} sends fewer calls to the pods that clients bypassing"
+            " Ballast keep busy."
+        )
     elif via.get("max_mean") is not None:
         said.append(f"Via Ballast: even (max/mean {via['max_mean']:.2f}).")
     return said

@@ -117,6 +117,9 @@ class ImbalanceFrame(TypedDict):
     cv: float | None  # population stdev ÷ mean
     busiest: str | None
     flagged: bool
+    # Ballast's own share only (`imbalance`): past the limits, but leaning away from the
+    # pods that bypassing clients keep busy, as a load-aware policy should (`lean_away`).
+    leans_away: NotRequired[bool]
 
 
 class XdsLagFrame(TypedDict):
@@ -194,6 +197,8 @@ def build_frame(
     color = (colors or ColorBook()).assign(names)
     bypass = bypass_load(by_id, reported)
     bounds = _bounds(rates)
+    via, _ = _score(weighted_load(rates), windows, 0)
+    bypass_score, bypass_means = _score(_running(bypass, facts), windows, 2)
     frame: ServiceFrame = {
         "type": FRAME_TYPE,
         "service": service,
@@ -207,9 +212,9 @@ def build_frame(
             for name in names
         ],
         "totals": _totals(rates, len(names), reported.values(), bypass),
-        "imbalance": _score(weighted_load(rates), windows, 0),
-        "pod_imbalance": _score(running_load(facts, reported), windows, 1),
-        "bypass_imbalance": _score(_running(bypass, facts), windows, 2),
+        "imbalance": lean_away(via, policy, bypass_means),
+        "pod_imbalance": _score(running_load(facts, reported), windows, 1)[0],
+        "bypass_imbalance": bypass_score,
         "replicas": list(replicas),
         "policy": policy,
         "usage_note": usage_note,
@@ -415,15 +420,44 @@ def _score(
     load: dict[str, float],
     windows: tuple[LoadWindow, LoadWindow, LoadWindow] | None,
     which: int,
-) -> ImbalanceFrame:
+) -> tuple[ImbalanceFrame, dict[str, float]]:
     """The imbalance of `load`, over the window `which` when there are windows (whose
-    last busiest pod keeps its name while near the top)."""
+    last busiest pod keeps its name while near the top), and the loads it scored."""
     if windows is None:
-        return _imbalance(imbalance(load))
+        return _imbalance(imbalance(load)), load
     window = windows[which]
-    score = imbalance(window.add(load), incumbent=window.busiest)
+    means = window.add(load)
+    score = imbalance(means, incumbent=window.busiest)
     window.busiest = score.busiest
-    return _imbalance(score)
+    return _imbalance(score), means
+
+
+# The policies that pick by each pod's load (its calls in flight, its latency), and so
+# send fewer calls to a pod that other clients keep busy (balancer/picker.py).
+LOAD_AWARE_POLICIES = frozenset({"least_request", "peak_ewma"})
+
+
+def lean_away(
+    via: ImbalanceFrame, policy: str | None, bypass: Mapping[str, float]
+) -> ImbalanceFrame:
+    """Ballast's own share (`via`), no longer flagged when its skew is the policy at work.
+
+    A load-aware policy gives a pod pinned by bypassing (L4) clients fewer of Ballast's
+    calls, which evens out what the pods carry in all: Ballast's share is uneven by
+    design then, and calling it imbalanced would blame Ballast for the L4 clients.
+    That is the case when the pod Ballast sends the most to takes fewer bypassing
+    calls than the mean pod (`bypass`: each Running pod's, over the same window). A
+    skew toward a pod that bypassing clients load too stays flagged: nothing explains it.
+    """
+    busiest = via["busiest"]
+    if not via["flagged"] or policy not in LOAD_AWARE_POLICIES:
+        return via
+    if busiest is None or busiest not in bypass:
+        return via
+    mean = sum(bypass.values()) / len(bypass)
+    if mean <= 0 or bypass[busiest] >= mean:
+        return via
+    return {**via, "flagged": False, "leans_away": True}
 
 
 def _imbalance(score: Imbalance) -> ImbalanceFrame:

@@ -80,12 +80,17 @@ def test_the_pods_pinned_by_l4_clients_are_flagged(page: Page, demo: Demo) -> No
     expect(bypassing).to_contain_text("imbalanced", timeout=LIVE_TIMEOUT_MS)
     expect(bypassing).to_have_class(re.compile(r"\bwarn\b"))
     expect(card).to_have_class(re.compile(r"\bflagged\b"))
-    expect(card.locator(".badge", has_text="via Ballast")).to_contain_text("via Ballast: balanced")
+    # Ballast's share is even, or (least_request, the demo's policy) leans away from the
+    # pinned pod, which a slow machine makes the slower one: either way, not flagged.
+    via_ok = re.compile(r"via Ballast: (balanced|leans away from L4 load)")
+    via = card.locator(".badge", has_text="via Ballast")
+    expect(via).to_contain_text(via_ok, timeout=LIVE_TIMEOUT_MS)
+    expect(via).to_have_class(re.compile(r"\bok\b"))
 
     card.get_by_role("link", name="inventory").click()
     badge = page.locator("#bypass-imbalance")
     expect(badge).to_contain_text("bypassing Ballast: imbalanced", timeout=LIVE_TIMEOUT_MS)
-    expect(page.locator("#imbalance")).to_contain_text("via Ballast: balanced")
+    expect(page.locator("#imbalance")).to_contain_text(via_ok, timeout=LIVE_TIMEOUT_MS)
 
 
 def test_the_service_page_shows_the_proxyless_clients_and_their_calls(

@@ -35,6 +35,36 @@ def test_it_gives_each_pod_the_calls_that_bypassed_ballast():
     assert frame["pod_imbalance"]["max_mean"] < frame["bypass_imbalance"]["max_mean"]
 
 
+def _leaning(policy: str, carried_a: float, carried_b: float) -> dict:
+    """Two pods; L4 clients pinned to pod-a (90/s); Ballast sends `carried_a`/`carried_b`."""
+    carried = [endpoint_rates("pod-a", carried_a), endpoint_rates("pod-b", carried_b)]
+    reported = {"pod-a": PodRates(90 + carried_a, 0), "pod-b": PodRates(carried_b, 0)}
+    pods = [pod_facts("pod-a"), pod_facts("pod-b")]
+    frame = build_frame("svc", T, carried, pods, UP, pod_rates=reported, policy=policy)
+    return dict(frame["imbalance"])
+
+
+def test_a_load_aware_policy_leaning_away_from_the_l4_pinned_pod_is_not_flagged():
+    # least_request sends more to pod-b, which the L4 clients leave idle: by design.
+    score = _leaning("least_request", 30, 60)
+    assert (score["busiest"], score["max_mean"]) == ("pod-b", 1.333)
+    assert (score["flagged"], score["leans_away"]) == (False, True)
+    assert _leaning("peak_ewma", 30, 60)["leans_away"] is True
+
+
+def test_a_skew_that_nothing_explains_stays_flagged():
+    # Round robin has no reason to lean; a load-aware skew toward the pinned pod neither.
+    for score in (_leaning("round_robin", 30, 60), _leaning("least_request", 60, 30)):
+        assert score["flagged"] is True
+        assert "leans_away" not in score
+
+
+def test_an_even_share_is_balanced_without_a_lean():
+    score = _leaning("least_request", 45, 45)
+    assert score["flagged"] is False
+    assert "leans_away" not in score
+
+
 def test_it_never_counts_negative_bypass_and_counts_all_of_an_unrouted_pod():
     # The pod's scrape and the balancer's snapshot cover slightly different seconds.
     carried = [endpoint_rates("pod-a", 52)]

@@ -69,6 +69,26 @@ def test_it_says_the_clients_that_bypass_ballast_are_pinned(operator_client: Cli
     assert "share of requests bypassing Ballast (L4)" in body
 
 
+def test_it_says_a_load_aware_policy_leans_away_from_the_pinned_pod(
+    operator_client: Client,
+) -> None:
+    # least_request gives the pod the L4 clients pin (90/s) 6 of Ballast's calls, the other 14.
+    carried = [endpoint_rates(PODS[0], 6.0), endpoint_rates(PODS[1], 14.0)]
+    own = {PODS[0]: PodRates(96.0, 0), PODS[1]: PodRates(14.0, 0)}
+    frame: Any = build_frame(
+        "inventory", int(time.time() * 1000), carried, [pod_facts(n) for n in PODS], UP,
+        pod_rates=own, policy="least_request",
+    )  # fmt: skip
+    service_history().append(frame)
+    body = inventory(operator_client)
+    assert "via Ballast: leans away from L4 load, busiest 1.40× mean" in body
+    assert (
+        "Via Ballast: busiest pod 1.40× mean (inventory-b) by design: least_request sends"
+        " fewer calls to the pods that clients bypassing Ballast keep busy." in body
+    )
+    assert "via Ballast: imbalanced" not in body
+
+
 def test_it_says_both_paths_are_even_when_they_are(operator_client: Client) -> None:
     keep(0.5, own=(30.0, 30.0))
     body = inventory(operator_client)

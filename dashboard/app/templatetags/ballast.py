@@ -12,6 +12,12 @@ from dashboard.app.overview import Share
 
 register = template.Library()
 
+# Why Ballast's uneven share is not flagged (frames.lean_away), on hover.
+LEANS_AWAY_TITLE = (
+    "The policy is load-aware: it sends fewer calls to the pods that clients bypassing"
+    " Ballast keep busy, which evens out what the pods carry in all."
+)
+
 
 @register.filter
 def percent(ratio: float | None) -> str:
@@ -21,7 +27,8 @@ def percent(ratio: float | None) -> str:
 
 @register.simple_tag
 def imbalance_badge(score: Mapping[str, Any], label: str) -> str:
-    """ "via Ballast: busiest 2.40× mean, CV 0.61", warning-colored when flagged."""
+    """ "via Ballast: busiest 2.40× mean, CV 0.61", warning-colored when flagged; "leans away
+    from L4 load" when a load-aware policy's skew evens out bypassing clients' load."""
     max_mean, cv = score.get("max_mean"), score.get("cv")
     if max_mean is None or cv is None:
         return format_html('<span class="badge">{}: no traffic</span>', label)
@@ -30,6 +37,15 @@ def imbalance_badge(score: Mapping[str, Any], label: str) -> str:
             '<span class="badge warn" title="busiest pod: {}">{}: imbalanced, busiest {}× mean,'
             " CV {}</span>",
             score.get("busiest") or "",
+            label,
+            f"{max_mean:.2f}",
+            f"{cv:.2f}",
+        )
+    if score.get("leans_away"):
+        return format_html(
+            '<span class="badge ok" title="{}">{}: leans away from L4 load, busiest {}× mean,'
+            " CV {}</span>",
+            LEANS_AWAY_TITLE,
             label,
             f"{max_mean:.2f}",
             f"{cv:.2f}",

@@ -120,6 +120,11 @@ class ImbalanceOut(serializers.Serializer):
     cv = serializers.FloatField(allow_null=True)
     busiest = serializers.CharField(allow_null=True)
     flagged = serializers.BooleanField()
+    leans_away = serializers.BooleanField(
+        required=False,
+        help_text="Ballast's own share only: uneven past the limits, but a load-aware policy"
+        " leaning away from the pods that bypassing clients keep busy (not flagged).",
+    )
 
 
 class ReplicaStatusOut(serializers.Serializer):

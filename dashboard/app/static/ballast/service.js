@@ -240,12 +240,20 @@
       badge.className = "badge warn";
       badge.textContent = label + ": imbalanced, busiest " + im.max_mean.toFixed(2) +
         "× mean, CV " + num(im.cv, 2);
+    } else if (im.leans_away) {
+      badge.className = "badge ok";
+      badge.textContent = label + ": leans away from L4 load, busiest " + im.max_mean.toFixed(2) +
+        "× mean, CV " + num(im.cv, 2);
     } else {
       badge.className = "badge ok";
       badge.textContent = label + ": balanced, max/mean " + im.max_mean.toFixed(2) +
         ", CV " + num(im.cv, 2);
     }
     badge.title = im.busiest ? "busiest pod: " + im.busiest : "";
+    if (im.leans_away) {
+      badge.title += " — the policy is load-aware: it sends fewer calls to the pods that " +
+        "clients bypassing Ballast keep busy, which evens out what the pods carry in all.";
+    }
   }
 
   function renderBadges(frame) {
@@ -277,6 +285,10 @@
     if (via.flagged) {
       parts.push("Via Ballast: busiest pod " + via.max_mean.toFixed(2) + "× its weight's share (" +
                  via.busiest + ").");
+    } else if (via.leans_away) {
+      parts.push("Via Ballast: busiest pod " + via.max_mean.toFixed(2) + "× mean (" +
+                 via.busiest + ") by design: " + frame.policy +
+                 " sends fewer calls to the pods that clients bypassing Ballast keep busy.");
     } else if (via.max_mean != null) {
       parts.push("Via Ballast: even (max/mean " + via.max_mean.toFixed(2) + ").");
     }
