@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from balancer.admin.explain import Explanation, explain_cluster, share_basis
+from balancer.connections import client_local_addresses
 from balancer.endpoint import Endpoint, State
 from balancer.retries import RetryCounts
 from balancer.stats import STATUS_CODES
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from balancer.xds.status import XdsView
 
 WallClock = Callable[[], float]
+# The upstream connections' local addresses are read from channelz at most this often.
+UPSTREAM_READ_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,8 @@ class EndpointView:
     latency_penalty: float = 1.0
     last_ejected_unix_s: float | None = None
     last_ejection_reason: str = ""
+    # The local addresses of the upstream channel's connections to it (`Reader`).
+    upstream_local_addresses: tuple[str, ...] = ()
 
     @property
     def requests_total(self) -> int:
@@ -157,6 +162,9 @@ class BalancerView:
     # The engine carrying calls (embedded, haproxy), and whether it can carry them now.
     engine: str = "embedded"
     engine_up: bool = True
+    # Whether `upstream_local_addresses` name every connection the engine holds to the
+    # endpoints: only the embedded engine calls through the upstream channels.
+    upstream_addresses_complete: bool = True
 
     @property
     def retries(self) -> RetryView:
@@ -187,6 +195,18 @@ class Reader:
     def __init__(self, balancer: Balancer, *, wall_clock: WallClock = time.time) -> None:
         self._balancer = balancer
         self._wall_clock = wall_clock
+        # The upstream connections' local addresses by target, and when they were read.
+        self._upstream: tuple[float, Mapping[str, tuple[str, ...]]] | None = None
+
+    def upstream_addresses(self) -> Mapping[str, tuple[str, ...]]:
+        """The local addresses of this process's client connections by target, read from
+        channelz at most every UPSTREAM_READ_S: a walk over every channel is too much for
+        each snapshot of a balancer with many endpoints. A connection opened since shows
+        at the next read (the dashboard keeps a socket it once matched)."""
+        now_s = self._balancer.clock()
+        if self._upstream is None or now_s - self._upstream[0] >= UPSTREAM_READ_S:
+            self._upstream = (now_s, client_local_addresses())
+        return self._upstream[1]
 
     def balancer(self, clusters: Iterable[Cluster] | None = None) -> BalancerView:
         """The whole balancer, or only `clusters` of it; connections are always included."""
@@ -203,6 +223,9 @@ class Reader:
             in_flight_message_bytes=figures.in_flight_message_bytes,
             engine=figures.name,
             engine_up=figures.up,
+            # The embedded engine calls through the upstream channels; another engine
+            # (HAProxy) holds connections of its own that channelz here cannot see.
+            upstream_addresses_complete=figures.name == "embedded",
             xds=None if self._balancer.xds is None else self._balancer.xds.status(),
         )
 
@@ -288,6 +311,7 @@ class Reader:
             proxyless=None if xds is None else xds.proxyless(cluster or "", ep.id),
             xds_health_status="" if xds is None else xds.endpoint_health(ep),
             retries=RetryView.of(ep.retries),
+            upstream_local_addresses=self.upstream_addresses().get(ep.address.target, ()),
             **_why_fields(why, now),
         )
 

@@ -40,6 +40,7 @@ from dashboard.collector.frames import (
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.memory import MemoryTrends, oom_seconds
+from dashboard.collector.pinning import READ_INTERVAL_S, PinningReader, pinning_frame
 from dashboard.collector.rates import (
     EndpointKey,
     EndpointRates,
@@ -211,6 +212,7 @@ class Collector:
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
         self.memory = MemoryTrends()  # each pod's memory trend: its predicted time to OOM
+        self.pinning = PinningReader(clock=clock)  # the pods' client connections (channelz)
         # Imbalance is scored over WINDOW_S of frames (via Ballast, at the pods, bypassing).
         size = max(1, round(WINDOW_S / config.interval_s))
         self._windows = {
@@ -231,6 +233,9 @@ class Collector:
             self._start_watch(replica)
         if self._platform is not None:
             self._tasks.append(asyncio.create_task(self._poll_pods(), name="collector pods"))
+            self._tasks.append(
+                asyncio.create_task(self._read_channelz(), name="collector channelz")
+            )
         self._tasks.append(asyncio.create_task(self._tick_forever(), name="collector ticker"))
 
     async def stop(self) -> None:
@@ -249,6 +254,7 @@ class Collector:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
+        await self.pinning.close()
 
     async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
@@ -362,7 +368,37 @@ class Collector:
         for pod in frame["pods"]:
             if pod["pod"] in oom_s:
                 pod["oom_s"] = oom_s[pod["pod"]]
+        pinning = pinning_frame(frame, self.pinning.connections)
+        if any(p["bypass_share"] is not None or "conns" in p for p in pinning["pods"]):
+            frame["pinning"] = pinning
         return frame
+
+    def ballast_addresses(self) -> tuple[set[str], bool]:
+        """The local addresses of the up replicas' upstream connections to their endpoints,
+        and whether they name every connection the replicas' engines hold (admin.proto)."""
+        addresses: set[str] = set()
+        complete = True
+        for replica in self._replicas.values():
+            if replica.up and replica.snapshot is not None:
+                complete = complete and replica.snapshot.upstream_addresses_complete
+                for cluster in replica.snapshot.clusters:
+                    for ep in cluster.endpoints:
+                        addresses.update(ep.upstream_local_addresses)
+        return addresses, complete
+
+    async def read_channelz(self) -> None:
+        """Reads the client connections of every pod last listed (pinning.py)."""
+        ballast, complete = self.ballast_addresses()
+        pods = [pod for pods in self._pods.values() for pod in pods]
+        await self.pinning.read(pods, ballast, complete)
+
+    async def _read_channelz(self) -> None:
+        while True:
+            await asyncio.sleep(READ_INTERVAL_S)
+            try:
+                await self.read_channelz()
+            except Exception:  # a pod's answer never raises; this would be a bug here
+                log.exception("reading the pods' channelz failed; trying again")
 
     def retries_s(self, cluster: str) -> float:
         """The cluster's retries/s added up over the replicas that are up."""

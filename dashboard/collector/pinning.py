@@ -1,0 +1,464 @@
+"""Diagnose pinning: clients that bypass Ballast and hold a pod by long-lived connections.
+
+Per pod, two views. From the counts (frames.py): the share of the pod's calls that
+bypassed Ballast (its own count minus Ballast's and the proxyless clients'). From the
+pod's channelz, where it serves it (on its gRPC address): the client connections it
+holds, each with its peer, the calls started over the last read interval (the diff of
+channelz `streams_started`, keyed by socket id), its total calls and its age.
+
+channelz has no creation time, so a connection's age counts from the read that first
+saw it; one that was already there at the collector's first read of the pod is "at
+least" that old. A socket gone from the pod's list is forgotten.
+
+Whose connection is it? The balancer replicas report the local addresses of their
+upstream connections (admin.proto `EndpointSnapshot.upstream_local_addresses`, read from
+channelz in the balancer's process): a pod's peer that equals one of them is Ballast's.
+The collector's own channelz connection is left out (it knows its local address the
+same way). Everything else is a client's: one that bypasses Ballast, or a proxyless
+client (balanced by Ballast's xDS server, but connecting to the pod itself). Proxyless
+clients cannot be told apart by address (their connections to pods share nothing with
+their xDS stream but the host), so they are counted among the clients' and the finding
+says so where the pod has proxyless calls. Under the HAProxy engine the replicas' own
+connections are not known (`Snapshot.upstream_addresses_complete` false): connections
+are then "unknown" and the finding rests on the counts.
+
+Bounded: channelz is read every READ_INTERVAL_S (not each frame), at most
+MAX_SOCKETS_READ sockets per pod, LISTED_PER_POD connections per pod in frames; the
+state kept is one entry per open socket of the pods listed now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, TypedDict
+
+import grpc
+import grpc.aio
+from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
+
+from balancer.connections import client_local_addresses, tcpip_address
+from dashboard.collector.imbalance import MAX_OVER_MEAN_LIMIT
+from platforms.base import PodFacts
+
+log = logging.getLogger(__name__)
+
+# channelz is read this often: a read is one call per socket per pod, too many for
+# every frame (1 s), and connections that pin pods live for minutes to hours.
+READ_INTERVAL_S = 5.0
+CHANNELZ_TIMEOUT_S = 2.0
+MAX_SOCKETS_READ = 200  # per pod and read: past this the rest are not looked up
+LISTED_PER_POD = 10  # the busiest client connections a frame lists per pod
+# The finding is raised only when a pod's bypassing calls matter. The bypassing calls
+# must be uneven past imbalance.py's limits (the frame's `bypass_imbalance` flagged:
+# the busiest pod over 1.25× their mean or a CV over 0.2, at a mean of 5 calls/s or
+# more over 10 s). And they must be at least MIN_BYPASS_SHARE of the pinned pod's
+# calls: if less, even moving them all away would change the pod's load by less than
+# the 25 % skew imbalance.py tolerates, so there is nothing worth an operator's time.
+MIN_BYPASS_SHARE = MAX_OVER_MEAN_LIMIT - 1.0
+# A connection this old is "long-lived" in the finding's words.
+LONG_LIVED_S = 60.0
+ADVICE = (
+    "point those clients at Ballast or set max connection age on the server (MAX_CONNECTION_AGE)"
+)
+
+Origin = Literal["ballast", "client", "unknown"]
+WallClock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketRead:
+    """One connection a pod's gRPC server holds, as its channelz shows it."""
+
+    socket_id: int
+    peer: str  # "ip:port"
+    streams_started: int
+
+
+class ConnectionFrame(TypedDict):
+    peer: str
+    origin: str  # "client" (bypassing Ballast or proxyless) or "unknown" (HAProxy engine)
+    calls_s: float | None  # calls started per second over the last read interval
+    calls: int  # calls started since it opened
+    age_s: int
+    at_least: bool  # it was open at the collector's first read: older, maybe
+
+
+class PinningPod(TypedDict):
+    pod: str
+    bypass_share: float | None  # of its calls, from the counts; null without its own count
+    # Only when its channelz answered:
+    ballast_conns: NotRequired[int]  # Ballast's connections to it
+    client_conns: NotRequired[int]  # the others (bypassing, proxyless, unknown)
+    conns: NotRequired[list[ConnectionFrame]]  # the busiest LISTED_PER_POD of the others
+
+
+class PinningFrame(TypedDict):
+    finding: str | None  # in words, with the numbers; null when nothing is worth saying
+    pinned: str | None  # the pod the finding is about
+    pods: list[PinningPod]
+
+
+# (pod, its gRPC address) → the connections its servers hold.
+Fetch = Callable[[str, str], Awaitable[list[SocketRead]]]
+
+
+@dataclass
+class _Seen:
+    first_seen_s: float
+    at_first_read: bool
+    streams: int
+    calls_s: float | None
+    origin: Origin
+    peer: str
+
+
+class _Pod:
+    """What the collector knows of one pod's connections."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[int, _Seen] = {}
+        self.first_read_s: float | None = None
+        self.last_read_s: float | None = None
+        self.answers = False  # its channelz answered the last read
+
+
+class PinningReader:
+    """Reads the pods' channelz and keeps each open connection's figures.
+
+    `read(pods, ballast, complete)` reads every pod with a gRPC address at once;
+    `ballast` is the set of Ballast's upstream local addresses, `complete` whether that
+    set names all of them (see the module docstring). `connections(pod)` is None for a
+    pod whose channelz did not answer (no detail; logged once until it answers).
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch | None = None,
+        *,
+        clock: WallClock = time.time,
+        own_addresses: Callable[[], Mapping[str, Sequence[str]]] = client_local_addresses,
+    ) -> None:
+        self._fetch = fetch or self._fetch_over_grpc
+        self._clock = clock
+        self._own_addresses = own_addresses
+        self._pods: dict[str, _Pod] = {}
+        self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}  # pod → (address, ch)
+        self._failing: set[str] = set()
+
+    async def read(
+        self, pods: Iterable[PodFacts], ballast: Collection[str], complete: bool
+    ) -> None:
+        """One read of every pod listed with an address; never raises for a pod."""
+        targets = {p.name: p.address for p in pods if p.address}
+        for gone in self._pods.keys() - targets.keys():
+            await self.forget(gone)
+        names = list(targets)
+        got = await asyncio.gather(
+            *(self._fetch(name, targets[name]) for name in names), return_exceptions=True
+        )
+        own = self._own_addresses()
+        now_s = self._clock()
+        for name, sockets in zip(names, got, strict=True):
+            address = targets[name]
+            if isinstance(sockets, BaseException):
+                self._failed(name, address, sockets)
+                continue
+            mine = set(own.get(_own_target(address), ()))
+            theirs = [s for s in sockets if s.peer not in mine]
+            self.observe(name, theirs, now_s, ballast, complete)
+
+    def observe(
+        self,
+        pod: str,
+        sockets: Iterable[SocketRead],
+        now_s: float,
+        ballast: Collection[str],
+        complete: bool,
+    ) -> None:
+        """Takes one read of `pod`'s connections (the collector's own left out)."""
+        state = self._pods.setdefault(pod, _Pod())
+        if pod in self._failing:
+            self._failing.discard(pod)
+            log.info("pod %s: channelz answers again", pod)
+        first = state.first_read_s is None
+        if first:
+            state.first_read_s = now_s
+        elapsed_s = None if state.last_read_s is None else now_s - state.last_read_s
+        seen: dict[int, _Seen] = {}
+        for s in sockets:
+            before = state.sockets.get(s.socket_id)
+            seen[s.socket_id] = _next(before, s, now_s, elapsed_s, first, ballast, complete)
+        state.sockets = seen  # sockets that closed are forgotten here
+        state.last_read_s = now_s
+        state.answers = True
+
+    def _failed(self, pod: str, address: str, err: BaseException) -> None:
+        state = self._pods.setdefault(pod, _Pod())
+        state.answers = False
+        state.sockets = {}
+        state.first_read_s = state.last_read_s = None
+        if pod in self._failing:
+            log.debug("pod %s: channelz failed again: %r", pod, err)
+            return
+        self._failing.add(pod)
+        what = err.code().name if isinstance(err, grpc.aio.AioRpcError) else repr(err)
+        log.info(
+            "pod %s: no channelz at %s (%s): its client connections are not shown,"
+            " the pinning finding rests on its call counts",
+            pod, address, what,
+        )  # fmt: skip
+
+    def connections(self, pod: str) -> list[tuple[Origin, ConnectionFrame]] | None:
+        """The pod's open connections, busiest first; None when its channelz did not
+        answer (or was not read yet)."""
+        state = self._pods.get(pod)
+        if state is None or not state.answers:
+            return None
+        now_s = self._clock()
+        rows = [(s.origin, _frame(s, now_s)) for s in state.sockets.values()]
+        rows.sort(key=lambda r: (-(r[1]["calls_s"] or 0.0), -r[1]["calls"], r[1]["peer"]))
+        return rows
+
+    async def forget(self, pod: str) -> None:
+        self._pods.pop(pod, None)
+        self._failing.discard(pod)
+        held = self._channels.pop(pod, None)
+        if held is not None:
+            await held[1].close()
+
+    async def close(self) -> None:
+        for pod in list(self._channels):
+            await self.forget(pod)
+
+    async def _fetch_over_grpc(self, pod: str, address: str) -> list[SocketRead]:
+        held = self._channels.get(pod)
+        if held is None or held[0] != address:
+            if held is not None:
+                await held[1].close()
+            # "dns:host:port", not "host:port": a balancer in this process (the demo)
+            # finds its upstream channels by target, and must not take this one for one.
+            held = (address, grpc.aio.insecure_channel(_own_target(address)))
+            self._channels[pod] = held
+        return await read_channelz(held[1])
+
+
+def _own_target(address: str) -> str:
+    return f"dns:{address}"
+
+
+def _next(
+    before: _Seen | None,
+    s: SocketRead,
+    now_s: float,
+    elapsed_s: float | None,
+    first: bool,
+    ballast: Collection[str],
+    complete: bool,
+) -> _Seen:
+    """A socket's figures after one more read: its calls over the interval (a socket new
+    since the last read started all its calls in it), its origin (Ballast's once matched:
+    a socket's peer never changes, and a new upstream connection reaches the replicas'
+    snapshots a read or two late)."""
+    if before is not None and before.origin == "ballast":
+        origin: Origin = "ballast"
+    else:
+        origin = "ballast" if s.peer in ballast else ("client" if complete else "unknown")
+    if elapsed_s is None or elapsed_s <= 0:
+        calls_s = None
+    else:
+        since = s.streams_started - (before.streams if before is not None else 0)
+        calls_s = max(0, since) / elapsed_s
+    if before is None:
+        return _Seen(now_s, first, s.streams_started, calls_s, origin, s.peer)
+    return _Seen(before.first_seen_s, before.at_first_read, s.streams_started, calls_s, origin,
+                 s.peer)  # fmt: skip
+
+
+def _frame(s: _Seen, now_s: float) -> ConnectionFrame:
+    return {
+        "peer": s.peer,
+        "origin": s.origin,
+        "calls_s": None if s.calls_s is None else round(s.calls_s, 1),
+        "calls": s.streams,
+        "age_s": max(0, round(now_s - s.first_seen_s)),
+        "at_least": s.at_first_read,
+    }
+
+
+async def read_channelz(channel: grpc.aio.Channel) -> list[SocketRead]:
+    """The connections every gRPC server of the process behind `channel` holds (at most
+    MAX_SOCKETS_READ); raises AioRpcError when it serves no channelz (UNIMPLEMENTED)."""
+    stub = channelz_pb2_grpc.ChannelzStub(channel)
+    servers = await stub.GetServers(channelz_pb2.GetServersRequest(), timeout=CHANNELZ_TIMEOUT_S)
+    ids: list[int] = []
+    for server in servers.server:
+        ids += await _server_socket_ids(stub, server.ref.server_id, MAX_SOCKETS_READ - len(ids))
+    got = await asyncio.gather(*(_socket(stub, i) for i in ids))
+    return [s for s in got if s is not None]
+
+
+async def _server_socket_ids(stub: Any, server_id: int, room: int) -> list[int]:
+    ids: list[int] = []
+    start = 0
+    while len(ids) < room:
+        request = channelz_pb2.GetServerSocketsRequest(
+            server_id=server_id, start_socket_id=start, max_results=room - len(ids)
+        )
+        response = await stub.GetServerSockets(request, timeout=CHANNELZ_TIMEOUT_S)
+        ids += [ref.socket_id for ref in response.socket_ref][: room - len(ids)]
+        if response.end or not response.socket_ref:
+            break
+        start = max(ref.socket_id for ref in response.socket_ref) + 1
+    return ids
+
+
+async def _socket(stub: Any, socket_id: int) -> SocketRead | None:
+    """One socket; None when it closed since it was listed, or is not TCP/IP."""
+    request = channelz_pb2.GetSocketRequest(socket_id=socket_id)
+    try:
+        response = await stub.GetSocket(request, timeout=CHANNELZ_TIMEOUT_S)
+    except grpc.aio.AioRpcError as err:
+        if err.code() is grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    peer = tcpip_address(response.socket.remote)
+    if peer is None:
+        return None
+    return SocketRead(socket_id, peer, response.socket.data.streams_started)
+
+
+# ---- the finding ------------------------------------------------------------------------
+
+
+def pinning_frame(
+    frame: Mapping[str, Any],
+    connections: Callable[[str], list[tuple[Origin, ConnectionFrame]] | None],
+) -> PinningFrame:
+    """Per pod the bypass share of its calls and its connections, and the service's
+    finding (see MIN_BYPASS_SHARE for when it is raised), from a service frame (its
+    `pods` and `bypass_imbalance`) and the pods' connections (`PinningReader.connections`).
+    """
+    pods = [_pinning_pod(p, connections(p["pod"])) for p in frame.get("pods", [])]
+    pinned = _pinned(frame, pods)
+    text = None
+    if pinned is not None:
+        pod = next(p for p in frame["pods"] if p["pod"] == pinned)
+        text = finding_text(pod, frame.get("bypass_imbalance") or {}, connections(pinned))
+    return {"finding": text, "pinned": pinned if text else None, "pods": pods}
+
+
+def bypass_share(pod: Mapping[str, Any]) -> float | None:
+    """The share of the pod's calls that bypassed Ballast (its count minus Ballast's and
+    the proxyless clients'), 0 to 1; None without its own count or without calls."""
+    own = float(pod.get("pod_rps") or 0.0)
+    if own <= 0:
+        return None
+    carried = float(pod.get("rps") or 0.0) + float(pod.get("px_rps") or 0.0)
+    return min(1.0, max(0.0, own - carried) / own)
+
+
+def _pinning_pod(
+    pod: Mapping[str, Any], conns: list[tuple[Origin, ConnectionFrame]] | None
+) -> PinningPod:
+    share = bypass_share(pod)
+    out: PinningPod = {
+        "pod": pod["pod"],
+        "bypass_share": None if share is None else round(share, 3),
+    }
+    if conns is not None:
+        others = [c for origin, c in conns if origin != "ballast"]
+        out["ballast_conns"] = len(conns) - len(others)
+        out["client_conns"] = len(others)
+        out["conns"] = others[:LISTED_PER_POD]
+    return out
+
+
+def _pinned(frame: Mapping[str, Any], pods: Sequence[PinningPod]) -> str | None:
+    """The pod a finding is about: the busiest of the bypassing calls, when they are
+    flagged uneven and make at least MIN_BYPASS_SHARE of its calls."""
+    bypass = frame.get("bypass_imbalance") or {}
+    busiest = bypass.get("busiest")
+    if not bypass.get("flagged") or busiest is None:
+        return None
+    share = next((p["bypass_share"] for p in pods if p["pod"] == busiest), None)
+    return busiest if share is not None and share >= MIN_BYPASS_SHARE else None
+
+
+def finding_text(
+    pod: Mapping[str, Any],
+    bypass: Mapping[str, Any],
+    conns: list[tuple[Origin, ConnectionFrame]] | None,
+) -> str:
+    """The finding about `pod` in words, with its numbers: from its connections when its
+    channelz told them apart, else from the counts alone."""
+    name, share = pod["pod"], bypass_share(pod) or 0.0
+    skew = f"{bypass.get('max_mean') or 0:.1f}× the mean of the bypassing calls"
+    clients = [c for origin, c in conns or () if origin == "client" and _carries(c)]
+    unknown = any(origin == "unknown" for origin, _ in conns or ())
+    if conns is None or unknown or not clients:
+        why = (
+            "Ballast's own connections are not known by address under this engine"
+            if unknown
+            else "its channelz does not answer"
+            if conns is None
+            else "no client connection carried calls at its last channelz read"
+        )
+        return (
+            f"{_percent(share)} of pod {name}'s calls bypass Ballast ({skew}); the"
+            f" connections behind them are not shown: {why}. {ADVICE.capitalize()}."
+        )
+    n, oldest = len(clients), _oldest(clients)
+    if pod.get("px_rps"):
+        return (
+            f"{_percent(share)} of pod {name}'s calls bypass Ballast ({skew}), over"
+            f" {n} client connection{_s(n)} not from Ballast's proxy ({oldest}); proxyless"
+            " clients' connections are among them, which addresses cannot tell apart."
+            f" {ADVICE.capitalize()}."
+        )
+    long = "long-lived " if all(c["age_s"] >= LONG_LIVED_S for c in clients) else ""
+    return (
+        f"{_percent(_connection_share(conns or [], clients, share))} of pod {name}'s calls"
+        f" come from {n} {long}connection{_s(n)} that bypass Ballast ({oldest}); {ADVICE}."
+    )
+
+
+def _carries(c: ConnectionFrame) -> bool:
+    return (c["calls_s"] or 0.0) > 0 or (c["calls_s"] is None and c["calls"] > 0)
+
+
+def _connection_share(
+    conns: Sequence[tuple[Origin, ConnectionFrame]],
+    clients: Sequence[ConnectionFrame],
+    counted: float,
+) -> float:
+    """The clients' share of the calls over all the pod's connections in the last read
+    interval; the counts' share before there is an interval."""
+    total = sum(c["calls_s"] or 0.0 for _, c in conns)
+    if total <= 0:
+        return counted
+    return sum(c["calls_s"] or 0.0 for c in clients) / total
+
+
+def _oldest(conns: Sequence[ConnectionFrame]) -> str:
+    eldest = max(conns, key=lambda c: c["age_s"])
+    return f"oldest {'≥ ' if eldest['at_least'] else ''}{_duration(eldest['age_s'])}"
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def _percent(share: float) -> str:
+    return f"{round(share * 100)} %"
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
