@@ -241,9 +241,15 @@ class PinningReader:
                 await held[1].close()
             # "dns:host:port", not "host:port": a balancer in this process (the demo)
             # finds its upstream channels by target, and must not take this one for one.
-            held = (address, grpc.aio.insecure_channel(_own_target(address)))
+            # Its own subchannel pool: a connection shared with another channel of this
+            # process would take that channel's connection for the collector's own.
+            channel = grpc.aio.insecure_channel(_own_target(address), options=_OWN_OPTIONS)
+            held = (address, channel)
             self._channels[pod] = held
         return await read_channelz(held[1])
+
+
+_OWN_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 
 
 def _own_target(address: str) -> str:
