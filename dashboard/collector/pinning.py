@@ -65,7 +65,10 @@ ADVICE = (
     "point those clients at Ballast or set max connection age on the server (MAX_CONNECTION_AGE)"
 )
 
-Origin = Literal["ballast", "client", "unknown"]
+# ballast: the proxy's own; bypass: a client that does not use Ballast; client: the same
+# or a proxyless client (its host runs one: not told apart by address); unknown: the
+# engine's own connections are not known (HAProxy), so it may be Ballast's too.
+Origin = Literal["ballast", "bypass", "client", "unknown"]
 WallClock = Callable[[], float]
 
 
@@ -80,7 +83,7 @@ class SocketRead:
 
 class ConnectionFrame(TypedDict):
     peer: str
-    origin: str  # "client" (bypassing Ballast or proxyless) or "unknown" (HAProxy engine)
+    origin: str  # bypass, client (bypass or proxyless) or unknown (see Origin)
     calls_s: float | None  # calls started per second over the last read interval
     calls: int  # calls started since it opened
     age_s: int
@@ -116,6 +119,31 @@ class _Seen:
     peer: str
 
 
+@dataclass(frozen=True)
+class Whose:
+    """What tells a pod's connections apart: the local addresses of Ballast's upstream
+    connections, whether they are all of them, and the hosts of proxyless clients."""
+
+    ballast: Collection[str]
+    complete: bool = True
+    xds_hosts: Collection[str] = ()
+
+    def origin(self, peer: str) -> Origin:
+        if peer in self.ballast:
+            return "ballast"
+        if not self.complete:
+            return "unknown"
+        return "client" if host_of(peer) in self.xds_hosts else "bypass"
+
+
+def host_of(peer: str) -> str:
+    """`127.0.0.1:5` → `127.0.0.1`; `[::1]:5` → `::1`; `ipv4:10.0.0.7:5` (a gRPC peer) →
+    `10.0.0.7`."""
+    for scheme in ("ipv4:", "ipv6:"):
+        peer = peer.removeprefix(scheme)
+    return peer.rpartition(":")[0].strip("[]") or peer
+
+
 class _Pod:
     """What the collector knows of one pod's connections."""
 
@@ -129,10 +157,9 @@ class _Pod:
 class PinningReader:
     """Reads the pods' channelz and keeps each open connection's figures.
 
-    `read(pods, ballast, complete)` reads every pod with a gRPC address at once;
-    `ballast` is the set of Ballast's upstream local addresses, `complete` whether that
-    set names all of them (see the module docstring). `connections(pod)` is None for a
-    pod whose channelz did not answer (no detail; logged once until it answers).
+    `read(pods, whose)` reads every pod with a gRPC address at once (`Whose`: what tells
+    their connections apart). `connections(pod)` is None for a pod whose channelz did
+    not answer (no detail; logged once until it answers).
     """
 
     def __init__(
@@ -149,9 +176,7 @@ class PinningReader:
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}  # pod → (address, ch)
         self._failing: set[str] = set()
 
-    async def read(
-        self, pods: Iterable[PodFacts], ballast: Collection[str], complete: bool
-    ) -> None:
+    async def read(self, pods: Iterable[PodFacts], whose: Whose) -> None:
         """One read of every pod listed with an address; never raises for a pod."""
         targets = {p.name: p.address for p in pods if p.address}
         for gone in self._pods.keys() - targets.keys():
@@ -169,15 +194,14 @@ class PinningReader:
                 continue
             mine = set(own.get(_own_target(address), ()))
             theirs = [s for s in sockets if s.peer not in mine]
-            self.observe(name, theirs, now_s, ballast, complete)
+            self.observe(name, theirs, now_s, whose)
 
     def observe(
         self,
         pod: str,
         sockets: Iterable[SocketRead],
         now_s: float,
-        ballast: Collection[str],
-        complete: bool,
+        whose: Whose,
     ) -> None:
         """Takes one read of `pod`'s connections (the collector's own left out)."""
         state = self._pods.setdefault(pod, _Pod())
@@ -191,7 +215,7 @@ class PinningReader:
         seen: dict[int, _Seen] = {}
         for s in sockets:
             before = state.sockets.get(s.socket_id)
-            seen[s.socket_id] = _next(before, s, now_s, elapsed_s, first, ballast, complete)
+            seen[s.socket_id] = _next(before, s, now_s, elapsed_s, first, whose)
         state.sockets = seen  # sockets that closed are forgotten here
         state.last_read_s = now_s
         state.answers = True
@@ -262,17 +286,14 @@ def _next(
     now_s: float,
     elapsed_s: float | None,
     first: bool,
-    ballast: Collection[str],
-    complete: bool,
+    whose: Whose,
 ) -> _Seen:
     """A socket's figures after one more read: its calls over the interval (a socket new
     since the last read started all its calls in it), its origin (Ballast's once matched:
     a socket's peer never changes, and a new upstream connection reaches the replicas'
     snapshots a read or two late)."""
-    if before is not None and before.origin == "ballast":
-        origin: Origin = "ballast"
-    else:
-        origin = "ballast" if s.peer in ballast else ("client" if complete else "unknown")
+    ballast = before is not None and before.origin == "ballast"
+    origin = "ballast" if ballast else whose.origin(s.peer)
     if elapsed_s is None or elapsed_s <= 0:
         calls_s = None
     else:
@@ -343,17 +364,25 @@ async def _socket(stub: Any, socket_id: int) -> SocketRead | None:
 def pinning_frame(
     frame: Mapping[str, Any],
     connections: Callable[[str], list[tuple[Origin, ConnectionFrame]] | None],
+    shares: Mapping[str, float] | None = None,
 ) -> PinningFrame:
     """Per pod the bypass share of its calls and its connections, and the service's
     finding (see MIN_BYPASS_SHARE for when it is raised), from a service frame (its
     `pods` and `bypass_imbalance`) and the pods' connections (`PinningReader.connections`).
+
+    `shares`: each pod's bypass share over the imbalance window (`window_shares`), else
+    the frame's interval alone is used: per-second counts of a pod's calls and Ballast's
+    are taken over windows that do not line up, so a few calls' difference at 10 calls/s
+    reads as a third of them bypassing.
     """
-    pods = [_pinning_pod(p, connections(p["pod"])) for p in frame.get("pods", [])]
+    share_of = (lambda p: shares.get(p["pod"])) if shares is not None else bypass_share
+    pods = [_pinning_pod(p, share_of(p), connections(p["pod"])) for p in frame.get("pods", [])]
     pinned = _pinned(frame, pods)
     text = None
     if pinned is not None:
-        pod = next(p for p in frame["pods"] if p["pod"] == pinned)
-        text = finding_text(pod, frame.get("bypass_imbalance") or {}, connections(pinned))
+        pod = next(p for p in pods if p["pod"] == pinned)
+        conns = connections(pinned)
+        text = finding_text(pod, frame.get("bypass_imbalance") or {}, conns)
     return {"finding": text, "pinned": pinned if text else None, "pods": pods}
 
 
@@ -367,10 +396,15 @@ def bypass_share(pod: Mapping[str, Any]) -> float | None:
     return min(1.0, max(0.0, own - carried) / own)
 
 
+def window_shares(at_pods: Mapping[str, float], bypassing: Mapping[str, float]) -> dict[str, float]:
+    """Each pod's bypass share from its mean calls/s over the window (the collector's
+    `LoadWindow`s of the pods' own counts and of the bypassing calls)."""
+    return {pod: min(1.0, bypassing.get(pod, 0.0) / own) for pod, own in at_pods.items() if own > 0}
+
+
 def _pinning_pod(
-    pod: Mapping[str, Any], conns: list[tuple[Origin, ConnectionFrame]] | None
+    pod: Mapping[str, Any], share: float | None, conns: list[tuple[Origin, ConnectionFrame]] | None
 ) -> PinningPod:
-    share = bypass_share(pod)
     out: PinningPod = {
         "pod": pod["pod"],
         "bypass_share": None if share is None else round(share, 3),
@@ -395,41 +429,50 @@ def _pinned(frame: Mapping[str, Any], pods: Sequence[PinningPod]) -> str | None:
 
 
 def finding_text(
-    pod: Mapping[str, Any],
+    pod: PinningPod,
     bypass: Mapping[str, Any],
     conns: list[tuple[Origin, ConnectionFrame]] | None,
 ) -> str:
     """The finding about `pod` in words, with its numbers: from its connections when its
     channelz told them apart, else from the counts alone."""
-    name, share = pod["pod"], bypass_share(pod) or 0.0
-    skew = f"{bypass.get('max_mean') or 0:.1f}× the mean of the bypassing calls"
-    clients = [c for origin, c in conns or () if origin == "client" and _carries(c)]
-    unknown = any(origin == "unknown" for origin, _ in conns or ())
-    if conns is None or unknown or not clients:
-        why = (
-            "Ballast's own connections are not known by address under this engine"
-            if unknown
-            else "its channelz does not answer"
-            if conns is None
-            else "no client connection carried calls at its last channelz read"
-        )
-        return (
-            f"{_percent(share)} of pod {name}'s calls bypass Ballast ({skew}); the"
-            f" connections behind them are not shown: {why}. {ADVICE.capitalize()}."
-        )
+    name, share = pod["pod"], pod["bypass_share"] or 0.0
+    said = f"{_percent(share)} of pod {name}'s calls bypass Ballast"
+    skew = f"{bypass.get('max_mean') or 0:.1f}× the pods' mean of such calls"
+    carrying = [(o, c) for o, c in conns or () if o != "ballast" and _carries(c)]
+    if conns is None or not carrying or any(o == "unknown" for o, _ in carrying):
+        return f"{said}, {skew}; {_not_shown(conns, carrying)}. {_ADVICE_SENTENCE}"
+    clients = [c for _, c in carrying]
     n, oldest = len(clients), _oldest(clients)
-    if pod.get("px_rps"):
+    maybe = sum(1 for o, _ in carrying if o == "client")
+    if maybe:
         return (
-            f"{_percent(share)} of pod {name}'s calls bypass Ballast ({skew}), over"
-            f" {n} client connection{_s(n)} not from Ballast's proxy ({oldest}); proxyless"
-            " clients' connections are among them, which addresses cannot tell apart."
-            f" {ADVICE.capitalize()}."
+            f"{said}, {skew}, over {n} client connection{_s(n)} not from Ballast's proxy"
+            f" ({oldest}); {maybe} of them come from hosts that run proxyless clients too,"
+            f" whose connections addresses cannot tell apart. {_ADVICE_SENTENCE}"
         )
     long = "long-lived " if all(c["age_s"] >= LONG_LIVED_S for c in clients) else ""
     return (
         f"{_percent(_connection_share(conns or [], clients, share))} of pod {name}'s calls"
         f" come from {n} {long}connection{_s(n)} that bypass Ballast ({oldest}); {ADVICE}."
     )
+
+
+_ADVICE_SENTENCE = ADVICE[0].upper() + ADVICE[1:] + "."
+
+
+def _not_shown(
+    conns: list[tuple[Origin, ConnectionFrame]] | None,
+    carrying: Sequence[tuple[Origin, ConnectionFrame]],
+) -> str:
+    """Why the connections behind the bypassing calls are not named."""
+    if conns is None:
+        return "the connections behind them are not shown: the pod's channelz has not answered"
+    if carrying:
+        return (
+            "the connections behind them are not told apart: no balancer replica reports"
+            " Ballast's own connections by address (one is down, or its engine is HAProxy)"
+        )
+    return "no client connection carried calls at the pod's last channelz read"
 
 
 def _carries(c: ConnectionFrame) -> bool:

@@ -45,7 +45,7 @@ async def test_the_api_and_the_overview_give_the_finding(rig: Rig, operator_clie
     pods = {p["pod"]: p for p in body["pods"]}
     assert pods[first.name]["client_conns"] == 2
     assert pods[first.name]["bypass_share"] > 0.5
-    assert {c["origin"] for c in pods[first.name]["conns"]} == {"client"}
+    assert {c["origin"] for c in pods[first.name]["conns"]} == {"bypass"}
     overview = card((await get("/")).content.decode(), "inventory")
     assert f"pod {first.name}&#x27;s calls" in overview
     assert "MAX_CONNECTION_AGE" in overview

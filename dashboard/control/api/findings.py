@@ -19,9 +19,10 @@ from dashboard.control.api.serializers import ErrorOut
 class ConnectionOut(serializers.Serializer):
     peer = serializers.CharField(help_text="The client's address as the pod sees it.")
     origin = serializers.ChoiceField(
-        ["client", "unknown"],
-        help_text="client: bypasses Ballast, or a proxyless client (not told apart by"
-        " address); unknown: the engine's own connections are not known (HAProxy).",
+        ["bypass", "client", "unknown"],
+        help_text="bypass: a client that does not use Ballast; client: the same or a"
+        " proxyless client (its host runs one: not told apart by address); unknown: the"
+        " balancer engine's own connections are not known (HAProxy).",
     )
     calls_s = serializers.FloatField(
         allow_null=True, help_text="Calls started per second over the last channelz read."
