@@ -97,7 +97,7 @@ async def rig() -> AsyncIterator[Rig]:
         await scene.stop()
 
 
-def _pod(pinning: Any, name: str) -> Any:
+def pod_of(pinning: Any, name: str) -> Any:
     return next(p for p in pinning["pods"] if p["pod"] == name)
 
 
@@ -112,7 +112,7 @@ async def test_it_names_the_pinned_pod_its_bypassing_connections_and_their_share
     rig.pinned.append(await pin_clients(first.address, 1, 20.0))
 
     def named(pinning: Any) -> bool:
-        return pinning["pinned"] == first.name and _busy_clients(_pod(pinning, first.name)) == 3
+        return pinning["pinned"] == first.name and _busy_clients(pod_of(pinning, first.name)) == 3
 
     pinning = await rig.pinning_when(named, "a finding about the pinned pod's 3 connections")
     text = pinning["finding"]
@@ -123,12 +123,12 @@ async def test_it_names_the_pinned_pod_its_bypassing_connections_and_their_share
     match = SHARE.search(text)
     assert match is not None, text
     assert 67 <= int(match[1]) <= 97, text
-    pinned = _pod(pinning, first.name)
+    pinned = pod_of(pinning, first.name)
     assert pinned["bypass_share"] == pytest.approx(0.86, abs=0.1)
     assert all(c["origin"] == "bypass" for c in pinned["conns"])
     assert pinned["ballast_conns"] >= 1  # Ballast's connection is there, and not a client's
     # The pod only Ballast calls holds its connection, and no client's.
-    other = _pod(pinning, second.name)
+    other = pod_of(pinning, second.name)
     assert other["ballast_conns"] >= 1 and other["client_conns"] == 0, other
     ballast_peers = set(rig.collector.whose().ballast)
     assert ballast_peers and not ballast_peers & {c["peer"] for c in pinned["conns"]}
@@ -141,21 +141,21 @@ async def test_it_forgets_a_connection_that_closed(rig: Rig) -> None:
     crashing = await pin_clients(first.address, 1, 20.0)
     rig.pinned.append(crashing)
     await rig.pinning_when(
-        lambda p: _pod(p, first.name).get("client_conns") == 3, "three client connections"
+        lambda p: pod_of(p, first.name).get("client_conns") == 3, "three client connections"
     )
     crashing.kill()
     pinning = await rig.pinning_when(
-        lambda p: _pod(p, first.name).get("client_conns") == 2, "the killed client's gone"
+        lambda p: pod_of(p, first.name).get("client_conns") == 2, "the killed client's gone"
     )
-    assert len(_pod(pinning, first.name)["conns"]) == 2
+    assert len(pod_of(pinning, first.name)["conns"]) == 2
 
 
 async def test_it_counts_no_bypass_when_every_call_goes_through_ballast(rig: Rig) -> None:
     pods = await rig.pods()
 
     def read(pinning: Any) -> bool:
-        return all(_pod(pinning, p.name).get("ballast_conns") for p in pods) and all(
-            _pod(pinning, p.name).get("bypass_share") is not None for p in pods
+        return all(pod_of(pinning, p.name).get("ballast_conns") for p in pods) and all(
+            pod_of(pinning, p.name).get("bypass_share") is not None for p in pods
         )
 
     await rig.pinning_when(read, "every pod's connections and counts")
@@ -165,9 +165,9 @@ async def test_it_counts_no_bypass_when_every_call_goes_through_ballast(rig: Rig
         pinning = await rig.pinning_when(read, "every pod's connections and counts")
         assert pinning["finding"] is None, pinning
         for pod in pods:
-            assert _pod(pinning, pod.name)["client_conns"] == 0, pinning
+            assert pod_of(pinning, pod.name)["client_conns"] == 0, pinning
             # The collector's own channelz reads (each second here) are not counted either.
-            assert _pod(pinning, pod.name)["bypass_share"] < 0.2, pinning
+            assert pod_of(pinning, pod.name)["bypass_share"] < 0.2, pinning
 
 
 async def test_it_shows_no_connections_for_a_pod_without_channelz_and_says_so_once(
@@ -202,7 +202,7 @@ async def test_it_shows_no_connections_for_a_pod_without_channelz_and_says_so_on
         " those clients at Ballast or set max connection age on the server"
         " (MAX_CONNECTION_AGE)."
     )
-    assert "conns" not in _pod(pinning, "plain")
+    assert "conns" not in pod_of(pinning, "plain")
 
 
 # ---- the finding's words and the reader's bookkeeping, on figures given -----------------
@@ -258,7 +258,7 @@ def test_it_says_when_a_connections_host_also_runs_a_proxyless_client() -> None:
         whose, ("10.0.0.9:4000", 10, 60), ("10.1.0.5:5000", 0, 300), ("10.2.0.1:6000", 0, 200)
     )
     pinning = pinning_frame(_frame(70.0, px=5.0), reader.connections)
-    assert [c["origin"] for c in _pod(pinning, "a")["conns"]] == ["client", "bypass"]
+    assert [c["origin"] for c in pod_of(pinning, "a")["conns"]] == ["client", "bypass"]
     assert pinning["finding"] is not None
     assert pinning["finding"].startswith(
         "79 % of pod a's calls bypass Ballast, 1.9× the pods' mean of such calls, over 2 client"
@@ -270,6 +270,6 @@ def test_it_says_when_a_connections_host_also_runs_a_proxyless_client() -> None:
 def test_it_rests_on_the_counts_when_ballasts_connections_are_not_known() -> None:
     reader = _reader(Whose(set(), complete=False), ("10.1.0.5:5000", 0, 300))
     pinning = pinning_frame(_frame(70.0), reader.connections)
-    assert _pod(pinning, "a")["conns"][0]["origin"] == "unknown"
+    assert pod_of(pinning, "a")["conns"][0]["origin"] == "unknown"
     assert pinning["finding"] is not None
     assert "or its engine is HAProxy" in pinning["finding"]

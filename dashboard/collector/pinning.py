@@ -117,6 +117,7 @@ class _Seen:
     calls_s: float | None
     origin: Origin
     peer: str
+    reads: int = 1  # the reads that saw it
 
 
 @dataclass(frozen=True)
@@ -238,12 +239,15 @@ class PinningReader:
 
     def connections(self, pod: str) -> list[tuple[Origin, ConnectionFrame]] | None:
         """The pod's open connections, busiest first; None when its channelz did not
-        answer (or was not read yet)."""
+        answer (or was not read yet). A client's connection seen by one read only is left
+        out: what pins a pod lives long, while a probe (the kubelet's, the local
+        platform's) opens a connection per check, which a read catches now and then."""
         state = self._pods.get(pod)
         if state is None or not state.answers:
             return None
         now_s = self._clock()
-        rows = [(s.origin, _frame(s, now_s)) for s in state.sockets.values()]
+        held = [s for s in state.sockets.values() if s.origin == "ballast" or s.reads > 1]
+        rows = [(s.origin, _frame(s, now_s)) for s in held]
         rows.sort(key=lambda r: (-(r[1]["calls_s"] or 0.0), -r[1]["calls"], r[1]["peer"]))
         return rows
 
@@ -302,7 +306,7 @@ def _next(
     if before is None:
         return _Seen(now_s, first, s.streams_started, calls_s, origin, s.peer)
     return _Seen(before.first_seen_s, before.at_first_read, s.streams_started, calls_s, origin,
-                 s.peer)  # fmt: skip
+                 s.peer, before.reads + 1)  # fmt: skip
 
 
 def _frame(s: _Seen, now_s: float) -> ConnectionFrame:

@@ -5,6 +5,7 @@ built over real pods with clients pinned to one of them (tests/test_pinning.py's
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -13,7 +14,7 @@ from django.test import Client
 from dashboard.app.history import service_history
 from tests.dashboard.test_overview import card
 from tests.support.pinning import pin_clients
-from tests.test_pinning import Rig, rig
+from tests.test_pinning import Rig, pod_of, rig
 
 __all__ = ["rig"]  # the fixture
 
@@ -31,7 +32,13 @@ async def test_the_api_and_the_overview_give_the_finding(rig: Rig, operator_clie
     first, _ = await rig.pods()
     assert first.address is not None
     rig.pinned.append(await pin_clients(first.address, 2, 20.0))
-    pinning = await rig.pinning_when(lambda p: p["pinned"] == first.name, "a finding")
+
+    def found(pinning: Any) -> bool:
+        conns = pod_of(pinning, first.name).get("conns") or []
+        told = [c for c in conns if c["origin"] == "bypass" and c["calls_s"]]
+        return bool(pinning["pinned"] == first.name and len(told) == 2)
+
+    pinning = await rig.pinning_when(found, "a finding about 2 connections")
     frame = rig.frame()
     frame["pinning"] = pinning  # the frame the finding was read from
     service_history().append(frame)
