@@ -12,11 +12,17 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc.aio
 import pytest
+from grpc_channelz.v1 import channelz_pb2
+from grpc_channelz.v1.channelz import ChannelzServicer
 
+from balancer import connections
+from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.server import Balancer
 from dashboard.collector.frames import ServiceFrame
 from dashboard.collector.imbalance import WINDOW_S
 from dashboard.collector.pinning import PinningReader, SocketRead, Whose, pinning_frame
@@ -24,7 +30,8 @@ from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget
 from demo.loadgen import ClientSpec, LoadGenerator
 from demo.scene import SERVICE, Scene, SceneOptions
 from platforms.base import PodFacts
-from tests.support.backend import start_backend
+from tests.support import balancing
+from tests.support.backend import Backend, start_backend
 from tests.support.pinning import PinnedClients, pin_clients
 
 pytestmark = pytest.mark.timeout(180)
@@ -261,9 +268,9 @@ def test_it_says_when_a_connections_host_also_runs_a_proxyless_client() -> None:
     assert [c["origin"] for c in pod_of(pinning, "a")["conns"]] == ["client", "bypass"]
     assert pinning["finding"] is not None
     assert pinning["finding"].startswith(
-        "79 % of pod a's calls bypass Ballast, 1.9× the pods' mean of such calls, over 2 client"
-        " connections not from Ballast's proxy (oldest ≥ 5 s); 1 of them come from hosts that"
-        " run proxyless clients too"
+        "79 % of pod a's calls bypass Ballast, 1.9× the pods' mean of such calls; it holds 2"
+        " client connections besides Ballast's (oldest ≥ 5 s), 1 of them from hosts that also"
+        " run proxyless clients, so the bypassing ones cannot be told apart by address."
     )
 
 
@@ -273,3 +280,55 @@ def test_it_rests_on_the_counts_when_ballasts_connections_are_not_known() -> Non
     assert pod_of(pinning, "a")["conns"][0]["origin"] == "unknown"
     assert pinning["finding"] is not None
     assert "or its engine is HAProxy" in pinning["finding"]
+
+
+# ---- the balancer's side: the local addresses of its upstream connections -------------
+
+
+def _peers_of_port(port: int) -> set[str]:
+    """The peers ("ip:port") of the connections this process's servers accepted on `port`,
+    as channelz on the server side lists them."""
+    peers = set()
+    for server_id in connections.server_ids():
+        request = channelz_pb2.GetServerSocketsRequest(server_id=server_id)
+        reply = ChannelzServicer.GetServerSockets(request, connections._Context())
+        for ref in reply.socket_ref if reply is not None else ():
+            got = ChannelzServicer.GetSocket(
+                channelz_pb2.GetSocketRequest(socket_id=ref.socket_id), connections._Context()
+            )
+            if got is not None and got.socket.local.tcpip_address.port == port:
+                peers.add(connections.tcpip_address(got.socket.remote))
+    return peers
+
+
+@pytest.mark.parametrize("engine", ["embedded", "haproxy"])
+async def test_the_balancer_reports_the_addresses_its_pods_see_for_its_connections(
+    backends: Callable[..., Awaitable[Backend]],
+    balancers: Callable[..., Awaitable[Balancer]],
+    engine: str,
+) -> None:
+    """Its upstream channels' connections (health checks use them under every engine);
+    HAProxy's own connections are not among them, and the snapshot says so."""
+    pod = await backends("pod-a")
+    balancer = await balancers(balancing.config([pod], admin={}, engine=engine, shutdown_grace_s=1))
+    assert balancer.admin_address is not None
+    async with grpc.aio.insecure_channel(balancer.admin_address) as channel:
+        admin = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        auth = (("authorization", f"Bearer {balancing.ADMIN_TOKEN}"),)
+        seen: list[admin_pb2.Snapshot] = []
+
+        async def reported() -> bool:
+            snapshot = await admin.GetSnapshot(admin_pb2.GetSnapshotRequest(), metadata=auth)
+            seen[:] = [snapshot]
+            return bool(snapshot.clusters[0].endpoints[0].upstream_local_addresses)
+
+        deadline = time.monotonic() + 20
+        while not await reported():
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0.2)
+    (snapshot,) = seen
+    # The embedded engine calls through these connections alone; HAProxy has its own.
+    assert snapshot.upstream_addresses_complete is (engine == "embedded")
+    addresses = set(snapshot.clusters[0].endpoints[0].upstream_local_addresses)
+    port = int(pod.address.rpartition(":")[2])
+    assert addresses <= _peers_of_port(port)

@@ -449,10 +449,11 @@ def finding_text(
     n, oldest = len(clients), _oldest(clients)
     maybe = sum(1 for o, _ in carrying if o == "client")
     if maybe:
+        which = "all" if maybe == n else f"{maybe} of them"
         return (
-            f"{said}, {skew}, over {n} client connection{_s(n)} not from Ballast's proxy"
-            f" ({oldest}); {maybe} of them come from hosts that run proxyless clients too,"
-            f" whose connections addresses cannot tell apart. {_ADVICE_SENTENCE}"
+            f"{said}, {skew}; it holds {n} client connection{_s(n)} besides Ballast's"
+            f" ({oldest}), {which} from hosts that also run proxyless clients, so the"
+            f" bypassing ones cannot be told apart by address. {_ADVICE_SENTENCE}"
         )
     long = "long-lived " if all(c["age_s"] >= LONG_LIVED_S for c in clients) else ""
     return (
