@@ -13,6 +13,8 @@ in `requests` a moment before its latency; counters never go backwards.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,9 +32,14 @@ if TYPE_CHECKING:
     from balancer.xds.lrs import ProxylessCounters
     from balancer.xds.status import XdsView
 
+log = logging.getLogger(__name__)
 WallClock = Callable[[], float]
-# The upstream connections' local addresses are read from channelz at most this often.
-UPSTREAM_READ_S = 2.0
+# The upstream connections' local addresses are read from channelz at most this often,
+# in a thread: the walk costs about 1.8 ms of CPU per endpoint (180 ms for 100 channels,
+# measured), which must not stall the event loop that carries calls. The dashboard reads
+# the pods every 5 s and keeps a socket it once matched, so a new connection is late
+# by a read at most.
+UPSTREAM_READ_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,18 +202,32 @@ class Reader:
     def __init__(self, balancer: Balancer, *, wall_clock: WallClock = time.time) -> None:
         self._balancer = balancer
         self._wall_clock = wall_clock
-        # The upstream connections' local addresses by target, and when they were read.
-        self._upstream: tuple[float, Mapping[str, tuple[str, ...]]] | None = None
+        # The upstream connections' local addresses by target, and when a read started.
+        self._upstream: Mapping[str, tuple[str, ...]] = {}
+        self._upstream_read_s: float | None = None
+        self._reading = threading.Lock()
 
     def upstream_addresses(self) -> Mapping[str, tuple[str, ...]]:
-        """The local addresses of this process's client connections by target, read from
-        channelz at most every UPSTREAM_READ_S: a walk over every channel is too much for
-        each snapshot of a balancer with many endpoints. A connection opened since shows
-        at the next read (the dashboard keeps a socket it once matched)."""
+        """The local addresses of this process's client connections by target, as the last
+        channelz read found them (empty before the first ends). A read starts, in a thread
+        of its own, when the last one is UPSTREAM_READ_S old and none runs: this returns at
+        once, so a snapshot never waits for it."""
         now_s = self._balancer.clock()
-        if self._upstream is None or now_s - self._upstream[0] >= UPSTREAM_READ_S:
-            self._upstream = (now_s, client_local_addresses())
-        return self._upstream[1]
+        due = self._upstream_read_s is None or now_s - self._upstream_read_s >= UPSTREAM_READ_S
+        if due and self._reading.acquire(blocking=False):
+            self._upstream_read_s = now_s
+            threading.Thread(
+                target=self._read_upstream, name="upstream sockets", daemon=True
+            ).start()
+        return self._upstream
+
+    def _read_upstream(self) -> None:
+        try:
+            self._upstream = client_local_addresses()
+        except Exception:  # channelz is a diagnosis: it must never break snapshots
+            log.exception("reading the upstream connections from channelz failed")
+        finally:
+            self._reading.release()
 
     def balancer(self, clusters: Iterable[Cluster] | None = None) -> BalancerView:
         """The whole balancer, or only `clusters` of it; connections are always included."""
