@@ -40,6 +40,7 @@ import grpc
 import grpc.aio
 from grpc_channelz.v1 import channelz_pb2, channelz_pb2_grpc
 
+from balancer.admin.snapshot import UPSTREAM_READ_S
 from balancer.connections import client_local_addresses, tcpip_address
 from dashboard.collector.imbalance import MAX_OVER_MEAN_LIMIT
 from platforms.base import PodFacts
@@ -59,6 +60,10 @@ LISTED_PER_POD = 10  # the busiest client connections a frame lists per pod
 # calls: if less, even moving them all away would change the pod's load by less than
 # the 25 % skew imbalance.py tolerates, so there is nothing worth an operator's time.
 MIN_BYPASS_SHARE = MAX_OVER_MEAN_LIMIT - 1.0
+# A client's connection is shown once seen this long: a replica reads its own upstream
+# connections every UPSTREAM_READ_S and its snapshot reaches the collector within a few
+# intervals, so a new connection of Ballast's is known as Ballast's by then.
+CONFIRM_S = UPSTREAM_READ_S + 3.0
 # A connection this old is "long-lived" in the finding's words.
 LONG_LIVED_S = 60.0
 ADVICE = (
@@ -117,7 +122,6 @@ class _Seen:
     calls_s: float | None
     origin: Origin
     peer: str
-    reads: int = 1  # the reads that saw it
 
 
 @dataclass(frozen=True)
@@ -239,14 +243,20 @@ class PinningReader:
 
     def connections(self, pod: str) -> list[tuple[Origin, ConnectionFrame]] | None:
         """The pod's open connections, busiest first; None when its channelz did not
-        answer (or was not read yet). A client's connection seen by one read only is left
-        out: what pins a pod lives long, while a probe (the kubelet's, the local
-        platform's) opens a connection per check, which a read catches now and then."""
+        answer (or was not read yet). A client's connection is listed once the collector
+        has seen it for CONFIRM_S: what pins a pod lives long, while a probe (the
+        kubelet's, the local platform's) opens a connection per check that a read
+        catches now and then, and a new connection of Ballast's reaches the replicas'
+        snapshots a few seconds late."""
         state = self._pods.get(pod)
         if state is None or not state.answers:
             return None
         now_s = self._clock()
-        held = [s for s in state.sockets.values() if s.origin == "ballast" or s.reads > 1]
+        held = [
+            s
+            for s in state.sockets.values()
+            if s.origin == "ballast" or now_s - s.first_seen_s >= CONFIRM_S
+        ]
         rows = [(s.origin, _frame(s, now_s)) for s in held]
         rows.sort(key=lambda r: (-(r[1]["calls_s"] or 0.0), -r[1]["calls"], r[1]["peer"]))
         return rows
@@ -306,7 +316,7 @@ def _next(
     if before is None:
         return _Seen(now_s, first, s.streams_started, calls_s, origin, s.peer)
     return _Seen(before.first_seen_s, before.at_first_read, s.streams_started, calls_s, origin,
-                 s.peer, before.reads + 1)  # fmt: skip
+                 s.peer)  # fmt: skip
 
 
 def _frame(s: _Seen, now_s: float) -> ConnectionFrame:
