@@ -32,6 +32,7 @@ from dashboard.collector.pinning import (
     Whose,
     pinning_frame,
     read_channelz,
+    shares_of,
 )
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from demo.loadgen import ClientSpec, LoadGenerator
@@ -65,13 +66,22 @@ class Rig:
         newest = self.collector.history.latest(SERVICE, 1)
         return json.loads(newest[0]) if newest else {}
 
+    def pinning(self) -> Any:
+        """The newest frame's `pinning` with every pod's connections, as the API gives it
+        (frames carry only the pinned pod's)."""
+        frame = self.frame()
+        if "pinning" not in frame:
+            return None
+        connections = self.collector.pinning.connections
+        return pinning_frame(frame, connections, shares_of(frame["pinning"]))
+
     async def pinning_when(self, predicate: Any, what: str, timeout_s: float = 60) -> Any:
-        """Reads the pods' channelz and builds frames until `predicate(frame["pinning"])`."""
+        """Reads the pods' channelz until `predicate(self.pinning())` holds; returns it."""
         found: list[Any] = []
 
         async def holds() -> bool:
             await self.collector.read_channelz()
-            pinning = self.frame().get("pinning")
+            pinning = self.pinning()
             if pinning is not None and predicate(pinning):
                 found.append(pinning)
             return bool(found)
@@ -150,6 +160,11 @@ async def test_it_names_the_pinned_pod_its_bypassing_connections_and_their_share
     assert other["ballast_conns"] >= 1 and other["client_conns"] == 0, other
     ballast_peers = set(rig.collector.whose().ballast)
     assert ballast_peers and not ballast_peers & {c["peer"] for c in pinned["conns"]}
+    # Frames carry the pinned pod's connections only: they go to every page each second.
+    carried = rig.frame()["pinning"]
+    if carried["pinned"] == first.name:
+        assert "conns" in pod_of(carried, first.name)
+    assert "conns" not in pod_of(carried, second.name)
 
 
 async def test_it_forgets_a_connection_that_closed(rig: Rig) -> None:

@@ -46,6 +46,7 @@ from dashboard.collector.pinning import (
     Whose,
     host_of,
     pinning_frame,
+    slim,
     window_shares,
 )
 from dashboard.collector.rates import (
@@ -381,7 +382,7 @@ class Collector:
         shares = window_shares(at_pods.means(), bypassing.means())
         pinning = pinning_frame(frame, self.pinning.connections, shares)
         if any(p["bypass_share"] is not None or "conns" in p for p in pinning["pods"]):
-            frame["pinning"] = pinning
+            frame["pinning"] = slim(pinning)
         return frame
 
     def whose(self) -> Whose:

@@ -4,6 +4,7 @@ built over real pods with clients pinned to one of them (tests/test_pinning.py's
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from dashboard.app.history import service_history
+from dashboard.control import runtime
 from tests.dashboard.test_overview import card
 from tests.support.pinning import pin_clients
 from tests.test_pinning import Rig, pod_of, rig
@@ -56,6 +58,34 @@ async def test_the_api_and_the_overview_give_the_finding(rig: Rig, operator_clie
     overview = card((await get("/")).content.decode(), "inventory")
     assert f"pod {first.name}&#x27;s calls" in overview
     assert "MAX_CONNECTION_AGE" in overview
+
+
+async def test_the_api_gives_every_pods_connections_from_the_collector_here(
+    rig: Rig, operator_client: Client
+) -> None:
+    """Frames carry the pinned pod's connections only; with the collector in the
+    dashboard's process the API gives every pod's, as it holds them now."""
+    first, second = await rig.pods()
+    assert first.address is not None and second.address is not None
+    rig.pinned.append(await pin_clients(first.address, 2, 20.0))
+    rig.pinned.append(await pin_clients(second.address, 1, 5.0))
+
+    def both(pinning: Any) -> bool:
+        counts = [pod_of(pinning, p.name).get("client_conns") for p in (first, second)]
+        return bool(pinning["pinned"] == first.name and counts == [2, 1])
+
+    await rig.pinning_when(both, "a finding, and a client on each pod")
+    service_history().append(rig.frame())
+    assert "conns" not in pod_of(rig.frame()["pinning"], second.name)
+    runtime.install(loop=asyncio.get_running_loop(), replicas=(), collector=rig.collector)
+    try:
+        reply = await sync_to_async(operator_client.get)("/api/v1/services/inventory/findings/")
+    finally:
+        runtime.reset()
+    assert reply.status_code == 200
+    pods = {p["pod"]: p for p in reply.json()["pods"]}
+    assert [c["origin"] for c in pods[second.name]["conns"]] == ["bypass"]
+    assert len(pods[first.name]["conns"]) == 2
 
 
 def test_the_api_says_a_service_has_no_finding_before_its_first_frame(

@@ -4,6 +4,7 @@ pinned to a pod by long-lived connections (dashboard/collector/pinning.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -11,7 +12,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from dashboard.control import actions
+from dashboard.collector.pinning import pinning_frame, shares_of
+from dashboard.control import actions, runtime
 from dashboard.control.api.base import ControlView
 from dashboard.control.api.serializers import ErrorOut
 
@@ -46,7 +48,10 @@ class PinningPodOut(serializers.Serializer):
         allow_null=True, help_text="Its other connections; null without channelz."
     )
     conns = ConnectionOut(
-        many=True, allow_null=True, help_text="The busiest 10 of its other connections."
+        many=True,
+        allow_null=True,
+        help_text="The busiest 10 of its other connections; null without channelz, or"
+        " (for a pod the finding is not about) when the collector runs in another process.",
     )
 
 
@@ -61,9 +66,14 @@ class FindingsOut(serializers.Serializer):
 
 
 def findings(service: str) -> dict[str, Any]:
-    """The service's findings from its newest frame; nulls and no pods before one."""
+    """The service's findings from its newest frame; nulls and no pods before one. With the
+    collector in this process every pod's connections are given (frames carry only the
+    pinned pod's: `pinning.slim`), as it holds them now."""
     frame = actions.latest_frame(service) or {}
-    pinning = frame.get("pinning") or {}
+    pinning: Mapping[str, Any] = frame.get("pinning") or {}
+    collector = runtime.current().collector
+    if pinning and collector is not None:
+        pinning = pinning_frame(frame, collector.pinning.connections, shares_of(pinning))
     return {
         "service": service,
         "t": frame.get("t"),
