@@ -23,7 +23,6 @@ from grpc_channelz.v1.channelz import ChannelzServicer
 from balancer import connections
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
 from balancer.server import Balancer
-from dashboard.collector import pinning as pinning_module
 from dashboard.collector.frames import ServiceFrame
 from dashboard.collector.imbalance import WINDOW_S
 from dashboard.collector.pinning import (
@@ -34,6 +33,7 @@ from dashboard.collector.pinning import (
     read_channelz,
     shares_of,
 )
+from dashboard.collector.pinning import reader as pinning_reader
 from dashboard.collector.runner import Collector, CollectorConfig, ReplicaTarget, ServiceTarget
 from demo.loadgen import ClientSpec, LoadGenerator
 from demo.scene import SERVICE, Scene, SceneOptions
@@ -386,7 +386,7 @@ async def test_it_reads_at_most_so_many_sockets_of_a_pod(monkeypatch: pytest.Mon
             await client.channel_ready()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as reading:
             assert len(await read_channelz(reading)) == 6  # the five and the reader's own
-            monkeypatch.setattr(pinning_module, "MAX_SOCKETS_READ", 3)
+            monkeypatch.setattr(pinning_reader, "MAX_SOCKETS_READ", 3)
             assert len(await read_channelz(reading)) == 3
     finally:
         for client in clients:

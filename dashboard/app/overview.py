@@ -57,7 +57,7 @@ class ServiceSummary:
     bypass_shares: Sequence[Share] = ()
     story: Sequence[str] = ()  # which path is skewed, in words
     trouble: Sequence[str] = ()  # restarts, OOMKills, pods not ready, replicas out of sync
-    # Clients that bypass Ballast pinned to a pod, in words (collector/pinning.py); or None.
+    # Clients that bypass Ballast pinned to a pod, in words (collector/pinning/); or None.
     finding: str | None = None
 
     @property

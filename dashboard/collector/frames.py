@@ -158,7 +158,7 @@ class ServiceFrame(TypedDict):
     xds: NotRequired[XdsFrame]  # the service's proxyless clients; only when there are some
     # The upper bounds (ms) of the pods' `lat` buckets; only when a pod has some.
     lat_bounds_ms: NotRequired[list[float]]
-    # Clients that bypass Ballast, pinned to pods (collector/pinning.py): per pod the
+    # Clients that bypass Ballast, pinned to pods (collector/pinning/): per pod the
     # bypass share of its calls and its client connections, and the finding in words;
     # only when a pod reports its own count or serves channelz.
     pinning: NotRequired[PinningFrame]

@@ -386,7 +386,7 @@ class Collector:
         return frame
 
     def whose(self) -> Whose:
-        """What tells the pods' connections apart (pinning.py), from the up replicas'
+        """What tells the pods' connections apart (pinning/), from the up replicas'
         snapshots: the local addresses of their upstream connections to their endpoints,
         whether those name every connection their engines hold, and the hosts of the
         proxyless clients subscribed to their clusters."""
@@ -404,7 +404,7 @@ class Collector:
         return Whose(addresses, complete, xds_hosts)
 
     async def read_channelz(self) -> None:
-        """Reads the client connections of every pod last listed (pinning.py)."""
+        """Reads the client connections of every pod last listed (pinning/)."""
         pods = [pod for pods in self._pods.values() for pod in pods]
         await self.pinning.read(pods, self.whose())
 

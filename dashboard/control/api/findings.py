@@ -1,6 +1,6 @@
 """`GET /api/v1/services/{service}/findings/`: what the collector diagnosed about the
 service, from its newest frame. Today one finding: clients that bypass Ballast and are
-pinned to a pod by long-lived connections (dashboard/collector/pinning.py)."""
+pinned to a pod by long-lived connections (dashboard/collector/pinning/)."""
 
 from __future__ import annotations
 

@@ -264,7 +264,7 @@
     controls.renderPolicy(frame.policy);
   }
 
-  // Clients that bypass Ballast pinned to a pod, in words (collector/pinning.py).
+  // Clients that bypass Ballast pinned to a pod, in words (collector/pinning/).
   function renderFinding(pinning) {
     const finding = document.getElementById("finding");
     const text = (pinning && pinning.finding) || "";
