@@ -29,6 +29,7 @@ from dashboard.collector.pinning import (
     PinningReader,
     SocketRead,
     Whose,
+    host_of,
     pinning_frame,
     read_channelz,
     shares_of,
@@ -401,3 +402,10 @@ def test_a_frame_lists_the_ten_busiest_connections_of_a_pod() -> None:
     pod = pod_of(pinning, "a")
     assert pod["client_conns"] == 40
     assert [c["peer"] for c in pod["conns"]] == [f"10.1.0.{i}:5000" for i in range(40, 30, -1)]
+
+
+def test_it_reads_the_host_of_a_pods_peer_and_of_an_xds_clients_peer() -> None:
+    assert host_of("127.0.0.1:5") == "127.0.0.1"
+    assert host_of("[::1]:5") == "::1"
+    assert host_of("ipv4:10.0.0.7:41000") == "10.0.0.7"  # grpc's context.peer()
+    assert host_of("ipv6:[fd00::7]:41000") == "fd00::7"
