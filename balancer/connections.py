@@ -8,6 +8,7 @@ the request path.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Any
 
@@ -67,3 +68,68 @@ def _peer_host(socket_name: str) -> str:
     _, _, host_port = address.partition(":")
     host = host_port.rpartition(":")[0] or host_port
     return host.strip("[]")
+
+
+# A channel's sockets listed at most: a plain host:port channel holds one connection
+# (a few for a moment while one is replaced), so this only bounds a misbehaving one.
+MAX_SOCKETS_PER_TARGET = 16
+
+
+def client_local_addresses() -> dict[str, tuple[str, ...]]:
+    """The local addresses ("ip:port") of this process's client connections, by the
+    target their channel was opened with ("dns:///" left off: `127.0.0.1:5001`).
+
+    These are the peers a server sees for this process's calls, so a pod's channelz can
+    tell this process's connections from others. Read from channelz in the process,
+    top channel → subchannels → sockets; a socket that closed meanwhile is skipped.
+    """
+    found: dict[str, list[str]] = {}
+    for channel in _top_channels():
+        target = channel.data.target.removeprefix("dns:///")
+        addresses = found.setdefault(target, [])
+        for ref in channel.subchannel_ref:
+            for socket_id in _subchannel_sockets(ref.subchannel_id):
+                if len(addresses) < MAX_SOCKETS_PER_TARGET:
+                    addresses.extend(_local_address(socket_id))
+    return {target: tuple(addresses) for target, addresses in found.items() if addresses}
+
+
+def _top_channels() -> list[Any]:
+    channels: list[Any] = []
+    start = 0
+    while True:
+        request = channelz_pb2.GetTopChannelsRequest(start_channel_id=start)
+        response = ChannelzServicer.GetTopChannels(request, _Context())
+        if response is None or not response.channel:
+            return channels
+        channels.extend(response.channel)
+        if response.end:
+            return channels
+        start = max(c.ref.channel_id for c in response.channel) + 1
+
+
+def _subchannel_sockets(subchannel_id: int) -> list[int]:
+    request = channelz_pb2.GetSubchannelRequest(subchannel_id=subchannel_id)
+    response = ChannelzServicer.GetSubchannel(request, _Context())
+    return [] if response is None else [s.socket_id for s in response.subchannel.socket_ref]
+
+
+def _local_address(socket_id: int) -> list[str]:
+    response = ChannelzServicer.GetSocket(
+        channelz_pb2.GetSocketRequest(socket_id=socket_id), _Context()
+    )
+    if response is None:  # closed since it was listed
+        return []
+    address = tcpip_address(response.socket.local)
+    return [] if address is None else [address]
+
+
+def tcpip_address(address: Any) -> str | None:
+    """A channelz `Address` as "ip:port" ("[::1]:5" for IPv6); None when it is not TCP/IP."""
+    if not address.HasField("tcpip_address"):
+        return None
+    ip = ipaddress.ip_address(address.tcpip_address.ip_address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener sees an IPv4 peer as ::ffff:a.b.c.d
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"{host}:{address.tcpip_address.port}"

@@ -41,6 +41,7 @@ def snapshot_message(view: BalancerView) -> admin_pb2.Snapshot:
         retries_total=view.retries.retries,
         retries_succeeded_total=view.retries.succeeded,
         retry_budget_exhausted_total=view.retries.budget_exhausted,
+        upstream_addresses_complete=view.upstream_addresses_complete,
         **_xds_fields(view.xds),
     )
 
@@ -131,6 +132,7 @@ def endpoint_message(view: EndpointView) -> admin_pb2.EndpointSnapshot:
         retries_succeeded_total=view.retries.succeeded,
         retry_budget_exhausted_total=view.retries.budget_exhausted,
         retries_not_safe_total=view.retries.not_safe,
+        upstream_local_addresses=view.upstream_local_addresses,
         **_proxyless_fields(view),
         **_why_fields(view),
     )

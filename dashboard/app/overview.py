@@ -57,6 +57,8 @@ class ServiceSummary:
     bypass_shares: Sequence[Share] = ()
     story: Sequence[str] = ()  # which path is skewed, in words
     trouble: Sequence[str] = ()  # restarts, OOMKills, pods not ready, replicas out of sync
+    # Clients that bypass Ballast pinned to a pod, in words (collector/pinning/); or None.
+    finding: str | None = None
 
     @property
     def xds_pending(self) -> int:
@@ -122,6 +124,7 @@ def summarize(service: str, now_s: float | None = None) -> ServiceSummary:
         bypass_shares=_shares(bypass, "bypass"),
         story=story(frame),
         trouble=trouble(frame, oldest),
+        finding=(frame.get("pinning") or {}).get("finding"),
     )
 
 

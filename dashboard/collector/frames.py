@@ -40,6 +40,7 @@ from typing import Literal, NotRequired, TypedDict
 
 from balancer.stats import quantile_ms
 from dashboard.collector.imbalance import Imbalance, LoadWindow, imbalance
+from dashboard.collector.pinning import PinningFrame
 from dashboard.collector.rates import EndpointRates
 from dashboard.collector.scrape import PodRates
 from platforms.base import PodFacts
@@ -160,6 +161,10 @@ class ServiceFrame(TypedDict):
     xds: NotRequired[XdsFrame]  # the service's proxyless clients; only when there are some
     # The upper bounds (ms) of the pods' `lat` buckets; only when a pod has some.
     lat_bounds_ms: NotRequired[list[float]]
+    # Clients that bypass Ballast, pinned to pods (collector/pinning/): per pod the
+    # bypass share of its calls and its client connections, and the finding in words;
+    # only when a pod reports its own count or serves channelz.
+    pinning: NotRequired[PinningFrame]
 
 
 def build_frame(

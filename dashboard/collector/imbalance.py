@@ -99,8 +99,14 @@ class LoadWindow:
 
     def add(self, load: Mapping[str, float]) -> dict[str, float]:
         self._loads.append(dict(load))
+        return self.means()
+
+    def means(self) -> dict[str, float]:
+        """Each pod of the last interval added: its mean over the intervals it was in."""
+        if not self._loads:
+            return {}
         means: dict[str, float] = {}
-        for pod in load:
+        for pod in self._loads[-1]:
             values = [interval[pod] for interval in self._loads if pod in interval]
             means[pod] = sum(values) / len(values)
         return means

@@ -40,6 +40,15 @@ from dashboard.collector.frames import (
 from dashboard.collector.history import FrameHistory
 from dashboard.collector.imbalance import WINDOW_S, LoadWindow
 from dashboard.collector.memory import MemoryTrends, oom_seconds
+from dashboard.collector.pinning import (
+    READ_INTERVAL_S,
+    PinningReader,
+    Whose,
+    host_of,
+    pinning_frame,
+    slim,
+    window_shares,
+)
 from dashboard.collector.rates import (
     EndpointKey,
     EndpointRates,
@@ -64,6 +73,8 @@ MAX_BACKOFF_S = 1.0  # jitter included
 # treated as broken: a half-open connection otherwise shows a frozen replica as up.
 STALL_INTERVALS = 5
 STALL_MIN_S = 5.0
+# The pods' channelz is first read this long after the start, then every READ_INTERVAL_S.
+FIRST_READ_S = 1.0
 JITTER = 0.2  # each retry waits its backoff step ± 20 %, so replicas do not retry in step
 
 Publish = Callable[[ServiceFrame], Awaitable[None]]
@@ -211,6 +222,7 @@ class Collector:
         self._pods: dict[str, list[PodFacts]] = {}
         self._scraper = PodScraper(clock=clock)
         self.memory = MemoryTrends()  # each pod's memory trend: its predicted time to OOM
+        self.pinning = PinningReader(clock=clock)  # the pods' client connections (channelz)
         # Imbalance is scored over WINDOW_S of frames (via Ballast, at the pods, bypassing).
         size = max(1, round(WINDOW_S / config.interval_s))
         self._windows = {
@@ -231,6 +243,9 @@ class Collector:
             self._start_watch(replica)
         if self._platform is not None:
             self._tasks.append(asyncio.create_task(self._poll_pods(), name="collector pods"))
+            self._tasks.append(
+                asyncio.create_task(self._read_channelz(), name="collector channelz")
+            )
         self._tasks.append(asyncio.create_task(self._tick_forever(), name="collector ticker"))
 
     async def stop(self) -> None:
@@ -249,6 +264,7 @@ class Collector:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 task.result()
+        await self.pinning.close()
 
     async def run(self, shutdown_trigger: ShutdownTrigger) -> None:
         """Runs until `shutdown_trigger` returns (or this is cancelled), then stops."""
@@ -362,7 +378,44 @@ class Collector:
         for pod in frame["pods"]:
             if pod["pod"] in oom_s:
                 pod["oom_s"] = oom_s[pod["pod"]]
+        _, at_pods, bypassing = self._windows[service]
+        shares = window_shares(at_pods.means(), bypassing.means())
+        pinning = pinning_frame(frame, self.pinning.connections, shares)
+        if any(p["bypass_share"] is not None or "conns" in p for p in pinning["pods"]):
+            frame["pinning"] = slim(pinning)
         return frame
+
+    def whose(self) -> Whose:
+        """What tells the pods' connections apart (pinning/), from the up replicas'
+        snapshots: the local addresses of their upstream connections to their endpoints,
+        whether those name every connection their engines hold, and the hosts of the
+        proxyless clients subscribed to their clusters."""
+        addresses: set[str] = set()
+        xds_hosts: set[str] = set()
+        seen = [r for r in self._replicas.values() if r.up and r.snapshot is not None]
+        complete = bool(seen)  # no replica seen: Ballast's connections are not known
+        for replica in seen:
+            if replica.snapshot is not None:
+                complete = complete and replica.snapshot.upstream_addresses_complete
+                for cluster in replica.snapshot.clusters:
+                    xds_hosts.update(host_of(peer) for peer in cluster.xds_client_peers)
+                    for ep in cluster.endpoints:
+                        addresses.update(ep.upstream_local_addresses)
+        return Whose(addresses, complete, xds_hosts)
+
+    async def read_channelz(self) -> None:
+        """Reads the client connections of every pod last listed (pinning/)."""
+        pods = [pod for pods in self._pods.values() for pod in pods]
+        await self.pinning.read(pods, self.whose())
+
+    async def _read_channelz(self) -> None:
+        await asyncio.sleep(FIRST_READ_S)  # the pods are listed by then
+        while True:
+            try:
+                await self.read_channelz()
+            except Exception:  # a pod's answer never raises; this would be a bug here
+                log.exception("reading the pods' channelz failed; trying again")
+            await asyncio.sleep(READ_INTERVAL_S)
 
     def retries_s(self, cluster: str) -> float:
         """The cluster's retries/s added up over the replicas that are up."""

@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 HANDLED = "grpc_server_handled_total"
 # Probes, not traffic: the platform's readiness checks and the balancer's health checks
-# would otherwise add a steady few calls per second to every pod.
-NOT_TRAFFIC = frozenset({"grpc.health.v1.Health"})
+# would otherwise add a steady few calls per second to every pod, and the collector's own
+# channelz reads (pinning/) would count as calls that bypass Ballast.
+NOT_TRAFFIC = frozenset({"grpc.health.v1.Health", "grpc.channelz.v1.Channelz"})
 SCRAPE_TIMEOUT_S = 1.0
 
 # Pods are scraped directly: an http_proxy in the environment is meant for the outside world.

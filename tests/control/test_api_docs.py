@@ -27,8 +27,9 @@ async def test_the_schema_describes_every_endpoint(api: Api) -> None:
     assert (weight["type"], weight["minimum"], weight["maximum"]) == ("integer", 0, 10000)
     assert "/api/v1/services/{service}/automation" in paths and "/api/v1/automation/" in paths
     # 16, the desired state, the operations' cancel, a pod's explain, the automation switches
-    # and pause
-    assert len(paths) == 21
+    # and pause, a service's findings
+    assert len(paths) == 22
+    assert "/api/v1/services/{service}/findings/" in paths
 
 
 async def test_the_docs_page_loads_its_scripts_from_this_server(api: Api) -> None:

@@ -73,7 +73,7 @@ class WatchSnapshotsRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ..., clusters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections", "messages_over_budget_total", "in_flight_message_bytes", "xds_address", "xds_clients", "xds_pushes_total", "xds_versions", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total")
+    __slots__ = ("balancer_id", "taken_at_unix_ms", "started_at_unix_ms", "latency_bounds_ms", "clusters", "connections", "messages_over_budget_total", "in_flight_message_bytes", "xds_address", "xds_clients", "xds_pushes_total", "xds_versions", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "upstream_addresses_complete")
     class XdsVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class Snapshot(_message.Message):
     RETRIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RETRIES_SUCCEEDED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RETRY_BUDGET_EXHAUSTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_ADDRESSES_COMPLETE_FIELD_NUMBER: _ClassVar[int]
     balancer_id: str
     taken_at_unix_ms: int
     started_at_unix_ms: int
@@ -111,7 +112,8 @@ class Snapshot(_message.Message):
     retries_total: int
     retries_succeeded_total: int
     retry_budget_exhausted_total: int
-    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., messages_over_budget_total: _Optional[int] = ..., in_flight_message_bytes: _Optional[int] = ..., xds_address: _Optional[str] = ..., xds_clients: _Optional[_Iterable[_Union[XdsClient, _Mapping]]] = ..., xds_pushes_total: _Optional[int] = ..., xds_versions: _Optional[_Mapping[str, str]] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ...) -> None: ...
+    upstream_addresses_complete: bool
+    def __init__(self, balancer_id: _Optional[str] = ..., taken_at_unix_ms: _Optional[int] = ..., started_at_unix_ms: _Optional[int] = ..., latency_bounds_ms: _Optional[_Iterable[float]] = ..., clusters: _Optional[_Iterable[_Union[ClusterSnapshot, _Mapping]]] = ..., connections: _Optional[_Iterable[_Union[PeerConnections, _Mapping]]] = ..., messages_over_budget_total: _Optional[int] = ..., in_flight_message_bytes: _Optional[int] = ..., xds_address: _Optional[str] = ..., xds_clients: _Optional[_Iterable[_Union[XdsClient, _Mapping]]] = ..., xds_pushes_total: _Optional[int] = ..., xds_versions: _Optional[_Mapping[str, str]] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., upstream_addresses_complete: _Optional[bool] = ...) -> None: ...
 
 class XdsClient(_message.Message):
     __slots__ = ("node_id", "peer", "connected_at_unix_ms", "acked_versions", "pending_nacks", "in_sync")
@@ -191,7 +193,7 @@ class ClusterSnapshot(_message.Message):
     def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., endpoints: _Optional[_Iterable[_Union[EndpointSnapshot, _Mapping]]] = ..., requests_total: _Optional[int] = ..., in_flight: _Optional[int] = ..., ready_endpoints: _Optional[int] = ..., default_weight: _Optional[int] = ..., configured_policy: _Optional[str] = ..., panic: _Optional[bool] = ..., xds_clients: _Optional[int] = ..., xds_clients_in_sync: _Optional[int] = ..., xds_policy_fallback: _Optional[bool] = ..., xds_client_peers: _Optional[_Iterable[str]] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retry_budget_exhausted: _Optional[bool] = ..., retries_not_safe_total: _Optional[int] = ..., share_basis: _Optional[str] = ...) -> None: ...
 
 class EndpointSnapshot(_message.Message):
-    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retries_not_safe_total", "slow_start_factor", "slow_start_ends_unix_ms", "expected_share", "load", "fast_failure_load", "latency_penalty", "last_ejected_unix_ms", "last_ejection_reason")
+    __slots__ = ("endpoint_id", "address", "pod_name", "state", "state_since_unix_ms", "drain_deadline_unix_ms", "removed", "weight", "effective_weight", "in_flight", "requests_by_code", "requests_total", "bytes_received", "bytes_sent", "latency", "ewma_latency_ms", "consecutive_failures", "ejections_total", "ejection_multiplier", "state_reason", "connectivity", "proxyless_requests_issued", "proxyless_requests_succeeded", "proxyless_requests_errored", "proxyless_in_flight", "xds_health_status", "retries_total", "retries_succeeded_total", "retry_budget_exhausted_total", "retries_not_safe_total", "slow_start_factor", "slow_start_ends_unix_ms", "expected_share", "load", "fast_failure_load", "latency_penalty", "last_ejected_unix_ms", "last_ejection_reason", "upstream_local_addresses")
     class RequestsByCodeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +239,7 @@ class EndpointSnapshot(_message.Message):
     LATENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
     LAST_EJECTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_EJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    UPSTREAM_LOCAL_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     address: str
     pod_name: str
@@ -275,7 +278,8 @@ class EndpointSnapshot(_message.Message):
     latency_penalty: float
     last_ejected_unix_ms: int
     last_ejection_reason: str
-    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ..., proxyless_requests_issued: _Optional[int] = ..., proxyless_requests_succeeded: _Optional[int] = ..., proxyless_requests_errored: _Optional[int] = ..., proxyless_in_flight: _Optional[int] = ..., xds_health_status: _Optional[str] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retries_not_safe_total: _Optional[int] = ..., slow_start_factor: _Optional[float] = ..., slow_start_ends_unix_ms: _Optional[int] = ..., expected_share: _Optional[float] = ..., load: _Optional[float] = ..., fast_failure_load: _Optional[float] = ..., latency_penalty: _Optional[float] = ..., last_ejected_unix_ms: _Optional[int] = ..., last_ejection_reason: _Optional[str] = ...) -> None: ...
+    upstream_local_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, endpoint_id: _Optional[str] = ..., address: _Optional[str] = ..., pod_name: _Optional[str] = ..., state: _Optional[_Union[EndpointState, str]] = ..., state_since_unix_ms: _Optional[int] = ..., drain_deadline_unix_ms: _Optional[int] = ..., removed: _Optional[bool] = ..., weight: _Optional[int] = ..., effective_weight: _Optional[float] = ..., in_flight: _Optional[int] = ..., requests_by_code: _Optional[_Mapping[str, int]] = ..., requests_total: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., latency: _Optional[_Union[Histogram, _Mapping]] = ..., ewma_latency_ms: _Optional[float] = ..., consecutive_failures: _Optional[int] = ..., ejections_total: _Optional[int] = ..., ejection_multiplier: _Optional[int] = ..., state_reason: _Optional[str] = ..., connectivity: _Optional[str] = ..., proxyless_requests_issued: _Optional[int] = ..., proxyless_requests_succeeded: _Optional[int] = ..., proxyless_requests_errored: _Optional[int] = ..., proxyless_in_flight: _Optional[int] = ..., xds_health_status: _Optional[str] = ..., retries_total: _Optional[int] = ..., retries_succeeded_total: _Optional[int] = ..., retry_budget_exhausted_total: _Optional[int] = ..., retries_not_safe_total: _Optional[int] = ..., slow_start_factor: _Optional[float] = ..., slow_start_ends_unix_ms: _Optional[int] = ..., expected_share: _Optional[float] = ..., load: _Optional[float] = ..., fast_failure_load: _Optional[float] = ..., latency_penalty: _Optional[float] = ..., last_ejected_unix_ms: _Optional[int] = ..., last_ejection_reason: _Optional[str] = ..., upstream_local_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Histogram(_message.Message):
     __slots__ = ("counts", "sum_ms", "count")

@@ -15,7 +15,7 @@ from drf_spectacular.renderers import (
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import IsAuthenticated
 
-from dashboard.control.api import acts, automation, desired_state, explain, reads
+from dashboard.control.api import acts, automation, desired_state, explain, findings, reads
 from dashboard.control.api.base import ControlView
 
 POD = "v1/services/<str:service>/pods/<str:pod>/"
@@ -38,6 +38,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path(POD, reads.PodDetail.as_view(), name="api-pod"),
     path(POD + "explain/", explain.PodExplain.as_view(), name="api-pod-explain"),
     path("v1/services/<str:service>/stats/", reads.ServiceStats.as_view(), name="api-stats"),
+    path(
+        "v1/services/<str:service>/findings/",
+        findings.ServiceFindings.as_view(),
+        name="api-findings",
+    ),
     path(POD + "weight", acts.SetWeight.as_view(), name="api-pod-weight"),
     path(POD + "drain", acts.Drain.as_view(), name="api-pod-drain"),
     path(POD + "undrain", acts.Undrain.as_view(), name="api-pod-undrain"),

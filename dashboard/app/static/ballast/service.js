@@ -263,12 +263,21 @@
     // The total the pods report: all clients, not weight-normalised (frames.py says why).
     renderImbalance("pod-imbalance", "total at pods", frame.pod_imbalance || {}, reported);
     document.getElementById("story").textContent = story(frame);
+    renderFinding(frame.pinning);
     const note = document.getElementById("usage-note");
     note.textContent = frame.usage_note || "";
     note.hidden = !frame.usage_note;
     renderReplicas(frame.replicas);
     renderXds(frame.xds);
     controls.renderPolicy(frame.policy);
+  }
+
+  // Clients that bypass Ballast pinned to a pod, in words (collector/pinning/).
+  function renderFinding(pinning) {
+    const finding = document.getElementById("finding");
+    const text = (pinning && pinning.finding) || "";
+    if (finding.textContent !== text) finding.textContent = text;
+    finding.hidden = !text;
   }
 
   // Which path is skewed, in words (the overview says the same, overview.py).
