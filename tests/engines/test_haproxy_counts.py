@@ -126,6 +126,22 @@ async def test_it_counts_every_call_of_a_burst(backends, balancers):
     assert endpoint.bytes_received >= 3000 * 64 and endpoint.bytes_sent >= 3000 * 64
 
 
+async def test_it_counts_every_error_of_a_burst(balancers, failing_pods):
+    # An error whose log line is lost would count as OK: the error log goes through a ring.
+    pod = await failing_pods(1)
+    cluster = {**_endpoints([("bad", pod.address)]), "outlier_detection": {"enabled": False}}
+    balancer = await balancers(config([], cluster=cluster, admin={}, **HAPROXY))
+    admin = admin_pb2_grpc.AdminStub(grpc.aio.insecure_channel(balancer.admin_address))
+    codes = await _call_many(balancer.listen_addresses[0], "/test.Echo/Unary", 3000, 64)
+    assert codes.count("UNAVAILABLE") == 3000
+
+    async def all_counted() -> bool:
+        return (await _endpoint(admin, "bad")).requests_total >= 3000
+
+    await _until(all_counted)
+    assert dict((await _endpoint(admin, "bad")).requests_by_code) == {"UNAVAILABLE": 3000}
+
+
 async def test_it_counts_a_pod_s_errors_and_ejects_it_when_it_fails_every_call(
     backends, balancers, failing_pods
 ):

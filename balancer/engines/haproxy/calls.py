@@ -1,4 +1,4 @@
-"""HAProxy's call logs, read by Ballast over two unix datagram sockets.
+"""HAProxy's call logs, read by Ballast over two unix sockets.
 
 Logging every call cost more CPU per call than HAProxy's own relaying (a
 syslog line formatted, sent and woken up for in Python, per call), and the
@@ -11,9 +11,13 @@ the `grpc-status` response header):
   log-separate-errors` puts HAProxy's own errors, client aborts, retries and
   5xx at level `err`; `ERROR_RULE` adds non-200 answers and trailers-only
   answers with a `grpc-status` other than 0), and only those: errors are
-  counted and fed to outlier detection one by one;
-- to the *latency log*, one call in `LATENCY_SAMPLE` (HAProxy's `sample`),
-  OK or not: the latency histogram, each line weighing `LATENCY_SAMPLE` calls.
+  counted and fed to outlier detection one by one. It goes through an HAProxy
+  `ring` (`ERROR_RING_BYTES` of lines) forwarded over a unix stream socket:
+  no line is dropped while Ballast catches up with a burst of errors (a lost
+  error line would count as OK);
+- to the *latency log* (a datagram socket), one call in `LATENCY_SAMPLE`
+  (HAProxy's `sample`), OK or not: the latency histogram, each line weighing
+  `LATENCY_SAMPLE` calls. A line lost here only thins the sample.
 
 OK calls are counted from `show stat` (see `engine.ServedCounts`). What the
 line can say is less than what the embedded engine sees: HAProxy 2.6's log
@@ -44,6 +48,8 @@ ERROR_RULE = (
     "http-response set-log-level err if !{ status 200 }"
     " || { res.hdr(grpc-status) -m found } !{ res.hdr(grpc-status) -m str 0 }"
 )
+# The error log's ring in HAProxy: ~20,000 error lines wait there while Ballast is busy.
+ERROR_RING_BYTES = 1 << 20
 OK, _CANCELLED, _UNKNOWN = 0, 1, 2
 _RECEIVE_BUFFER_BYTES = 4 << 20
 # gRPC's HTTP-to-status mapping (doc/http-grpc-status-mapping.md), for answers without one.
@@ -114,3 +120,22 @@ async def listen(path: str, sink: Callable[[CallRecord], None]) -> asyncio.Datag
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(lambda: _Receiver(sink), sock=sock)
     return transport
+
+
+async def listen_stream(path: str, sink: Callable[[CallRecord], None]) -> asyncio.Server:
+    """Receives a call log forwarded by an HAProxy `ring` to the unix stream socket
+    `path` (one line per call; each HAProxy process connects on its own); each call →
+    `sink`."""
+
+    async def read_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                record = parse(line.decode(errors="replace"))
+                if record is not None:
+                    sink(record)
+        except (ConnectionError, ValueError):  # HAProxy went away, or a line over the limit
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_unix_server(read_lines, path)

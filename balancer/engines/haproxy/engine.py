@@ -131,7 +131,7 @@ class HaproxyEngine:
         # (backend, server name) → (cluster, endpoint id), for the call log.
         self._by_server: dict[tuple[str, str], tuple[str, str]] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
-        self._call_log: asyncio.DatagramTransport | None = None
+        self._call_log: asyncio.Server | None = None
         self._latency_log: asyncio.DatagramTransport | None = None
         self._counts = ServedCounts()
         # Per (backend, server): errors since the last `show stat` read (code, latency).
@@ -173,7 +173,7 @@ class HaproxyEngine:
             c.name: server_options(self._config, i, self._dir)
             for i, c in enumerate(self._config.clusters)
         }
-        self._call_log = await calls.listen(self._call_log_path, self._record_error)
+        self._call_log = await calls.listen_stream(self._call_log_path, self._record_error)
         self._latency_log = await calls.listen(self._latency_log_path, self._record_sample)
         self._dirty = asyncio.Event()
         await self._launch(replaces=None)
@@ -195,9 +195,10 @@ class HaproxyEngine:
         processes = [p for p in (self._process, *self._retiring) if p is not None]
         await asyncio.gather(*(p.stop(grace_s) for p in processes))
         self._up = False
-        for log_transport in (self._call_log, self._latency_log):
-            if log_transport is not None:
-                log_transport.close()
+        if self._latency_log is not None:
+            self._latency_log.close()
+        if self._call_log is not None:
+            self._call_log.close()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
 
