@@ -96,8 +96,8 @@ def render(
     """The whole config file. `policies` and `servers` are keyed by cluster name; with
     `call_log` (a unix stream socket's path) and `latency_log` (a datagram socket's) calls
     that are not OK are logged to the first, one call in `LATENCY_SAMPLE` to the second
-    (calls.py). `tls_dir`
-    holds the PEM files `write_tls_files` wrote (needed when TLS is configured)."""
+    (calls.py). `tls_dir` holds the PEM files `write_tls_files` wrote (needed when TLS is
+    configured)."""
     names = {c.name: backend_name(i, c.name) for i, c in enumerate(config.clusters)}
     frontends = [_frontend(config, i, a, names, tls_dir) for i, a in enumerate(listen_addresses)]
     backends = [
