@@ -46,6 +46,17 @@ class EndpointStats:
         self.bytes_received += received
         self.bytes_sent += sent
 
+    def count(self, code_index: int, calls: int = 1) -> None:
+        """Calls counted without a latency or bytes of their own (an engine that reads
+        those elsewhere)."""
+        self.requests[code_index] += calls
+
+    def sample_latency(self, latency_s: float, weight: int) -> None:
+        """One sampled call's latency standing in for `weight` calls (an engine that sees
+        one call in `weight`); call counts are not touched."""
+        self.latency_counts[bisect_left(_BOUNDS_S, latency_s)] += weight
+        self.latency_sum_s += latency_s * weight
+
     @property
     def total_requests(self) -> int:
         return sum(self.requests)

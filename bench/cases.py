@@ -97,7 +97,12 @@ def case_groups(topology: Topology, settings: Settings) -> list[list[Case]]:
     proxied_cpu = {**common, "proxy": (topology.proxy_pid,)}
     stats_off_cpu = {**common, "proxy": (topology.stats_off_pid,)}
     passthrough_cpu = {**common, "proxy": (topology.passthrough_pid,)}
-    haproxy_cpu = {**common, "proxy": topology.haproxy_pids}
+    # HAProxy's processes as the proxy; the balancer process that drives it apart.
+    haproxy_cpu = {
+        **common,
+        "proxy": topology.haproxy_pids[1:],
+        "balancer": topology.haproxy_pids[:1],
+    }
     unary_c, stream_c = settings.concurrency, settings.stream_concurrency
     return [
         [

@@ -60,6 +60,14 @@ def cpu_us_per_req(sample: Sample, role: str) -> float:
     return sample.cpu_s[role] / sample.count * 1e6
 
 
+def engine_cpu_us_per_req(sample: Sample) -> float:
+    """The proxy's CPU per call, with the balancer process that drives it when apart
+    (HAProxy's engine is both)."""
+    return sum(
+        cpu_us_per_req(sample, role) for role in ("proxy", "balancer") if role in sample.cpu_s
+    )
+
+
 def throughput_metrics(cases: dict[str, Sample]) -> Metrics:
     direct, proxied = cases["unary_direct"], cases["unary_proxied"]
     stats_off = cases["unary_proxied_stats_off"]
@@ -114,7 +122,7 @@ def other_proxy_metrics(cases: dict[str, Sample], prefix: str) -> Metrics:
         f"{prefix}_added_p50_ms": difference(latency.p50_ms, direct_latency.p50_ms),
         f"{prefix}_p99_ms": latency.p99_ms,
         f"{prefix}_added_p99_ms": difference(latency.p99_ms, direct_latency.p99_ms),
-        f"{prefix}_cpu_us_per_req": cpu_us_per_req(unary, "proxy"),
+        f"{prefix}_cpu_us_per_req": engine_cpu_us_per_req(unary),
     }
 
 
@@ -143,6 +151,14 @@ def cpu_bound_metrics(direct: Sample, haproxy: Sample) -> Metrics:
         "haproxy_cpu_bound_ratio": ratio(direct_us, haproxy_us),
         "haproxy_backend_cpu_vs_direct": ratio(backends_us, cpu_us_per_req(direct, "backends")),
     }
+
+
+def cpu_breakdown(sample: Sample) -> Metrics:
+    """CPU per call of each measured process group (`loadgen`: the client; `proxy`;
+    `balancer`: the balancer process driving HAProxy) and their total."""
+    parts: Metrics = {f"{role}_us_per_req": cpu_us_per_req(sample, role) for role in sample.cpu_s}
+    parts["total_us_per_req"] = sum(cpu_us_per_req(sample, role) for role in sample.cpu_s)
+    return parts
 
 
 def goals(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -218,6 +234,10 @@ def summarize(samples: list[Sample], context: dict[str, Any]) -> dict[str, Any]:
             "stream_passthrough",
             "stream_haproxy",
         )
+    }
+    report["cpu_per_call"] = {
+        case: medians([cpu_breakdown(cases[case]) for cases in rounds])
+        for case in ("unary_direct", "unary_proxied", "unary_passthrough", "unary_haproxy")
     }
     report["errors"] = sum(sample.errors for sample in samples)
     report.update(context)

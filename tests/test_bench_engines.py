@@ -71,6 +71,21 @@ def test_it_compares_haproxy_and_the_pass_through_with_direct_and_embedded():
     assert report["haproxy_backend_cpu_vs_direct"] == 1.25
 
 
+def test_it_breaks_each_call_s_cpu_down_by_process_with_haproxy_s_balancer_apart():
+    haproxy = Sample(
+        case="unary_haproxy", round_index=0, count=4000, errors=0, rps=4000, p50_ms=1.0,
+        p99_ms=2.0, window_s=1.0, machine_busy_s=1.5,
+        cpu_s={"loadgen": 0.5, "backends": 0.8, "proxy": 0.16, "balancer": 0.04},
+    )  # fmt: skip
+    breakdown = summary.cpu_breakdown(haproxy)
+    assert breakdown == {
+        "loadgen_us_per_req": 125.0, "backends_us_per_req": 200.0, "proxy_us_per_req": 40.0,
+        "balancer_us_per_req": 10.0, "total_us_per_req": 375.0,
+    }  # fmt: skip
+    # The engine's CPU per call is HAProxy's and its balancer's together.
+    assert summary.engine_cpu_us_per_req(haproxy) == 50.0
+
+
 def test_it_judges_haproxy_slow_pods_by_least_request_below_its_equal_share():
     report = {
         "slow_pod": {

@@ -9,6 +9,7 @@ import grpc.aio
 import pytest
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
+from balancer.engines.haproxy.calls import LATENCY_SAMPLE
 from tests.support import backend as be
 from tests.support.balancing import ADMIN_TOKEN, config
 from tests.support.waiting import wait_for
@@ -37,7 +38,7 @@ async def _pod_a(admin: admin_pb2_grpc.AdminStub) -> admin_pb2.EndpointSnapshot:
     return endpoint
 
 
-async def test_it_counts_calls_bytes_and_latency_from_the_call_log(setup):
+async def test_it_counts_calls_bytes_and_latency_from_show_stat_and_the_logs(setup):
     a, admin, proxy = setup
     for _ in range(20):
         assert await proxy.unary_unary(be.UNARY)(b"x" * 100, timeout=10) == b"x" * 100
@@ -56,7 +57,9 @@ async def test_it_counts_calls_bytes_and_latency_from_the_call_log(setup):
     endpoint = latest[0]
     assert dict(endpoint.requests_by_code) == {"OK": 20, "CANCELLED": 1}
     assert endpoint.bytes_received >= 20 * 100 and endpoint.bytes_sent >= 20 * 100
-    assert sum(endpoint.latency.counts) == 21
+    # One call in LATENCY_SAMPLE is logged for latency, weighing LATENCY_SAMPLE calls:
+    # the 1st, 11th and 21st of HAProxy's 21.
+    assert sum(endpoint.latency.counts) == 3 * LATENCY_SAMPLE
 
 
 async def test_it_reports_streams_in_flight_from_show_stat(setup):

@@ -27,7 +27,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections import deque
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,15 @@ from balancer.engines.haproxy.config import (
     unenforced_limits,
     write_tls_files,
 )
+from balancer.engines.haproxy.counts import ServedCounts
 from balancer.engines.haproxy.process import HaproxyProcess, StartFailed, find_binary
-from balancer.engines.haproxy.runtime import CommandFailed, RuntimeApi, RuntimeDown, parse_peers
+from balancer.engines.haproxy.runtime import (
+    CommandFailed,
+    RuntimeApi,
+    RuntimeDown,
+    ServerStat,
+    parse_peers,
+)
 from balancer.listen import cannot_listen
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,9 @@ _STATS_INTERVAL_S = 1.0
 _START_TIMEOUT_S = 15.0
 _RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _DRAINING = (State.DRAINING, State.DRAINED)
+# Errors of one server held between two `show stat` reads for outlier detection (more
+# than any consecutive-failures threshold needs).
+_PENDING_FAILURES = 256
 
 
 def wanted_admin(ep: Endpoint) -> str:
@@ -106,6 +117,7 @@ class HaproxyEngine:
         self._dir = ""
         self._config_file = ""
         self._call_log_path = ""
+        self._latency_log_path = ""
         self._api = RuntimeApi("")
         self._process: HaproxyProcess | None = None
         self._retiring: set[HaproxyProcess] = set()
@@ -119,7 +131,11 @@ class HaproxyEngine:
         # (backend, server name) → (cluster, endpoint id), for the call log.
         self._by_server: dict[tuple[str, str], tuple[str, str]] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
-        self._call_log: asyncio.DatagramTransport | None = None
+        self._call_log: asyncio.Server | None = None
+        self._latency_log: asyncio.DatagramTransport | None = None
+        self._counts = ServedCounts()
+        # Per (backend, server): errors since the last `show stat` read (code, latency).
+        self._failures: dict[tuple[str, str], deque[tuple[int, float]]] = {}
         self._stats_read_at = 0.0
         self._serial = itertools.count(1)
         self._holds: dict[tuple[str, str], _Hold] = {}
@@ -151,12 +167,14 @@ class HaproxyEngine:
         self._api = RuntimeApi(socket_path)
         self._config_file = os.path.join(self._dir, "haproxy.cfg")
         self._call_log_path = os.path.join(self._dir, "calls.sock")
+        self._latency_log_path = os.path.join(self._dir, "latency.sock")
         write_tls_files(self._config, self._dir)  # the private dir: 0700, files 0600
         self._server_options = {
             c.name: server_options(self._config, i, self._dir)
             for i, c in enumerate(self._config.clusters)
         }
-        self._call_log = await calls.listen(self._call_log_path, self._record)
+        self._call_log = await calls.listen_stream(self._call_log_path, self._record_error)
+        self._latency_log = await calls.listen(self._latency_log_path, self._record_sample)
         self._dirty = asyncio.Event()
         await self._launch(replaces=None)
         # States that changed while HAProxy started are applied before calls are taken.
@@ -177,6 +195,8 @@ class HaproxyEngine:
         processes = [p for p in (self._process, *self._retiring) if p is not None]
         await asyncio.gather(*(p.stop(grace_s) for p in processes))
         self._up = False
+        if self._latency_log is not None:
+            self._latency_log.close()
         if self._call_log is not None:
             self._call_log.close()
         if self._dir:
@@ -246,19 +266,42 @@ class HaproxyEngine:
     def figures(self) -> EngineFigures:
         return EngineFigures(name=self.name, up=self._up, in_flight=dict(self._in_flight))
 
-    def _record(self, call: calls.CallRecord) -> None:
-        """One finished call from HAProxy's log: into the endpoint's stats and the
-        cluster's outlier detection, as the embedded engine records its own."""
-        where = self._by_server.get((call.backend, call.server))
+    def _endpoint(self, backend: str, server: str) -> tuple[Cluster, Endpoint] | None:
+        where = self._by_server.get((backend, server))
         if where is None:
-            return
+            return None
         cluster = self._clusters[where[0]]
         ep = cluster.endpoints.get(where[1])
-        if ep is None:
+        return None if ep is None else (cluster, ep)
+
+    def _record_error(self, call: calls.CallRecord) -> None:
+        """A call from HAProxy's error log: counted by its code now; outlier detection
+        hears of it at the next `show stat` read (`_take`)."""
+        if call.code == calls.OK:
+            return  # logged for a retry or HAProxy ending it: `show stat` counts it as OK
+        found = self._endpoint(call.backend, call.server)
+        if found is None:
             return
+        key = (call.backend, call.server)
+        self._counts.not_ok(*key)
         if self._config.record_stats:
-            ep.stats.record(call.code, call.latency_s, call.received_bytes, call.sent_bytes)
-        cluster.record_result(ep, call.code, call.latency_s)
+            found[1].stats.count(call.code)
+        pending = self._failures.get(key)
+        if pending is None:
+            pending = self._failures[key] = deque(maxlen=_PENDING_FAILURES)
+        pending.append((call.code, call.latency_s))
+
+    def _record_sample(self, call: calls.CallRecord) -> None:
+        """A call from the latency log (one in `LATENCY_SAMPLE`): its latency stands for
+        that many calls' in the histogram; an OK one also feeds the load estimate."""
+        found = self._endpoint(call.backend, call.server)
+        if found is None:
+            return
+        cluster, ep = found
+        if self._config.record_stats:
+            ep.stats.sample_latency(call.latency_s, calls.LATENCY_SAMPLE)
+        if call.code == calls.OK:
+            cluster.record_result(ep, calls.OK, call.latency_s)
 
     # --- the process --------------------------------------------------------------------------
 
@@ -275,6 +318,7 @@ class HaproxyEngine:
             policies=policies,
             servers={name: list(servers.values()) for name, servers in wanted.items()},
             call_log=self._call_log_path,
+            latency_log=self._latency_log_path,
             tls_dir=self._dir,
         )
         _write_atomically(self._config_file, text)  # a few KiB on a local disk
@@ -288,6 +332,9 @@ class HaproxyEngine:
             for name, ws in wanted.items()
         }
         self._deleting = {name: set() for name in self._clusters}
+        # A new process counts from 0.
+        self._counts.reset()
+        self._failures.clear()
         self._up = True
         assert self._dirty is not None
         self._dirty.set()
@@ -471,13 +518,21 @@ class HaproxyEngine:
 
     async def _delete_retired(self, cluster: str) -> None:
         """`del server` for retired servers; one with connections (idle ones included)
-        stays until they are gone, and is tried again on the next pass."""
+        stays until they are gone, and is tried again on the next pass. Its last OK
+        calls and bytes are counted first (its counters go with it)."""
+        if not self._deleting[cluster]:
+            return
+        backend = self._backends[cluster]
+        stats = await self._api.server_stats(backend)
         for name in sorted(self._deleting[cluster]):
-            backend = self._backends[cluster]
+            stat = stats.get(name)
+            if stat is not None and stat.sessions_now == 0:
+                self._take([stat], {}, final=True)
             reply = await self._api.command(f"del server {backend}/{name}")
             if "Server deleted." in reply or "No such server" in reply:
                 self._deleting[cluster].discard(name)
                 self._by_server.pop((backend, name), None)
+                self._counts.forget(backend, name)
 
     async def _try(self, command: str, success: str = "") -> None:
         try:
@@ -499,18 +554,39 @@ class HaproxyEngine:
                 now = asyncio.get_running_loop().time()
                 if now - self._stats_read_at >= _STATS_INTERVAL_S:
                     self._stats_read_at = now
-                    await self._read_in_flight()
+                    await self._read_stats()
                     await self._read_peers()
 
-    async def _read_in_flight(self) -> None:
-        """Streams in flight per endpoint, from `show stat`'s current sessions."""
+    async def _read_stats(self) -> None:
+        """Streams in flight per endpoint (`show stat`'s current sessions), OK calls and
+        bytes since the previous read, and outlier detection's news."""
         in_flight: dict[tuple[str, str], int] = {}
         for backend in self._backends.values():
-            for name, stat in (await self._api.server_stats(backend)).items():
-                where = self._by_server.get((backend, name))
-                if where is not None:
-                    in_flight[where] = in_flight.get(where, 0) + stat.sessions_now
+            stats = await self._api.server_stats(backend)
+            self._take(stats.values(), in_flight)
         self._in_flight = in_flight
+
+    def _take(
+        self,
+        stats: Iterable[ServerStat],
+        in_flight: dict[tuple[str, str], int],
+        final: bool = False,
+    ) -> None:
+        for stat in stats:
+            key = (stat.backend, stat.server)
+            increments = self._counts.update(stat, final=final)
+            failures = self._failures.pop(key, ())
+            found = self._endpoint(*key)
+            if found is None:
+                continue
+            cluster, ep = found
+            where = (cluster.name, ep.id)
+            in_flight[where] = in_flight.get(where, 0) + stat.sessions_now
+            if self._config.record_stats:
+                ep.stats.count(calls.OK, increments.ok_calls)
+                ep.stats.bytes_received += increments.bytes_in
+                ep.stats.bytes_sent += increments.bytes_out
+            _feed_outliers(cluster, ep, failures, increments.ok_in_period, stat.avg_time_ms)
 
     async def _read_peers(self) -> None:
         """Client connections per peer IP, summed over the listeners' stick tables."""
@@ -532,6 +608,26 @@ class HaproxyEngine:
                 stat = stats.get(server.name) if server is not None else None
                 if stat is None or stat.sessions_now == 0:
                     self._release(cluster, endpoint_id)
+
+
+def _feed_outliers(
+    cluster: Cluster,
+    ep: Endpoint,
+    failures: Iterable[tuple[int, float]],
+    ok_calls: int,
+    avg_time_ms: int,
+) -> None:
+    """Outlier detection from one read's news: without the calls' order, a read whose
+    period also ended OK calls resets the endpoint's consecutive failures (its errors
+    were not consecutive, as far as can be told); otherwise its errors continue the run.
+    So an endpoint that fails every call is ejected up to one read later than under the
+    embedded engine, and one that fails some of its calls is never ejected for a run
+    that OK calls broke."""
+    if ok_calls:
+        cluster.record_result(ep, calls.OK, avg_time_ms / 1000)
+        return
+    for code, latency_s in failures:
+        cluster.record_result(ep, code, latency_s)
 
 
 def _write_atomically(path: str, text: str) -> None:

@@ -25,7 +25,8 @@ class CommandFailed(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ServerStat:
-    """A server's row of `show stat`: current sessions (streams), and totals."""
+    """A server's row of `show stat`: current sessions (streams), totals, and the average
+    total time of its last 1024 calls."""
 
     backend: str
     server: str
@@ -34,6 +35,9 @@ class ServerStat:
     bytes_in: int
     bytes_out: int
     status: str
+    # Calls sent on to another server after a failed connection to this one (`wredis`).
+    redispatched: int = 0
+    avg_time_ms: int = 0
 
 
 class RuntimeApi:
@@ -89,6 +93,8 @@ def parse_stats(reply: str) -> list[ServerStat]:
                 bytes_in=_int(row.get("bin")),
                 bytes_out=_int(row.get("bout")),
                 status=row.get("status") or "",
+                redispatched=_int(row.get("wredis")),
+                avg_time_ms=_int(row.get("ttime")),
             )
         )
     return stats
