@@ -315,6 +315,15 @@ def test_it_rests_on_the_counts_when_ballasts_connections_are_not_known() -> Non
     assert "or its engine is HAProxy" in pinning["finding"]
 
 
+def test_it_says_no_connection_is_named_while_none_has_been_open_long_enough() -> None:
+    # Only Ballast's connection so far: the clients' are short-lived, or not seen long yet.
+    reader = _reader(Whose({"10.0.0.9:4000"}), ("10.0.0.9:4000", 10, 60))
+    text = pinning_frame(_frame(70.0), reader.connections)["finding"]
+    assert text is not None
+    assert "no client connection open for 8 s or more carried calls" in text
+    assert "short-lived ones are not" in text
+
+
 # ---- the balancer's side: the local addresses of its upstream connections -------------
 
 

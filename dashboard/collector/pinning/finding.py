@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 from dashboard.collector.imbalance import MAX_OVER_MEAN_LIMIT
-from dashboard.collector.pinning.reader import ConnectionFrame, Origin
+from dashboard.collector.pinning.reader import CONFIRM_S, ConnectionFrame, Origin
 
 LISTED_PER_POD = 10  # the busiest client connections a frame lists per pod
 # The finding is raised only when a pod's bypassing calls matter. The bypassing calls
@@ -178,7 +178,11 @@ def _not_shown(
             "the connections behind them are not told apart: no balancer replica reports"
             " Ballast's own connections by address (one is down, or its engine is HAProxy)"
         )
-    return "no client connection carried calls at the pod's last channelz read"
+    return (
+        f"no client connection open for {CONFIRM_S:.0f} s or more carried calls at the pod's"
+        " last channelz read (a connection is named once seen that long: short-lived ones"
+        " are not)"
+    )
 
 
 def _carries(c: ConnectionFrame) -> bool:
