@@ -211,7 +211,18 @@ def database_settings(url: str | None, sqlite_path: Path) -> dict[str, Any]:
     """The ``default`` database: from a ``DATABASE_URL`` (postgres://…) when given,
     else SQLite at ``sqlite_path``."""
     if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(sqlite_path)}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(sqlite_path),
+            # Writers take the lock when their transaction begins and wait for each other
+            # (up to 20 s) instead of failing at once with "database is locked" when a read
+            # turns into a write: the dashboard's requests, operations and collector write
+            # from several threads.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # Tests use a file beside it, not Django's shared-cache in-memory database, whose
+            # table locks fail a concurrent writer at once instead of making it wait.
+            "TEST": {"NAME": str(sqlite_path.with_name(f"{sqlite_path.stem}-test.sqlite3"))},
+        }
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme not in _DATABASE_SCHEMES:
         # Never echo the URL: it may hold a password.

@@ -119,7 +119,11 @@ def test_it_rejects_a_secret_set_twice(tmp_path: Path) -> None:
 
 def test_it_uses_sqlite_without_a_database_url(tmp_path: Path) -> None:
     config = database_settings("", tmp_path / "db.sqlite3")
-    assert config == {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "db.sqlite3")}
+    assert config["ENGINE"] == "django.db.backends.sqlite3"
+    assert config["NAME"] == str(tmp_path / "db.sqlite3")
+    # Concurrent writers wait for each other; tests run on a file, as the dashboard does.
+    assert config["OPTIONS"] == {"transaction_mode": "IMMEDIATE", "timeout": 20}
+    assert config["TEST"] == {"NAME": str(tmp_path / "db-test.sqlite3")}
 
 
 def test_it_uses_postgres_from_a_database_url(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ _POLL_INTERVAL_S = 0.2
 # How often in-flight streams per server are read from `show stat` for snapshots.
 _STATS_INTERVAL_S = 1.0
 _START_TIMEOUT_S = 15.0
+# How long `stop` waits for its cancelled tasks before stopping the processes anyway.
+_TASKS_STOP_S = 5.0
 _RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 _DRAINING = (State.DRAINING, State.DRAINED)
 # Errors of one server held between two `show stat` reads for outlier detection (more
@@ -189,11 +191,18 @@ class HaproxyEngine:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        processes = [p for p in (self._process, *self._retiring) if p is not None]
-        await asyncio.gather(*(p.stop(grace_s) for p in processes))
+        try:
+            # Bounded, and whatever a task ended with: the processes are stopped below in
+            # any case, so no HAProxy outlives the engine holding its ports.
+            _, pending = await asyncio.wait(tasks, timeout=_TASKS_STOP_S) if tasks else ((), ())
+            for task in pending:
+                log.error("haproxy engine: %r did not stop when cancelled", task)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("haproxy engine: %r had failed: %r", task, task.exception())
+        finally:
+            processes = [p for p in (self._process, *self._retiring) if p is not None]
+            await asyncio.gather(*(p.stop(grace_s) for p in processes))
         self._up = False
         if self._latency_log is not None:
             self._latency_log.close()
@@ -323,7 +332,12 @@ class HaproxyEngine:
         )
         _write_atomically(self._config_file, text)  # a few KiB on a local disk
         process = await HaproxyProcess.spawn(self._binary, self._config_file, replaces=replaces)
-        await self._wait_ready(process)
+        try:
+            await self._wait_ready(process)
+        except asyncio.CancelledError:
+            # Stopped while it started: it is nobody's yet, so it is stopped here.
+            await asyncio.shield(process.stop(0))
+            raise
         self._process = process
         self._policies = policies
         # As written: drain and maint are both `disabled` in the file.
