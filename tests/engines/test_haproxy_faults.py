@@ -173,3 +173,34 @@ async def _metrics(address: str) -> str:
             return response.read().decode()
 
     return await asyncio.to_thread(get)
+
+
+async def test_stop_stops_haproxy_even_when_a_task_does_not_end_when_cancelled(
+    backends, balancers, caplog
+):
+    # Python 3.11's wait_for can lose a cancel that lands as its inner call completes; a
+    # task of the engine that lost it once must not keep stop waiting, nor HAProxy running.
+    a = await backends("pod-a")
+    balancer = await balancers(config([a], **HAPROXY))
+    engine = balancer.engine
+    pid = engine.pid
+    assert pid is not None
+
+    async def loses_one_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # as if the cancel had been lost
+
+    engine._spawn(loses_one_cancel())
+    await asyncio.wait_for(balancer.stop(grace_s=0), 30)
+    assert not _alive(pid), "haproxy outlived the engine"
+    assert any("did not stop when cancelled" in r.getMessage() for r in caplog.records)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -164,6 +164,7 @@ class HaproxyEngine:
     async def start(self) -> None:
         """Writes the config, starts HAProxy and waits for its runtime API; raises
         StartFailed (HAProxy's last words) when it exits or does not answer."""
+        self._stopping = False
         self._dir = tempfile.mkdtemp(prefix="ballast-haproxy-")
         socket_path = self._config.haproxy.runtime_socket or os.path.join(self._dir, "runtime.sock")
         self._api = RuntimeApi(socket_path)
@@ -193,7 +194,9 @@ class HaproxyEngine:
             task.cancel()
         try:
             # Bounded, and whatever a task ended with: the processes are stopped below in
-            # any case, so no HAProxy outlives the engine holding its ports.
+            # any case, so no HAProxy outlives the engine holding its ports. (Python 3.11's
+            # wait_for can lose a cancel that lands as its inner call completes; the loops
+            # also end on `_stopping`.)
             _, pending = await asyncio.wait(tasks, timeout=_TASKS_STOP_S) if tasks else ((), ())
             for task in pending:
                 log.error("haproxy engine: %r did not stop when cancelled", task)
@@ -376,6 +379,8 @@ class HaproxyEngine:
             process = self._process
             assert process is not None
             code = await process.wait()
+            if self._stopping:
+                return  # a cancel can be lost (3.11's wait_for): never restart after stop
             if process is not self._process:
                 continue  # replaced on purpose (policy change); the new one is watched
             handover = self._handovers.get(process)
@@ -471,7 +476,7 @@ class HaproxyEngine:
 
     async def _reconcile_forever(self) -> None:
         assert self._dirty is not None
-        while True:
+        while not self._stopping:
             await self._dirty.wait()
             self._dirty.clear()
             if not self._up:
@@ -557,7 +562,7 @@ class HaproxyEngine:
     # --- drain progress -----------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(_POLL_INTERVAL_S)
             if not self._up:
                 continue
