@@ -5,7 +5,8 @@
 // an operator's click sends PATCH {"autoweights": true|false} (or oom_guard) there, or PUT
 // {"paused": true|false} to /api/v1/automation/ — same origin, the session cookie and
 // Django's CSRF header; a refusal's {"detail": "..."} is shown beside the switches.
-// Viewers see the switches disabled. A 401 stops the polling (the session expired).
+// Viewers see the switches disabled. A 401 stops the polling (the session expired), as does
+// the service page's "ballast:expired" event.
 // Plain script, on its own: it shares nothing with service.js but the page's JSON.
 (function () {
   "use strict";
@@ -160,6 +161,8 @@
     clearInterval(state.timer);
   }
 
+  // The service page saw the session end (its socket or another poll got a 401).
+  document.addEventListener("ballast:expired", stop);
   buttons.autoweights.addEventListener("click", () => toggle("autoweights"));
   buttons.oom_guard.addEventListener("click", () => toggle("oom_guard"));
   buttons.paused.addEventListener("click", togglePause);

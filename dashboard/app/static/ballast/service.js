@@ -395,6 +395,8 @@
     controls.stop();
     explain.stop();
     charts.stop();
+    // The page's other scripts (automation.js) stop their polls too.
+    document.dispatchEvent(new CustomEvent("ballast:expired"));
     clearInterval(state.watchdog);
     if (state.socket) state.socket.onclose = null;
     if (state.socket) state.socket.close();
