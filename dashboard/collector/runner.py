@@ -28,7 +28,7 @@ import grpc
 import grpc.aio
 
 from balancer.admin.v1 import admin_pb2, admin_pb2_grpc
-from balancer.lifecycle import ShutdownTrigger, serve_until
+from balancer.lifecycle import ShutdownTrigger, every, serve_until
 from balancer.tls import ClientTls, open_channel
 from dashboard.collector.frames import (
     ColorBook,
@@ -410,12 +410,13 @@ class Collector:
 
     async def _read_channelz(self) -> None:
         await asyncio.sleep(FIRST_READ_S)  # the pods are listed by then
-        while True:
-            try:
-                await self.read_channelz()
-            except Exception:  # a pod's answer never raises; this would be a bug here
-                log.exception("reading the pods' channelz failed; trying again")
-            await asyncio.sleep(READ_INTERVAL_S)
+        # A pod's answer never raises; a pass that does is a bug here, logged.
+        await every(
+            READ_INTERVAL_S,
+            self.read_channelz,
+            log,
+            "reading the pods' channelz failed; trying again",
+        )
 
     def retries_s(self, cluster: str) -> float:
         """The cluster's retries/s added up over the replicas that are up."""
