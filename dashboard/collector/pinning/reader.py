@@ -135,7 +135,9 @@ class PinningReader:
         got = await asyncio.gather(
             *(self._fetch(name, targets[name]) for name in names), return_exceptions=True
         )
-        own = self._own_addresses()
+        # In a thread, as the balancer reads its own (admin/snapshot.py): the walk over
+        # this process's channels (a balancer's too, in the demo) would stall the loop.
+        own = await asyncio.to_thread(self._own_addresses)
         now_s = self._clock()
         for name, sockets in zip(names, got, strict=True):
             address = targets[name]
